@@ -1,0 +1,71 @@
+"""Release discovery from the PyPI JSON API: every published version of an engine package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from packaging.version import InvalidVersion, Version
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from monitor.engines import parse_package
+
+
+class DiscoveryError(RuntimeError):
+    """PyPI could not be asked, or answered something that is not a release list."""
+
+
+@dataclass(frozen=True)
+class Release:
+    package: str
+    version: Version
+    published: datetime | None
+    yanked: bool
+
+
+@retry(
+    retry=retry_if_exception_type((httpx.TransportError, httpx.HTTPStatusError)),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.5, max=4),
+    reraise=True,
+)
+def _get_json(url: str, timeout: float) -> object:
+    response = httpx.get(url, timeout=timeout, follow_redirects=True)
+    if response.status_code == 404:
+        raise DiscoveryError(f"{url}: no such project on the index (HTTP 404)")
+    response.raise_for_status()
+    return response.json()
+
+
+def fetch_releases(package: str, pypi_url: str, timeout: float = 20.0) -> list[Release]:
+    """All releases of `package`, oldest first; versions that are not PEP 440 are skipped."""
+    package = parse_package(package)
+    url = f"{pypi_url.rstrip('/')}/pypi/{package}/json"
+    try:
+        document = _get_json(url, timeout)
+    except (httpx.HTTPError, ValueError) as exc:
+        raise DiscoveryError(f"cannot list releases of {package} from {url}: {exc}") from exc
+    releases_field = document.get("releases") if isinstance(document, dict) else None
+    if not isinstance(releases_field, dict):
+        raise DiscoveryError(f"{url}: answer has no 'releases' mapping")
+    found = []
+    for raw_version, files in releases_field.items():
+        try:
+            version = Version(raw_version)
+        except InvalidVersion:
+            continue
+        if not isinstance(files, list) or not files:
+            continue
+        uploads = [f.get("upload_time_iso_8601") for f in files if isinstance(f, dict)]
+        stamps = sorted(u for u in uploads if isinstance(u, str))
+        published = datetime.fromisoformat(stamps[0].replace("Z", "+00:00")) if stamps else None
+        yanked = all(isinstance(f, dict) and f.get("yanked") for f in files)
+        found.append(Release(package, version, published, yanked))
+    return sorted(found, key=lambda r: r.version)
+
+
+def installable_candidates(releases: list[Release], prereleases: bool = False) -> list[Release]:
+    """Newest first, without yanked releases and (by default) without pre-releases."""
+    kept = [r for r in releases if not r.yanked and (prereleases or not r.version.is_prerelease)]
+    return sorted(kept, key=lambda r: r.version, reverse=True)

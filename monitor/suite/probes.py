@@ -1,0 +1,524 @@
+"""The parity probes. Each names the engine configs it needs and what it does on each engine;
+the runner starts every distinct config once and lets every probe that needs it visit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from monitor.schema import ArmResult, EffectiveConfig, SamplingSpec, SuiteConfig
+from monitor.suite.arms import not_applicable, pair_arm, trainer_arm
+from monitor.suite.engine import (
+    Engine,
+    EngineConfig,
+    KnobMissing,
+    ReleaseKnobs,
+    Rollout,
+    resolved_key,
+)
+from monitor.suite.trainer import SEMANTICS, Trainer
+
+Progress = Callable[[str], None]
+
+
+def engine_plan(engine_dtype: str) -> dict[str, EngineConfig]:
+    """Named engine configs: one knob changed from the base at a time."""
+    base = EngineConfig(dtype=engine_dtype)
+    return {
+        "base": base,
+        "default_mode": base.replace(logprobs_mode=None),
+        "raw": base.replace(logprobs_mode="raw_logprobs"),
+        "fp32": base.replace(dtype="float32"),
+        "cache_on": base.replace(prefix_caching=True),
+        "async_on": base.replace(async_scheduling=True),
+        "bf16_head": base.replace(dtype="bfloat16"),
+        "fp32_head": base.replace(dtype="bfloat16", head_dtype="float32"),
+        "v0": base.replace(logprobs_mode=None, env=(("VLLM_USE_V1", "0"),)),
+        "v1": base.replace(logprobs_mode=None, env=(("VLLM_USE_V1", "1"),)),
+    }
+
+
+@dataclass
+class SuiteContext:
+    """Shared state of one suite run: prompts, samplers, trainers and memoised rollouts."""
+
+    config: SuiteConfig
+    knobs: ReleaseKnobs
+    vllm_version: tuple[int, ...]
+    prompts: list[tuple[int, list[int]]]
+    group_indices: set[int]
+    rollout_sampling: SamplingSpec
+    plain_sampling: SamplingSpec
+    greedy_sampling: SamplingSpec
+    trainer: Trainer
+    floor_trainer: Trainer
+    work_dir: Path
+    progress: Progress
+    plan: dict[str, EngineConfig] = field(default_factory=dict)
+    effective: dict[str, EffectiveConfig] = field(default_factory=dict)
+    requested: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    extra_trainers: list[Trainer] = field(default_factory=list)
+    _memo: dict[tuple[Any, ...], list[Rollout]] = field(default_factory=dict)
+
+    def trainers(self) -> list[Trainer]:
+        """Every trainer this run used, the weight-sync copy included."""
+        return [self.trainer, self.floor_trainer, *self.extra_trainers]
+
+    def group_prompts(self) -> list[tuple[int, list[int]]]:
+        return [p for p in self.prompts if p[0] in self.group_indices]
+
+    def generate(
+        self,
+        engine: Engine,
+        label: str,
+        sampling: SamplingSpec,
+        prompts: list[tuple[int, list[int]]] | None = None,
+        batched: bool = True,
+        memo: bool = True,
+    ) -> list[Rollout]:
+        """Generate on `engine`; memoised rollouts are shared by probes on the same engine."""
+        key = (resolved_key(engine.config, self.knobs), label)
+        if memo and key in self._memo:
+            return self._memo[key]
+        self.progress(f"generate {label}")
+        rollouts = engine.generate(
+            prompts if prompts is not None else self.prompts, sampling, batched
+        )
+        if memo:
+            self._memo[key] = rollouts
+        return rollouts
+
+    def engine_facts(self, name: str) -> tuple[dict[str, Any], EffectiveConfig | None]:
+        return self.requested.get(name, {}), self.effective.get(name)
+
+
+class Probe:
+    """A probe: engine configs it needs, what it does on each, and the arms it reports."""
+
+    name = ""
+    description = ""
+    engines: tuple[str, ...] = ()
+    mutates_engine = False
+
+    compares_runs = False
+
+    def __init__(self) -> None:
+        self.rollouts: dict[str, list[Rollout]] = {}
+        self.greedy: dict[str, list[Rollout]] = {}
+        self.skipped: dict[str, str] = {}
+
+    def not_applicable(self, ctx: SuiteContext) -> str | None:
+        return None
+
+    def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
+        self.rollouts[name] = ctx.generate(engine, "rollout", ctx.rollout_sampling)
+        if self.compares_runs:
+            self.greedy[name] = ctx.generate(engine, "greedy", ctx.greedy_sampling)
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        raise NotImplementedError
+
+    def finding(self, arms: list[ArmResult]) -> str:
+        return _summary(arms)
+
+    def missing(self, ctx: SuiteContext, *names: str) -> str | None:
+        for name in names:
+            reason = self.skipped.get(name) or ctx.unavailable.get(name)
+            if reason:
+                return reason
+            if name not in self.rollouts and name not in self.greedy:
+                return f"no rollouts for {name!r}"
+        return None
+
+    def vs_trainer(
+        self,
+        ctx: SuiteContext,
+        arm: str,
+        description: str,
+        name: str,
+        semantics: str = "processed",
+        trainer: Trainer | None = None,
+        sampling: SamplingSpec | None = None,
+        rollouts: list[Rollout] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ArmResult:
+        reason = None if rollouts is not None else self.missing(ctx, name)
+        if reason:
+            return not_applicable(self.name, arm, description, reason)
+        requested, effective = ctx.engine_facts(name)
+        return trainer_arm(
+            self.name,
+            arm,
+            description,
+            rollouts if rollouts is not None else self.rollouts[name],
+            trainer or ctx.trainer,
+            semantics,
+            sampling or ctx.rollout_sampling,
+            requested,
+            effective,
+            extra,
+        )
+
+    def vs_run(
+        self,
+        ctx: SuiteContext,
+        arm: str,
+        description: str,
+        name: str,
+        reference_name: str,
+        candidate: list[Rollout] | None = None,
+        reference: list[Rollout] | None = None,
+        sampling: SamplingSpec | None = None,
+        label: str | None = None,
+    ) -> ArmResult:
+        reason = self.missing(ctx, name, reference_name) if candidate is None else None
+        if reason:
+            return not_applicable(self.name, arm, description, reason)
+        requested, effective = ctx.engine_facts(name)
+        return pair_arm(
+            self.name,
+            arm,
+            description,
+            candidate if candidate is not None else self.greedy[name],
+            reference if reference is not None else self.greedy[reference_name],
+            label or reference_name,
+            sampling or ctx.greedy_sampling,
+            requested,
+            effective,
+        )
+
+
+class LogprobSemantics(Probe):
+    name = "logprob_semantics"
+    description = (
+        "What vLLM's logprobs mean at T≠1 with top-p/top-k: the release default vs raw_logprobs "
+        "vs processed_logprobs, each against trainer recomputes that are raw, temperature-scaled, "
+        "or fully processed (renormalised over the top-k/top-p support)."
+    )
+    engines = ("default_mode", "raw", "base")
+    modes: ClassVar[dict[str, str]] = {
+        "default": "default_mode",
+        "raw": "raw",
+        "processed": "base",
+    }
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        return [
+            self.vs_trainer(
+                ctx,
+                f"{mode}_vs_trainer_{semantics}",
+                f"vLLM {mode} logprobs vs trainer {semantics} recompute",
+                name,
+                semantics,
+            )
+            for mode, name in self.modes.items()
+            for semantics in SEMANTICS
+        ]
+
+    def finding(self, arms: list[ArmResult]) -> str:
+        default = [a for a in arms if a.arm.startswith("default_") and a.applicable]
+        if not default:
+            return _summary(arms)
+        best = min(default, key=lambda a: a.metrics.get("mean_abs_delta", float("inf")))
+        mode = best.effective_config.logprobs_mode if best.effective_config else None
+        semantics = best.arm.rsplit("_", 1)[-1]
+        processed = next((a for a in default if a.arm.endswith("_processed")), None)
+        gap = processed.metrics.get("mean_abs_delta", float("nan")) if processed else float("nan")
+        return (
+            f"default logprobs_mode={mode or 'unknown'} matches trainer {semantics} semantics "
+            f"(mean|δ| {best.metrics.get('mean_abs_delta', float('nan')):.3g}); against the "
+            f"sampling distribution (processed) mean|δ| is {gap:.3g}"
+        )
+
+
+class PrefixCache(Probe):
+    name = "prefix_cache"
+    description = (
+        "Prefix caching on vs off. The shared-prefix prompts are generated once to fill the cache, "
+        "then all prompts are generated again so the cache path is taken."
+    )
+    compares_runs = True
+    engines = ("base", "cache_on")
+
+    def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
+        if name == "cache_on":
+            ctx.generate(engine, "prime", ctx.rollout_sampling, ctx.group_prompts())
+        super().visit(ctx, name, engine)
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        extra = {}
+        if "cache_on" in self.rollouts:
+            grouped = [r for r in self.rollouts["cache_on"] if r.prompt_index in ctx.group_indices]
+            cached = sum(r.cached_tokens or 0 for r in grouped)
+            total = sum(len(r.prompt_ids) for r in grouped)
+            extra = {
+                "cached_prompt_tokens": cached,
+                "shared_prefix_prompt_tokens": total,
+                "cache_hit_fraction": cached / total if total else 0.0,
+            }
+        return [
+            self.vs_trainer(ctx, "cache_off", "prefix caching off vs trainer", "base"),
+            self.vs_trainer(
+                ctx,
+                "cache_on",
+                "prefix caching on (cache warm) vs trainer",
+                "cache_on",
+                extra=extra,
+            ),
+            self.vs_run(
+                ctx, "cache_on_vs_off", "cache on vs cache off, greedy", "cache_on", "base"
+            ),
+        ]
+
+
+class WeightSync(Probe):
+    name = "weight_sync"
+    description = (
+        "Update the running engine to a perturbed copy of the weights (one sign-like optimizer "
+        "step) through the release's reload path, then compare against the trainer with the new "
+        "weights: without and with reset_prefix_cache()."
+    )
+    engines = ("cache_on",)
+    mutates_engine = True
+
+    def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
+        groups = ctx.group_prompts()
+        ctx.generate(engine, "prime", ctx.rollout_sampling, groups)
+        ctx.progress("weight sync: perturb and reload weights")
+        updated = ctx.trainer.perturbed(
+            ctx.config.weight_step, ctx.config.seed, ctx.work_dir / "updated-weights"
+        )
+        try:
+            engine.reload_weights(updated.path)
+        except KnobMissing as exc:
+            self.skipped[name] = f"release has no in-place weight reload: {exc}"
+            return
+        self.updated = updated
+        ctx.extra_trainers.append(updated)
+        self.rollouts["no_reset"] = ctx.generate(
+            engine, "after-update", ctx.rollout_sampling, groups, memo=False
+        )
+        engine.reset_prefix_cache()
+        self.rollouts["reset"] = ctx.generate(
+            engine, "after-reset", ctx.rollout_sampling, groups, memo=False
+        )
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        reason = self.skipped.get("cache_on") or ctx.unavailable.get("cache_on")
+        if reason is None and "no_reset" not in self.rollouts:
+            reason = "the weight update did not run"
+        arms = [
+            ("no_reset", "after the update, without reset_prefix_cache(), vs trainer(new)"),
+            ("reset", "after the update and reset_prefix_cache(), vs trainer(new)"),
+        ]
+        if reason:
+            return [not_applicable(self.name, arm, text, reason) for arm, text in arms]
+        results = []
+        for arm, text in arms:
+            rollouts = self.rollouts[arm]
+            stale = sum(r.cached_tokens or 0 for r in rollouts)
+            result = self.vs_trainer(
+                ctx,
+                arm,
+                text,
+                "cache_on",
+                trainer=self.updated,
+                rollouts=rollouts,
+                extra={"cached_prompt_tokens": stale},
+            )
+            old = self.vs_trainer(ctx, arm, text, "cache_on", rollouts=rollouts)
+            result.extra["mean_abs_delta_vs_old_weights"] = old.metrics.get("mean_abs_delta")
+            result.extra["weight_step"] = ctx.config.weight_step
+            results.append(result)
+        return results
+
+
+class AsyncScheduling(Probe):
+    name = "async_scheduling"
+    description = "Async scheduling on vs off (on by default from vLLM 0.14.0)."
+    compares_runs = True
+    engines = ("base", "async_on")
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        effective = ctx.effective.get("async_on")
+        if effective is not None and effective.async_scheduling is not True:
+            self.skipped["async_on"] = (
+                "async_scheduling=True was asked for but the engine resolved it to "
+                f"{effective.async_scheduling} (no async support on this platform's executor)"
+            )
+        return [
+            self.vs_trainer(ctx, "async_off", "async scheduling off vs trainer", "base"),
+            self.vs_trainer(ctx, "async_on", "async scheduling on vs trainer", "async_on"),
+            self.vs_run(ctx, "async_on_vs_off", "async on vs off, greedy", "async_on", "base"),
+        ]
+
+
+class BatchInvariance(Probe):
+    name = "batch_invariance"
+    description = (
+        "Greedy decoding of the same prompts as one batch vs one request at a time, and two "
+        "identical batched runs (determinism)."
+    )
+    engines = ("base",)
+
+    def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
+        greedy = ctx.greedy_sampling
+        self.greedy[name] = ctx.generate(engine, "greedy", greedy)
+        self.greedy["batch_1"] = ctx.generate(engine, "greedy-one-at-a-time", greedy, batched=False)
+        self.greedy["repeat"] = ctx.generate(engine, "greedy-repeat", greedy, memo=False)
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        return [
+            self.vs_run(
+                ctx,
+                "batch_1_vs_batch_n",
+                "one request at a time vs one batch",
+                "batch_1",
+                "base",
+                label="base:batched",
+            ),
+            self.vs_run(
+                ctx,
+                "repeat_run",
+                "a second identical batched run vs the first",
+                "repeat",
+                "base",
+                label="base:first-run",
+            ),
+        ]
+
+
+class Fp32Head(Probe):
+    name = "fp32_head"
+    description = (
+        "A bf16 engine with its lm_head in bf16 vs in fp32 (hf_overrides head_dtype=float32), "
+        "against the trainer; the head dtype in effect is read back from the loaded model."
+    )
+    engines = ("bf16_head", "fp32_head")
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        effective = ctx.effective.get("fp32_head")
+        if effective is not None and "float32" not in str(effective.head_dtype):
+            self.skipped["fp32_head"] = (
+                f"release ignores head_dtype=float32 (head ran in {effective.head_dtype})"
+            )
+        return [
+            self.vs_trainer(ctx, "bf16_head", "bf16 engine, bf16 lm_head vs trainer", "bf16_head"),
+            self.vs_trainer(ctx, "fp32_head", "bf16 engine, fp32 lm_head vs trainer", "fp32_head"),
+        ]
+
+
+class PrefillVsDecode(Probe):
+    name = "prefill_vs_decode"
+    description = (
+        "The same tokens scored on the decode path (sampling logprobs) and on the prefill path "
+        "(prompt_logprobs), at T=1 without top-p/top-k so both mean the same distribution."
+    )
+    engines = ("base",)
+
+    def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
+        decode = ctx.generate(engine, "plain", ctx.plain_sampling)
+        ctx.progress("prefill scoring")
+        scored = engine.prompt_logprobs(decode)
+        self.rollouts["base"] = decode
+        self.rollouts["prefill"] = [
+            Rollout(r.prompt_index, r.prompt_ids, r.token_ids, logprobs, None, r.cached_tokens)
+            for r, logprobs in zip(decode, scored, strict=True)
+        ]
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        plain = ctx.plain_sampling
+        reason = self.missing(ctx, "base")
+        if reason:
+            names = ("decode", "prefill", "prefill_vs_decode")
+            return [not_applicable(self.name, n, n, reason) for n in names]
+        return [
+            self.vs_trainer(
+                ctx, "decode", "decode logprobs vs trainer", "base", "raw", sampling=plain
+            ),
+            self.vs_trainer(
+                ctx,
+                "prefill",
+                "prompt_logprobs vs trainer",
+                "base",
+                "raw",
+                sampling=plain,
+                rollouts=self.rollouts["prefill"],
+            ),
+            self.vs_run(
+                ctx,
+                "prefill_vs_decode",
+                "prompt_logprobs vs decode logprobs",
+                "base",
+                "base",
+                candidate=self.rollouts["prefill"],
+                reference=self.rollouts["base"],
+                sampling=plain,
+                label="base:decode",
+            ),
+        ]
+
+
+class DtypeFloor(Probe):
+    name = "dtype_floor"
+    description = "fp32 engine vs fp32 trainer: the harness's own numerical noise floor."
+    engines = ("fp32",)
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        return [
+            self.vs_trainer(
+                ctx,
+                "fp32_engine_vs_fp32_trainer",
+                "fp32 engine, processed logprobs vs fp32 trainer",
+                "fp32",
+                trainer=ctx.floor_trainer,
+            )
+        ]
+
+
+class V0VsV1(Probe):
+    name = "v0_vs_v1"
+    description = "The V0 and V1 engines of one release (only 0.7.x to 0.10.x have both)."
+    compares_runs = True
+    engines = ("v0", "v1")
+
+    def not_applicable(self, ctx: SuiteContext) -> str | None:
+        if ctx.vllm_version >= (0, 11):
+            return "the V0 engine was removed in vLLM 0.11.0"
+        if ctx.vllm_version < (0, 7):
+            return "the V1 engine arrived in vLLM 0.7"
+        return None
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        return [
+            self.vs_trainer(ctx, "v0", "V0 engine vs trainer", "v0"),
+            self.vs_trainer(ctx, "v1", "V1 engine vs trainer", "v1"),
+            self.vs_run(ctx, "v0_vs_v1", "V0 vs V1, greedy", "v0", "v1"),
+        ]
+
+
+PROBES: tuple[type[Probe], ...] = (
+    LogprobSemantics,
+    PrefixCache,
+    WeightSync,
+    AsyncScheduling,
+    BatchInvariance,
+    Fp32Head,
+    PrefillVsDecode,
+    DtypeFloor,
+    V0VsV1,
+)
+PROBE_NAMES = tuple(p.name for p in PROBES)
+
+
+def _summary(arms: list[ArmResult]) -> str:
+    applicable = [a for a in arms if a.applicable]
+    if not applicable:
+        return f"not applicable: {arms[0].reason}" if arms else "no arms"
+    failed = [a.arm for a in applicable if a.verdict == "fail"]
+    return f"{len(applicable) - len(failed)}/{len(applicable)} arms within tolerance" + (
+        f"; beyond tolerance: {', '.join(failed)}" if failed else ""
+    )

@@ -1,0 +1,235 @@
+"""Runs the selected probes inside a release environment: every distinct engine config is
+started once, every probe that needs it visits it, and the arms are scored at the end."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from monitor.schema import (
+    EngineRecord,
+    ModelRef,
+    ProbeResult,
+    SamplingSpec,
+    SuiteConfig,
+    SuiteResult,
+    Versions,
+)
+from monitor.suite.engine import (
+    Engine,
+    EngineRefused,
+    KnobMissing,
+    ReleaseKnobs,
+    resolved_key,
+    version_tuple,
+)
+from monitor.suite.models import resolve_model
+from monitor.suite.probes import PROBES, Probe, SuiteContext, engine_plan
+from monitor.suite.prompts import load_prompts
+from monitor.suite.trainer import Trainer
+
+Emit = Callable[..., None]
+ENGINE_KNOBS = (
+    "dtype",
+    "logprobs_mode",
+    "enable_prefix_caching",
+    "async_scheduling",
+    "hf_overrides",
+)
+
+
+def installed_versions(engine_package: str) -> Versions:
+    import torch
+    import transformers
+    import vllm
+
+    if torch.cuda.is_available():
+        device = f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    else:
+        device = f"cpu: {_cpu_model()} ({os.cpu_count()} logical cores)"
+    try:
+        monitor_version = metadata.version("vllm-parity-monitor")
+    except metadata.PackageNotFoundError:
+        monitor_version = "source"
+    return Versions(
+        engine_package=engine_package,
+        vllm=vllm.__version__,
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        device=device,
+        monitor=monitor_version,
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_suite(
+    config: SuiteConfig, work_dir: Path, cache_dir: Path, emit: Emit, started_at: datetime
+) -> SuiteResult:
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    package = config.engine.split("==", 1)[0]
+    versions = installed_versions(package)
+    emit("stage", message=f"vLLM {versions.vllm}, torch {versions.torch} on {versions.device}")
+
+    emit("stage", message=f"model {config.model}")
+    info = resolve_model(config.model, cache_dir)
+    model = ModelRef(
+        name=info.name,
+        source=info.source,
+        fingerprint=info.fingerprint,
+        architecture=info.architecture,
+        n_parameters=info.n_parameters,
+    )
+    trainer = Trainer(Path(info.path), config.trainer_dtype)
+    floor_trainer = (
+        trainer if config.trainer_dtype == "float32" else Trainer(Path(info.path), "float32")
+    )
+    tokenizer = trainer.tokenizer()
+    prompts = load_prompts(Path(config.prompts) if config.prompts != "bundled" else None)
+    tokenized = [(i, list(tokenizer.encode(p.text))) for i, p in enumerate(prompts)]
+    longest = max(len(ids) for _, ids in tokenized)
+    timings["setup"] = time.perf_counter() - clock
+
+    seed = config.seed
+    ctx = SuiteContext(
+        config=config,
+        knobs=ReleaseKnobs.read(),
+        vllm_version=version_tuple(versions.vllm),
+        prompts=tokenized,
+        group_indices={i for i, p in enumerate(prompts) if p.group},
+        rollout_sampling=SamplingSpec(
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            max_tokens=config.max_tokens,
+            seed=seed,
+        ),
+        plain_sampling=SamplingSpec(
+            temperature=1.0, top_p=1.0, top_k=-1, max_tokens=config.max_tokens, seed=seed
+        ),
+        greedy_sampling=SamplingSpec(
+            temperature=0.0, top_p=1.0, top_k=-1, max_tokens=config.max_tokens, seed=seed
+        ),
+        trainer=trainer,
+        floor_trainer=floor_trainer,
+        work_dir=work_dir,
+        progress=lambda message: emit("step", message=message),
+        plan=engine_plan(config.engine_dtype),
+    )
+    probes = [cls() for cls in PROBES if cls.name in config.probes]
+    base_kwargs: dict[str, Any] = {
+        "model": info.path,
+        "tokenizer": info.path,
+        "seed": seed,
+        "enforce_eager": True,
+        "max_model_len": min(_round_up(longest + config.max_tokens + 8, 64), 4096),
+    }
+    engines = _visit_engines(ctx, probes, base_kwargs, emit)
+
+    clock = time.perf_counter()
+    emit("stage", message="scoring arms against the trainer")
+    results = []
+    for probe in probes:
+        arms = probe.arms(ctx)
+        results.append(
+            ProbeResult(
+                name=probe.name,
+                description=probe.description,
+                finding=probe.finding(arms),
+                arms=arms,
+            )
+        )
+    timings["scoring"] = time.perf_counter() - clock
+    return SuiteResult(
+        status="succeeded",
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        config=config,
+        versions=versions,
+        model=model,
+        probes=results,
+        engines=engines,
+        engine_starts=sum(e.started for e in engines),
+        trainer_forwards=sum({id(t): t.forwards for t in ctx.trainers()}.values()),
+        timings_s=timings,
+    )
+
+
+def _visit_engines(
+    ctx: SuiteContext, probes: list[Probe], base_kwargs: dict[str, Any], emit: Emit
+) -> list[EngineRecord]:
+    """Start each distinct engine config once, in plan order, and let the probes visit it."""
+    needed: dict[str, list[Probe]] = {}
+    for probe in probes:
+        reason = probe.not_applicable(ctx)
+        for name in probe.engines:
+            if reason:
+                probe.skipped[name] = reason
+            else:
+                needed.setdefault(name, []).append(probe)
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name in ctx.plan:
+        if name in needed:
+            groups.setdefault(resolved_key(ctx.plan[name], ctx.knobs), []).append(name)
+    records = []
+    for index, names in enumerate(groups.values(), start=1):
+        label = "+".join(names)
+        emit(
+            "engine",
+            message=f"engine {index}/{len(groups)}: {label}",
+            done=index - 1,
+            total=len(groups),
+        )
+        clock = time.perf_counter()
+        try:
+            engine = Engine.start(ctx.plan[names[0]], ctx.knobs, base_kwargs)
+        except (KnobMissing, EngineRefused) as exc:
+            why = "release lacks the knob" if isinstance(exc, KnobMissing) else "engine refused"
+            reason = f"{why} {exc}"
+            ctx.unavailable.update(dict.fromkeys(names, reason))
+            records.append(EngineRecord(names=names, started=False, reason=reason))
+            continue
+        started = time.perf_counter() - clock
+        requested = {k: v for k, v in engine.kwargs.items() if k in ENGINE_KNOBS}
+        with engine:
+            effective = engine.effective_config()
+            for name in names:
+                ctx.effective[name] = effective
+                ctx.requested[name] = requested
+            visits = [(p, n) for n in names for p in needed[n]]
+            for probe, name in sorted(visits, key=lambda visit: visit[0].mutates_engine):
+                emit("step", message=f"{probe.name} on {name}")
+                probe.visit(ctx, name, engine)
+        records.append(
+            EngineRecord(
+                names=names,
+                requested=requested,
+                started=True,
+                start_seconds=started,
+                work_seconds=time.perf_counter() - clock - started,
+                operations=engine.operations,
+            )
+        )
+    emit("engine", message="engines done", done=len(groups), total=len(groups))
+    return records
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

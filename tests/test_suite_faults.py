@@ -1,0 +1,84 @@
+"""An engine that dies mid-run: the CLI exits non-zero with one line naming the crash, and the
+result file is a complete failed result carrying the log tail, never a half-written one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.schema import load_result
+from tests.conftest import ROOT, TEST_ENGINE
+
+pytestmark = pytest.mark.vllm
+
+
+def _engine_core_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"EngineCore" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_engine_killed_mid_run(data_dir: Path, release_python: Path, tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PARITY_DATA_DIR": str(data_dir)}
+    before = set((data_dir / "runs").glob("*")) if (data_dir / "runs").exists() else set()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "run",
+            "--engine",
+            TEST_ENGINE,
+            "--model",
+            "tiny",
+            "--probes",
+            "dtype_floor",
+            "--max-tokens",
+            "512",
+            "--out",
+            str(out),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 600
+    killed = False
+    while time.monotonic() < deadline and process.poll() is None and not killed:
+        runs = (
+            set((data_dir / "runs").glob("*")) - before if (data_dir / "runs").exists() else set()
+        )
+        logs = [run / "suite.log" for run in runs if (run / "suite.log").exists()]
+        started = any("init engine" in log.read_text(errors="replace") for log in logs)
+        if started:
+            for pid in _engine_core_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.5)
+    _, stderr = process.communicate(timeout=600)
+    assert killed, "never saw a running engine to kill"
+    assert process.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "suite failed" in errors[0], stderr
+    result = load_result(out)
+    assert result.status == "failed"
+    assert result.error and "\n" not in result.error
+    assert result.error_tail and "Traceback" in result.error_tail
+    assert not list(tmp_path.glob(".*.partial"))

@@ -5,6 +5,7 @@ result is produced once per session and shared by the tests below."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_every_probe_runs_and_engines_are_shared(result: SuiteResult) -> None:
     assert all("removed in vLLM 0.11.0" in (a.reason or "") for a in v0.arms)
     started = [e for e in result.engines if e.started]
     assert result.engine_starts == len(started) >= 5
-    configs = [tuple(sorted(e.requested.items(), key=str)) for e in started]
+    configs = [json.dumps(e.requested, sort_keys=True) for e in started]
     assert len(set(configs)) == len(configs), "two engines were started with one config"
     names = [name for e in result.engines for name in e.names]
     assert len(names) == len(set(names))

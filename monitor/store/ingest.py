@@ -1,0 +1,385 @@
+"""Storing results: one suite result becomes one run, in one transaction, once. The same
+result stored twice is found by its hash and not stored again; a result that cannot be stored
+is rejected before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import FromClause, Table, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from monitor.engines import EngineSpecError, parse_engine, parse_package, parse_version
+from monitor.schema import ArmResult, SuiteResult, Verdict
+from monitor.series import arm_series_key, config_hash
+from monitor.store import models as m
+from monitor.store.db import Store
+from monitor.store.errors import IngestError
+from monitor.store.traces import TRACE_DTYPES, pack_trace
+
+INGEST_TRIES = 3
+STRATUM_KINDS = ("probability", "position")
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    run_id: int
+    created: bool
+
+
+def _table(model: type[m.Base]) -> Table:
+    return m.Base.metadata.tables[model.__tablename__]
+
+
+def result_hash(result: SuiteResult) -> str:
+    """Content hash of a result, independent of key order and formatting of its file. Token
+    arrays are hashed as their packed data, without re-encoding megabytes of JSON."""
+    without_traces = {"probes": {"__all__": {"arms": {"__all__": {"tokens"}}}}}
+    document = result.model_dump(mode="json", exclude=without_traces)
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+    for arm in result.arms():
+        if arm.tokens is None:
+            continue
+        for name in TRACE_DTYPES:
+            packed = getattr(arm.tokens, name)
+            digest.update(f"{arm.probe}/{arm.arm}/{name}:{packed.dtype}:{packed.n}:".encode())
+            digest.update(packed.data.encode())
+    return digest.hexdigest()
+
+
+def probe_verdict(arms: Iterable[ArmResult]) -> Verdict:
+    """fail when any applicable arm fails, pass when some pass and none fail, else n/a."""
+    verdicts = {arm.verdict for arm in arms if arm.applicable}
+    if "fail" in verdicts:
+        return "fail"
+    return "pass" if "pass" in verdicts else "n/a"
+
+
+def release_of(result: SuiteResult) -> tuple[str, str]:
+    """(package, normalised version) named by the result's engine spec."""
+    try:
+        package, version = parse_engine(result.config.engine)
+    except EngineSpecError as exc:
+        raise IngestError(f"result names an unusable engine: {exc}") from None
+    if version is None:
+        raise IngestError(f"result engine {result.config.engine!r} names no version")
+    return package, str(version)
+
+
+def _check_length(table: FromClause, values: Mapping[str, Any], what: str) -> None:
+    for name, value in values.items():
+        limit = getattr(table.c[name].type, "length", None)
+        if isinstance(value, str) and limit is not None and len(value) > limit:
+            raise IngestError(f"{what} {name} is {len(value)} characters long (at most {limit})")
+
+
+def _check_finite(values: Mapping[str, Any], what: str) -> None:
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise IngestError(f"{what}: {name} is {value} (metrics must be finite)")
+
+
+def check_storable(result: SuiteResult) -> None:
+    """Everything the schema allows but the store cannot hold, found before any write."""
+    release_of(result)
+    if result.versions is not None:
+        _check_length(m.Environment.__table__, result.versions.model_dump(), "versions")
+    if result.model is not None:
+        _check_length(m.Model.__table__, result.model.model_dump(), "model")
+    keyed = result.model is not None and result.versions is not None
+    if result.status == "succeeded" and not keyed:
+        raise IngestError("a succeeded result must name its model and versions")
+    seen: set[tuple[str, str]] = set()
+    probes = [probe.name for probe in result.probes]
+    if len(set(probes)) != len(probes):
+        raise IngestError(f"result lists a probe twice: {', '.join(probes)}")
+    for probe in result.probes:
+        _check_length(m.ProbeResult.__table__, {"probe": probe.name}, "probe")
+        for arm in probe.arms:
+            where = f"arm {arm.probe}/{arm.arm}"
+            if arm.probe != probe.name:
+                raise IngestError(f"{where} is listed under probe {probe.name}")
+            if (arm.probe, arm.arm) in seen:
+                raise IngestError(f"{where} appears twice")
+            seen.add((arm.probe, arm.arm))
+            _check_length(
+                m.ArmResult.__table__, {"arm": arm.arm, "reference": arm.reference}, where
+            )
+            for name in arm.metrics:
+                _check_length(m.Metric.__table__, {"name": name}, f"{where} metric")
+            _check_finite(arm.metrics, where)
+            for stratum in (*arm.by_probability, *arm.by_position):
+                _check_finite(stratum.model_dump(), f"{where} stratum {stratum.bucket}")
+            if arm.metrics and not keyed:
+                raise IngestError(f"{where} has metrics but the result names no model or versions")
+
+
+def _fingerprint(fields: Mapping[str, Any]) -> str:
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_release(
+    session: Session,
+    package: str,
+    version: str,
+    *,
+    published_at: datetime | None = None,
+    yanked: bool | None = None,
+    installable: bool | None = None,
+    install_error: str | None = None,
+) -> int:
+    """Insert or update one release (only the facts given are changed); returns its id.
+    `installable=True` clears a previous install error."""
+    try:
+        package, version = parse_package(package), str(parse_version(version))
+    except EngineSpecError as exc:
+        raise IngestError(str(exc)) from None
+    release = session.scalars(
+        select(m.Release).where(m.Release.package == package, m.Release.version == version)
+    ).one_or_none()
+    if release is None:
+        release = m.Release(package=package, version=version, yanked=False)
+        session.add(release)
+    if published_at is not None:
+        release.published_at = published_at
+    if yanked is not None:
+        release.yanked = yanked
+    if installable is not None:
+        release.installable = installable
+        release.install_error = None if installable else install_error
+    session.flush()
+    return release.id
+
+
+def _environment_id(session: Session, result: SuiteResult) -> int | None:
+    if result.versions is None:
+        return None
+    fields = result.versions.model_dump()
+    fingerprint = _fingerprint(fields)
+    found = session.scalar(select(m.Environment.id).where(m.Environment.fingerprint == fingerprint))
+    if found is not None:
+        return found
+    environment = m.Environment(fingerprint=fingerprint, **fields)
+    session.add(environment)
+    session.flush()
+    return environment.id
+
+
+def _model_id(session: Session, result: SuiteResult) -> int | None:
+    if result.model is None:
+        return None
+    found = session.scalar(
+        select(m.Model.id).where(m.Model.fingerprint == result.model.fingerprint)
+    )
+    if found is not None:
+        return found
+    model = m.Model(**result.model.model_dump())
+    session.add(model)
+    session.flush()
+    return model.id
+
+
+def _new_run(session: Session, result: SuiteResult, digest: str, runner: str) -> m.Run:
+    package, version = release_of(result)
+    release_id = record_release(
+        session, package, version, installable=True if result.versions else None
+    )
+    run = m.Run(
+        release_id=release_id,
+        environment_id=_environment_id(session, result),
+        model_id=_model_id(session, result),
+        config_hash=config_hash(result.config),
+        config=result.config.model_dump(mode="json"),
+        runner=runner,
+        status=m.RunStatus(result.status),
+        attempt=1,
+        queued_at=result.started_at,
+        result_hash=digest,
+    )
+    _fill_run(run, result)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _fill_run(run: m.Run, result: SuiteResult) -> None:
+    run.started_at = result.started_at
+    run.finished_at = result.finished_at
+    run.error = result.error
+    run.error_tail = result.error_tail
+    run.schema_version = result.schema_version
+    run.engine_starts = result.engine_starts
+    run.trainer_forwards = result.trainer_forwards
+    run.timings = dict(result.timings_s)
+    run.engines = [engine.model_dump(mode="json") for engine in result.engines]
+
+
+def _queued_run(session: Session, run_id: int, result: SuiteResult, digest: str) -> m.Run:
+    """A run the scheduler created before the suite ran: its result fills it in."""
+    run = session.get(m.Run, run_id, with_for_update=True)
+    if run is None:
+        raise IngestError(f"no run {run_id} to store the result in")
+    if run.result_hash is not None:
+        raise IngestError(f"run {run_id} already holds another result")
+    release = session.get_one(m.Release, run.release_id)
+    if (release.package, release.version) != release_of(result):
+        raise IngestError(
+            f"run {run_id} is for {release.package}=={release.version}, "
+            f"the result for {result.config.engine}"
+        )
+    run.environment_id = _environment_id(session, result)
+    run.model_id = _model_id(session, result)
+    run.config_hash = config_hash(result.config)
+    run.config = result.config.model_dump(mode="json")
+    run.status = m.RunStatus(result.status)
+    run.result_hash = digest
+    run.lease_expires_at = None
+    _fill_run(run, result)
+    session.flush()
+    return run
+
+
+def _store_arms(session: Session, run_id: int, result: SuiteResult) -> None:
+    if result.probes:
+        session.execute(
+            _table(m.ProbeResult).insert(),
+            [
+                {
+                    "run_id": run_id,
+                    "probe": probe.name,
+                    "description": probe.description,
+                    "finding": probe.finding,
+                    "verdict": probe_verdict(probe.arms),
+                }
+                for probe in result.probes
+            ],
+        )
+    arms = result.arms()
+    if not arms:
+        return
+    rows = [
+        m.ArmResult(
+            run_id=run_id,
+            probe=arm.probe,
+            arm=arm.arm,
+            description=arm.description,
+            applicable=arm.applicable,
+            reason=arm.reason,
+            engine_config=arm.engine_config,
+            effective_config=arm.effective_config.model_dump(mode="json")
+            if arm.effective_config
+            else None,
+            sampling=arm.sampling.model_dump(mode="json") if arm.sampling else None,
+            reference=arm.reference,
+            extra=arm.extra,
+            verdict=arm.verdict,
+            verdict_reasons=list(arm.verdict_reasons),
+        )
+        for arm in arms
+    ]
+    session.add_all(rows)
+    session.flush()
+    stored = [(arm, row.id) for arm, row in zip(arms, rows, strict=True)]
+    _store_series_and_metrics(session, run_id, result, stored)
+    _store_strata(session, stored)
+    _store_traces(session, stored)
+
+
+def _store_series_and_metrics(
+    session: Session, run_id: int, result: SuiteResult, arms: list[tuple[ArmResult, int]]
+) -> None:
+    keys = {}
+    metric_rows = []
+    for arm, arm_id in arms:
+        for name, value in arm.metrics.items():
+            key = arm_series_key(result, arm, name)
+            keys[key.hash] = key
+            metric_rows.append(
+                {
+                    "run_id": run_id,
+                    "arm_result_id": arm_id,
+                    "series_hash": key.hash,
+                    "name": name,
+                    "value": float(value),
+                }
+            )
+    if not metric_rows:
+        return
+    known = set(session.scalars(select(m.Series.hash).where(m.Series.hash.in_(list(keys)))))
+    missing = [
+        {"hash": digest, **key.components()} for digest, key in keys.items() if digest not in known
+    ]
+    if missing:
+        session.execute(_table(m.Series).insert(), missing)
+    session.execute(_table(m.Metric).insert(), metric_rows)
+
+
+def _store_strata(session: Session, arms: list[tuple[ArmResult, int]]) -> None:
+    rows = [
+        {"arm_result_id": arm_id, "kind": kind, **stratum.model_dump()}
+        for arm, arm_id in arms
+        for kind, strata in zip(STRATUM_KINDS, (arm.by_probability, arm.by_position), strict=True)
+        for stratum in strata
+    ]
+    if rows:
+        session.execute(_table(m.Stratum).insert(), rows)
+
+
+def _store_traces(session: Session, arms: list[tuple[ArmResult, int]]) -> None:
+    for arm, arm_id in arms:
+        if arm.tokens is not None:
+            session.execute(
+                _table(m.TokenTrace).insert(),
+                {
+                    "arm_result_id": arm_id,
+                    "n_tokens": arm.tokens.n_tokens,
+                    **pack_trace(arm.tokens),
+                },
+            )
+
+
+def ingest(
+    session: Session,
+    result: SuiteResult,
+    *,
+    runner: str,
+    run_id: int | None = None,
+    digest: str | None = None,
+) -> IngestOutcome:
+    """Store `result` within the caller's transaction (nothing is committed here)."""
+    check_storable(result)
+    digest = digest or result_hash(result)
+    existing = session.scalar(select(m.Run.id).where(m.Run.result_hash == digest))
+    if existing is not None:
+        return IngestOutcome(existing, created=False)
+    if run_id is None:
+        run = _new_run(session, result, digest, runner)
+    else:
+        run = _queued_run(session, run_id, result, digest)
+    _store_arms(session, run.id, result)
+    return IngestOutcome(run.id, created=True)
+
+
+def ingest_result(
+    store: Store, result: SuiteResult, *, runner: str = "external", run_id: int | None = None
+) -> IngestOutcome:
+    """Store `result` in its own transaction. A concurrent writer storing the same result (or
+    the same new release) makes this one retry and find it."""
+    check_storable(result)
+    digest = result_hash(result)
+    for attempt in range(1, INGEST_TRIES + 1):
+        try:
+            with store.writing() as session:
+                return ingest(session, result, runner=runner, run_id=run_id, digest=digest)
+        except IntegrityError as exc:
+            if attempt == INGEST_TRIES:
+                raise IngestError(f"result could not be stored: {exc.orig}") from None
+    raise AssertionError("unreachable")

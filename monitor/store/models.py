@@ -1,0 +1,278 @@
+"""The results store's tables (SQLAlchemy 2 typed models). Later parts (incidents, triage,
+alerts, the scheduler's leases) reference `releases.id` and `runs.id`."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; store times in UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class Release(Base):
+    """One published release of an engine package; backfill also records the ones that do not
+    install here (installable false, with the reason)."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("package", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    package: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[datetime | None]
+    yanked: Mapped[bool] = mapped_column(default=False, server_default=false())
+    installable: Mapped[bool | None]
+    install_error: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Environment(Base):
+    """The exact installed versions a suite ran with; one row per distinct fingerprint."""
+
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    engine_package: Mapped[str] = mapped_column(String(64))
+    vllm: Mapped[str] = mapped_column(String(64))
+    torch: Mapped[str] = mapped_column(String(64))
+    transformers: Mapped[str] = mapped_column(String(64))
+    python: Mapped[str] = mapped_column(String(32))
+    platform: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(255))
+    monitor: Mapped[str] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    """A model by its weights fingerprint."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))
+    architecture: Mapped[str] = mapped_column(String(128))
+    n_parameters: Mapped[int] = mapped_column(BigInteger)
+
+
+class Run(Base):
+    """One suite run of one release: queued by the scheduler or ingested from a result."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index(None, "release_id", "status"),
+        Index(None, "status", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id", ondelete="RESTRICT"))
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    runner: Mapped[str] = mapped_column(String(32))
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(
+            RunStatus,
+            name="run_status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda members: [member.value for member in members],
+        )
+    )
+    attempt: Mapped[int] = mapped_column(default=1)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    error_tail: Mapped[str | None] = mapped_column(Text)
+    result_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    schema_version: Mapped[str | None] = mapped_column(String(16))
+    engine_starts: Mapped[int] = mapped_column(default=0)
+    trainer_forwards: Mapped[int] = mapped_column(default=0)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    engines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class ProbeResult(Base):
+    """A probe within a run: its finding and the verdict over its applicable arms."""
+
+    __tablename__ = "probe_results"
+    __table_args__ = (UniqueConstraint("run_id", "probe"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    probe: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    finding: Mapped[str] = mapped_column(Text)
+    verdict: Mapped[str] = mapped_column(String(8))
+
+
+class ArmResult(Base):
+    """One engine-config arm of a probe: applicability, what took effect, the verdict."""
+
+    __tablename__ = "arm_results"
+    __table_args__ = (UniqueConstraint("run_id", "probe", "arm"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    probe: Mapped[str] = mapped_column(String(64))
+    arm: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    applicable: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(Text)
+    engine_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    effective_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sampling: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reference: Mapped[str] = mapped_column(String(255))
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON)
+    verdict: Mapped[str] = mapped_column(String(8))
+    verdict_reasons: Mapped[list[str]] = mapped_column(JSON)
+
+
+class Series(Base):
+    """The components of a series key (see monitor.series), by hash."""
+
+    __tablename__ = "series"
+    __table_args__ = (Index(None, "probe", "arm", "metric"),)
+
+    hash: Mapped[str] = mapped_column(String(32), primary_key=True)
+    probe: Mapped[str] = mapped_column(String(64))
+    arm: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(255))
+    temperature: Mapped[float] = mapped_column(Float)
+    top_p: Mapped[float] = mapped_column(Float)
+    top_k: Mapped[int]
+    max_tokens: Mapped[int]
+    seed: Mapped[int] = mapped_column(BigInteger)
+    ignore_eos: Mapped[bool]
+    trainer_dtype: Mapped[str] = mapped_column(String(16))
+    engine_dtype: Mapped[str] = mapped_column(String(16))
+    prompts_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Metric(Base):
+    """One scalar metric of one arm (long format); `series_hash` makes a series one lookup."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (
+        UniqueConstraint("arm_result_id", "name"),
+        Index(None, "series_hash", "run_id"),
+        Index(None, "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    arm_result_id: Mapped[int] = mapped_column(ForeignKey("arm_results.id", ondelete="CASCADE"))
+    series_hash: Mapped[str] = mapped_column(ForeignKey("series.hash"))
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Stratum(Base):
+    """Core metrics of one arm within one bucket of token probability or position."""
+
+    __tablename__ = "strata"
+    __table_args__ = (UniqueConstraint("arm_result_id", "kind", "bucket"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    arm_result_id: Mapped[int] = mapped_column(ForeignKey("arm_results.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    bucket: Mapped[str] = mapped_column(String(32))
+    lo: Mapped[float] = mapped_column(Float)
+    hi: Mapped[float] = mapped_column(Float)
+    n_tokens: Mapped[int]
+    fraction: Mapped[float] = mapped_column(Float)
+    mean_abs_delta: Mapped[float] = mapped_column(Float)
+    k1: Mapped[float] = mapped_column(Float)
+    k3: Mapped[float] = mapped_column(Float)
+    token_mult_prob_error: Mapped[float] = mapped_column(Float)
+    clip_fraction: Mapped[float] = mapped_column(Float)
+
+
+class TokenTrace(Base):
+    """One arm's per-token arrays as packed little-endian bytes (see monitor.store.traces)."""
+
+    __tablename__ = "token_traces"
+
+    arm_result_id: Mapped[int] = mapped_column(
+        ForeignKey("arm_results.id", ondelete="CASCADE"), primary_key=True
+    )
+    n_tokens: Mapped[int]
+    prompt_index: Mapped[bytes] = mapped_column(LargeBinary)
+    position: Mapped[bytes] = mapped_column(LargeBinary)
+    token_id: Mapped[bytes] = mapped_column(LargeBinary)
+    vllm_logprob: Mapped[bytes] = mapped_column(LargeBinary)
+    reference_logprob: Mapped[bytes] = mapped_column(LargeBinary)

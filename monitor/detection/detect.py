@@ -1,0 +1,459 @@
+"""One release's detection, run after every ingest and on demand: tolerance gates, drift against
+the baseline (Benjamini–Hochberg across all of the release's series, effects judged against the
+noise floor), a change point at the candidate, all grouped into one incident draft."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.detection.changepoints import MIN_SEGMENT, PENALTY_MULTIPLE, change_points
+from monitor.detection.drift import PairedTest, effect_interval, exceeds_floor, paired_test
+from monitor.detection.errors import DetectionError, PromptSetMismatchError
+from monitor.detection.fdr import q_values
+from monitor.detection.gates import KEY_SEPARATOR, Overrides, resolve_gates
+from monitor.detection.incidents import (
+    DivergentToken,
+    Finding,
+    IncidentDraft,
+    build_incident,
+    change_severity,
+    direction,
+    gate_severity,
+)
+from monitor.detection.noise import NoiseFloor, noise_floor
+from monitor.detection.traces import (
+    PER_PROMPT_METRICS,
+    PromptValues,
+    TraceArrays,
+    most_divergent,
+    per_prompt_values,
+)
+from monitor.schema import ArmResult, SuiteResult
+
+DRIFT_METRICS: tuple[str, ...] = (
+    "mean_abs_delta",
+    "k1",
+    "k3",
+    "token_mult_prob_error",
+    "clip_fraction",
+)
+
+ArmKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class DetectionPolicy:
+    """How strict detection is. `alpha`: BH false-discovery level across a release's series;
+    a drift must also exceed `floor_multiple` noise floors and `min_effect`."""
+
+    metrics: tuple[str, ...] = DRIFT_METRICS
+    alpha: float = 0.01
+    floor_multiple: float = 1.0
+    min_effect: float = 0.0
+    interval_level: float = 0.95
+    n_resamples: int = 2000
+    penalty_multiple: float = PENALTY_MULTIPLE
+    min_history: int = 3
+    top_tokens: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(PER_PROMPT_METRICS))
+        if unknown or not self.metrics:
+            raise DetectionError(f"drift metrics must be among {PER_PROMPT_METRICS}: {unknown}")
+        if not 0.0 < self.alpha < 1.0:
+            raise DetectionError(f"alpha must lie in (0, 1), got {self.alpha}")
+        for name in ("floor_multiple", "min_effect"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0.0:
+                raise DetectionError(f"{name} must be finite and non-negative, got {value}")
+        if self.min_history < 1 or self.top_tokens < 1:
+            raise DetectionError("min_history and top_tokens must be at least 1")
+        if not 0.0 < self.interval_level < 1.0 or self.n_resamples < 100:
+            raise DetectionError(
+                "interval_level must lie in (0, 1) and n_resamples be at least 100, got "
+                f"{self.interval_level} and {self.n_resamples}"
+            )
+        if not math.isfinite(self.penalty_multiple) or self.penalty_multiple <= 0.0:
+            raise DetectionError(f"penalty_multiple must be positive, got {self.penalty_multiple}")
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """A stored run handed to detection: its release version, its id in the store, its result."""
+
+    release: str
+    run_id: str
+    result: SuiteResult
+
+
+@dataclass(frozen=True)
+class SeriesDrift:
+    """One series' paired test against the baseline, whether or not it became a finding."""
+
+    probe: str
+    arm: str
+    metric: str
+    test: PairedTest
+    floor: NoiseFloor | None
+    q_value: float
+    flagged: bool
+    baseline: PromptValues
+    candidate: PromptValues
+
+    @property
+    def key(self) -> str:
+        return series_key(self.probe, self.arm, self.metric)
+
+
+def series_key(probe: str, arm: str, metric: str) -> str:
+    return KEY_SEPARATOR.join((probe, arm, metric))
+
+
+def parse_series_key(key: str) -> tuple[str, str, str]:
+    parts = key.split(KEY_SEPARATOR)
+    if len(parts) != 3 or not all(parts):
+        raise DetectionError(f"series key {key!r} is not 'probe/arm/metric'")
+    return parts[0], parts[1], parts[2]
+
+
+def _usable(result: SuiteResult, role: str) -> None:
+    if result.status != "succeeded":
+        raise DetectionError(f"{role} run failed ({result.error}); nothing to compare")
+
+
+def _arms(result: SuiteResult) -> dict[ArmKey, ArmResult]:
+    return {(arm.probe, arm.arm): arm for arm in result.arms() if arm.applicable}
+
+
+def arm_traces(result: SuiteResult, role: str) -> dict[ArmKey, TraceArrays]:
+    """Validated token traces of every applicable arm that kept one."""
+    return {
+        key: TraceArrays.from_trace(arm.tokens, label=f"{role} {key[0]}/{key[1]}")
+        for key, arm in _arms(result).items()
+        if arm.tokens is not None and arm.tokens.n_tokens > 0
+    }
+
+
+def check_comparable(baseline: SuiteResult, candidate: SuiteResult) -> None:
+    """Per-prompt pairing needs one prompt set on both sides."""
+    if baseline.config.prompts_sha256 != candidate.config.prompts_sha256:
+        raise PromptSetMismatchError(
+            f"baseline and candidate ran different prompt sets ({baseline.config.prompts} "
+            f"sha256 {baseline.config.prompts_sha256[:12]} vs {candidate.config.prompts} "
+            f"sha256 {candidate.config.prompts_sha256[:12]})"
+        )
+
+
+def noise_floors(
+    repeats: Sequence[SuiteResult], metrics: Sequence[str] = DRIFT_METRICS
+) -> dict[str, NoiseFloor]:
+    """Noise floor of every series that at least two repeat runs of one release share."""
+    if not repeats:
+        return {}
+    if len(repeats) < 2:
+        raise DetectionError(f"a noise floor needs at least 2 repeat runs, got {len(repeats)}")
+    for result in repeats:
+        _usable(result, "repeat")
+    releases = {
+        (r.versions.engine_package, r.versions.vllm) for r in repeats if r.versions is not None
+    }
+    if len(releases) > 1:
+        raise DetectionError(f"repeat runs must come from one release, got {sorted(releases)}")
+    for result in repeats[1:]:
+        check_comparable(repeats[0], result)
+    traces = [arm_traces(result, f"repeat {i}") for i, result in enumerate(repeats)]
+    floors: dict[str, NoiseFloor] = {}
+    for key in sorted({key for run in traces for key in run}):
+        runs = [run[key] for run in traces if key in run]
+        if len(runs) < 2:
+            continue
+        for metric in metrics:
+            label = f"repeats of {series_key(*key, metric)}"
+            values = [per_prompt_values(trace, metric) for trace in runs]
+            floors[series_key(*key, metric)] = noise_floor(values, label)
+    return floors
+
+
+def drift_tests(
+    baseline: SuiteResult,
+    candidate: SuiteResult,
+    floors: Mapping[str, NoiseFloor],
+    policy: DetectionPolicy,
+) -> list[SeriesDrift]:
+    """Every series both runs carry: paired test, BH q-value across them all, and the verdict."""
+    _usable(baseline, "baseline")
+    _usable(candidate, "candidate")
+    check_comparable(baseline, candidate)
+    before = arm_traces(baseline, "baseline")
+    after = arm_traces(candidate, "candidate")
+    pending: list[tuple[str, str, str, PairedTest, PromptValues, PromptValues]] = []
+    for key in sorted(set(before) & set(after)):
+        for metric in policy.metrics:
+            old = per_prompt_values(before[key], metric)
+            new = per_prompt_values(after[key], metric)
+            test = paired_test(old, new, series_key(*key, metric))
+            pending.append((key[0], key[1], metric, test, old, new))
+    chosen = [floors.get(series_key(probe, arm, metric)) for probe, arm, metric, *_ in pending]
+    verdicts = judge_drifts([item[3] for item in pending], chosen, policy)
+    return [
+        SeriesDrift(probe, arm, metric, test, floor, q, flagged, old, new)
+        for (probe, arm, metric, test, old, new), floor, (q, flagged) in zip(
+            pending, chosen, verdicts, strict=True
+        )
+    ]
+
+
+def judge_drifts(
+    tests: Sequence[PairedTest], floors: Sequence[NoiseFloor | None], policy: DetectionPolicy
+) -> list[tuple[float, bool]]:
+    """(q-value, flagged) per test of one release: BH across them all, then a flagged drift must
+    have q ≤ alpha and an effect beyond the noise floor."""
+    qs = q_values([test.p_value for test in tests])
+    return [
+        (
+            float(q),
+            bool(q <= policy.alpha)
+            and exceeds_floor(
+                test.effect,
+                None if floor is None else floor.value,
+                floor_multiple=policy.floor_multiple,
+                min_effect=policy.min_effect,
+            ),
+        )
+        for test, floor, q in zip(tests, floors, qs, strict=True)
+    ]
+
+
+def confirmed_new_level(
+    values: Sequence[float], floor: NoiseFloor, policy: DetectionPolicy
+) -> tuple[int, float] | None:
+    """(index, level before) when the series' last two releases hold a new level that began at
+    the previous release, after at least `policy.min_history` releases; else None. A new level
+    is called once a second release confirms it, so one release's outlier never is."""
+    start = len(values) - MIN_SEGMENT
+    if start < policy.min_history:
+        return None
+    breaks = change_points(values, floor.value, penalty_multiple=policy.penalty_multiple)
+    if start not in breaks:
+        return None
+    begin = max([b for b in breaks if b < start], default=0)
+    return start, float(np.mean(values[begin:start]))
+
+
+def _in_floors(effect: float, floor: NoiseFloor | None) -> float | None:
+    if floor is None or floor.value <= 0.0:
+        return None
+    return effect / floor.value
+
+
+def drift_findings(
+    baseline: RunInput,
+    candidate: RunInput,
+    floors: Mapping[str, NoiseFloor],
+    policy: DetectionPolicy,
+) -> list[Finding]:
+    """Findings for the flagged series, each with its bootstrap interval."""
+    findings = []
+    tests = drift_tests(baseline.result, candidate.result, floors, policy)
+    for index, drift in enumerate(tests):
+        if not drift.flagged:
+            continue
+        test = drift.test
+        low, high = effect_interval(
+            drift.baseline,
+            drift.candidate,
+            level=policy.interval_level,
+            n_resamples=policy.n_resamples,
+            seed=policy.seed + index,
+            label=drift.key,
+        )
+        floor_value = None if drift.floor is None else drift.floor.value
+        way = direction(drift.metric, test.baseline_value, test.candidate_value)
+        findings.append(
+            Finding(
+                release=candidate.release,
+                run_id=candidate.run_id,
+                kind="drift",
+                probe=drift.probe,
+                arm=drift.arm,
+                metric=drift.metric,
+                direction=way,
+                severity=change_severity(way, test.effect, floor_value, test.baseline_value),
+                candidate_value=test.candidate_value,
+                baseline_release=baseline.release,
+                baseline_run_id=baseline.run_id,
+                baseline_value=test.baseline_value,
+                effect=test.effect,
+                noise_floor=floor_value,
+                effect_in_floors=_in_floors(test.effect, drift.floor),
+                p_value=test.p_value,
+                q_value=drift.q_value,
+                ci_low=low,
+                ci_high=high,
+                n_prompts=test.n_prompts,
+                detail="" if drift.floor is not None else "no noise floor measured",
+            )
+        )
+    return findings
+
+
+def gate_findings(
+    candidate: RunInput, baseline: RunInput | None, overrides: Overrides
+) -> list[Finding]:
+    """Every gate the candidate breaks; info when the baseline broke it too, else major."""
+    _usable(candidate.result, "candidate")
+    before = _arms(baseline.result) if baseline is not None else {}
+    findings = []
+    for (probe, arm_name), arm in _arms(candidate.result).items():
+        for gate in resolve_gates(probe, arm_name, overrides):
+            value = arm.metrics.get(gate.metric)
+            if value is None or gate.check(value) is None:
+                continue
+            old_arm = before.get((probe, arm_name))
+            old = None if old_arm is None else old_arm.metrics.get(gate.metric)
+            newly = old is None or gate.check(old) is None
+            findings.append(
+                Finding(
+                    release=candidate.release,
+                    run_id=candidate.run_id,
+                    kind="gate",
+                    probe=probe,
+                    arm=arm_name,
+                    metric=gate.metric,
+                    direction="worse",
+                    severity=gate_severity(newly),
+                    candidate_value=value,
+                    baseline_release=baseline.release if baseline is not None else None,
+                    baseline_run_id=baseline.run_id if baseline is not None else None,
+                    baseline_value=old,
+                    effect=None if old is None else value - old,
+                    limit=gate.limit,
+                    detail=gate.source if newly else f"{gate.source}; the baseline broke it too",
+                )
+            )
+    return findings
+
+
+def change_point_findings(
+    candidate: RunInput,
+    history: Mapping[str, Sequence[float]],
+    floors: Mapping[str, NoiseFloor],
+    policy: DetectionPolicy,
+) -> list[Finding]:
+    """Series whose previous release began a new level that the candidate confirms. `history`
+    maps "probe/arm/metric" to the arm's metric in earlier releases of the series, oldest first;
+    series without a measured floor are skipped."""
+    arms = _arms(candidate.result)
+    findings = []
+    for key, earlier in history.items():
+        probe, arm_name, metric = parse_series_key(key)
+        floor = floors.get(key)
+        arm = arms.get((probe, arm_name))
+        if floor is None or arm is None or metric not in arm.metrics:
+            continue
+        values = [*earlier, arm.metrics[metric]]
+        found = confirmed_new_level(values, floor, policy)
+        if found is None:
+            continue
+        start, level = found
+        now = float(np.mean(values[start:]))
+        effect = now - level
+        way = direction(metric, level, now)
+        findings.append(
+            Finding(
+                release=candidate.release,
+                run_id=candidate.run_id,
+                kind="change_point",
+                probe=probe,
+                arm=arm_name,
+                metric=metric,
+                direction=way,
+                severity=change_severity(way, effect, floor.value, level),
+                candidate_value=values[-1],
+                baseline_value=level,
+                effect=effect,
+                noise_floor=floor.value,
+                effect_in_floors=_in_floors(effect, floor),
+                detail=(
+                    f"new level {now:.4g} since the previous release "
+                    f"(was {level:.4g} over the {start} release(s) before)"
+                ),
+            )
+        )
+    return findings
+
+
+def divergent_tokens(
+    candidate: SuiteResult, findings: Sequence[Finding], k: int
+) -> list[DivergentToken]:
+    """The k largest-|δ| tokens of each arm named by a finding worse than info."""
+    traces = arm_traces(candidate, "candidate")
+    arms = list(dict.fromkeys((f.probe, f.arm) for f in findings if f.severity != "info"))
+    tokens = []
+    for key in arms:
+        trace = traces.get(key)
+        if trace is None:
+            continue
+        delta = trace.delta
+        for index in most_divergent(trace, k):
+            tokens.append(
+                DivergentToken(
+                    probe=key[0],
+                    arm=key[1],
+                    index=int(index),
+                    prompt_index=int(trace.prompt_index[index]),
+                    position=int(trace.position[index]),
+                    token_id=int(trace.token_id[index]),
+                    vllm_logprob=float(trace.vllm_logprob[index]),
+                    reference_logprob=float(trace.reference_logprob[index]),
+                    delta=float(delta[index]),
+                )
+            )
+    return tokens
+
+
+def evaluate_release(
+    candidate: RunInput,
+    baseline: RunInput | None = None,
+    *,
+    repeats: Sequence[SuiteResult] = (),
+    history: Mapping[str, Sequence[float]] | None = None,
+    overrides: Overrides | None = None,
+    policy: DetectionPolicy | None = None,
+) -> list[Finding]:
+    """Every finding for the candidate release, info ones included."""
+    policy = policy or DetectionPolicy()
+    floors = noise_floors(repeats, policy.metrics)
+    findings = gate_findings(candidate, baseline, overrides or {})
+    if baseline is not None:
+        findings += drift_findings(baseline, candidate, floors, policy)
+    findings += change_point_findings(candidate, history or {}, floors, policy)
+    return findings
+
+
+def detect_release(
+    candidate: RunInput,
+    baseline: RunInput | None = None,
+    *,
+    repeats: Sequence[SuiteResult] = (),
+    history: Mapping[str, Sequence[float]] | None = None,
+    overrides: Overrides | None = None,
+    policy: DetectionPolicy | None = None,
+) -> IncidentDraft | None:
+    """The candidate release's incident draft, or None when nothing regressed."""
+    policy = policy or DetectionPolicy()
+    findings = evaluate_release(
+        candidate,
+        baseline,
+        repeats=repeats,
+        history=history,
+        overrides=overrides,
+        policy=policy,
+    )
+    tokens = divergent_tokens(candidate.result, findings, policy.top_tokens)
+    return build_incident(findings, tokens)

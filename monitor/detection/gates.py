@@ -1,0 +1,137 @@
+"""Tolerance gates per metric: the field's defaults, and overrides per probe, arm and metric.
+
+Only the standard library and `monitor.metrics` are imported here: the suite judges its arms with
+these gates inside release environments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from monitor import metrics
+from monitor.detection.errors import DetectionError
+
+Overrides = Mapping[str, float | None]
+KEY_SEPARATOR = "/"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An upper limit on one metric (on its absolute value when `absolute`)."""
+
+    metric: str
+    limit: float
+    source: str
+    absolute: bool = False
+
+    def measured(self, value: float) -> float:
+        return abs(value) if self.absolute else value
+
+    def check(self, value: float) -> str | None:
+        """Return a one-line reason when the value breaks the gate, else None."""
+        measured = self.measured(value)
+        if measured <= self.limit:
+            return None
+        shown = f"|{self.metric}|" if self.absolute else self.metric
+        return f"{shown} = {measured:.4g} > {self.limit:g} ({self.source})"
+
+
+DEFAULT_GATES: tuple[Gate, ...] = (
+    Gate("token_mult_prob_error", 1.05, "NeMo-RL gate"),
+    Gate("k1", 0.1, "verl mismatch-KL warning", absolute=True),
+    Gate("k3", 0.1, "mismatch KL"),
+    Gate("icepop_fraction", 0.01, "IcePop mask [0.5, 5] on >1% of tokens"),
+    Gate("tis_fraction", 0.01, "TIS truncation at C=2 on >1% of tokens"),
+    Gate("clip_fraction", 0.05, "PPO clip [0.8, 1.2] hit by >5% of tokens before any update"),
+)
+
+
+def verdict(
+    metrics: Mapping[str, float], gates: tuple[Gate, ...] = DEFAULT_GATES
+) -> tuple[str, list[str]]:
+    """Judge one arm: "pass" when every gate present in the metrics holds, else "fail"."""
+    reasons = [
+        reason
+        for gate in gates
+        if gate.metric in metrics and (reason := gate.check(metrics[gate.metric])) is not None
+    ]
+    return ("fail" if reasons else "pass"), reasons
+
+
+@lru_cache(maxsize=1)
+def known_metrics() -> frozenset[str]:
+    """Every scalar metric name an arm can carry, read from the metric functions themselves."""
+    one = [0.0, 0.0]
+    index = [0, 1]
+    names = set(metrics.token_metrics(one, one))
+    names |= set(metrics.sequence_metrics(one, index))
+    names |= set(metrics.agreement_metrics(index, index, index, index))
+    return frozenset(names)
+
+
+def check_override_key(key: str) -> tuple[str, ...]:
+    """Split "metric", "probe/metric" or "probe/arm/metric", rejecting anything else."""
+    parts = tuple(key.split(KEY_SEPARATOR))
+    if not 1 <= len(parts) <= 3 or any(not part or part != part.strip() for part in parts):
+        raise DetectionError(
+            f"tolerance key {key!r} is not 'metric', 'probe/metric' or 'probe/arm/metric'"
+        )
+    if parts[-1] not in known_metrics():
+        raise DetectionError(f"tolerance key {key!r} names unknown metric {parts[-1]!r}")
+    return parts
+
+
+def check_overrides(overrides: Overrides) -> dict[str, float | None]:
+    """Validated overrides: well-formed keys, finite limits or None (gate switched off)."""
+    checked: dict[str, float | None] = {}
+    for key, limit in overrides.items():
+        check_override_key(key)
+        if limit is not None and (
+            isinstance(limit, bool)
+            or not isinstance(limit, int | float)
+            or not math.isfinite(limit)
+        ):
+            raise DetectionError(
+                f"tolerance {key!r} must be a finite number or null, got {limit!r}"
+            )
+        checked[key] = None if limit is None else float(limit)
+    return checked
+
+
+def _most_specific(
+    probe: str, arm: str, metric: str, overrides: Overrides
+) -> tuple[str, float | None] | None:
+    for key in (
+        KEY_SEPARATOR.join((probe, arm, metric)),
+        KEY_SEPARATOR.join((probe, metric)),
+        metric,
+    ):
+        if key in overrides:
+            return key, overrides[key]
+    return None
+
+
+def resolve_gates(
+    probe: str, arm: str, overrides: Overrides, defaults: tuple[Gate, ...] = DEFAULT_GATES
+) -> tuple[Gate, ...]:
+    """The gates one arm is judged by: "probe/arm/metric" beats "probe/metric" beats "metric"
+    beats the default; a null override switches that gate off at its scope."""
+    checked = check_overrides(overrides)
+    by_metric = {gate.metric: gate for gate in defaults}
+    extra = sorted({check_override_key(key)[-1] for key in checked} - set(by_metric))
+    gates: list[Gate] = []
+    for metric in [*by_metric, *extra]:
+        default = by_metric.get(metric)
+        chosen = _most_specific(probe, arm, metric, checked)
+        if chosen is None:
+            if default is not None:
+                gates.append(default)
+            continue
+        key, limit = chosen
+        if limit is not None:
+            absolute = default.absolute if default is not None else False
+            gates.append(Gate(metric, limit, f"override {key}", absolute=absolute))
+    return tuple(gates)

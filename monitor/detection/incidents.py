@@ -1,0 +1,179 @@
+"""Findings and the one incident per release they are grouped into (pydantic, so the store can
+persist them as JSON and an alert can be rendered from them alone)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from monitor.detection.errors import DetectionError
+
+Severity = Literal["info", "minor", "major", "critical"]
+FindingKind = Literal["gate", "drift", "change_point"]
+Direction = Literal["worse", "better"]
+
+SEVERITY_RANK: dict[str, int] = {"info": 0, "minor": 1, "major": 2, "critical": 3}
+MAJOR_FLOORS = 3.0
+CRITICAL_FLOORS = 10.0
+MAJOR_RELATIVE = 0.5
+CRITICAL_RELATIVE = 2.0
+
+SIGNED_METRICS = frozenset({"k1", "mean_delta", "seq_logratio_mean"})
+HIGHER_IS_BETTER = frozenset(
+    {"ess", "prob_pearson", "token_agreement", "first_divergence_mean", "first_divergence_min"}
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DivergentToken(_Model):
+    """One token of the candidate's trace; `index` points into that arm's token arrays."""
+
+    probe: str
+    arm: str
+    index: int
+    prompt_index: int
+    position: int
+    token_id: int
+    vllm_logprob: float
+    reference_logprob: float
+    delta: float
+
+
+class Finding(_Model):
+    """One series (probe/arm/metric) of one release that broke a gate, drifted from the
+    baseline, or started a new level. Numbers a kind does not produce are None."""
+
+    release: str
+    run_id: str
+    kind: FindingKind
+    probe: str
+    arm: str
+    metric: str
+    direction: Direction
+    severity: Severity
+    candidate_value: float
+    baseline_release: str | None = None
+    baseline_run_id: str | None = None
+    baseline_value: float | None = None
+    effect: float | None = None
+    noise_floor: float | None = None
+    effect_in_floors: float | None = None
+    p_value: float | None = None
+    q_value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    limit: float | None = None
+    n_prompts: int | None = None
+    detail: str = ""
+
+    @property
+    def series(self) -> str:
+        return f"{self.probe}/{self.arm}/{self.metric}"
+
+
+class IncidentDraft(_Model):
+    """Everything one release's regression amounts to, before the store gives it an id."""
+
+    release: str
+    run_id: str
+    baseline_release: str | None
+    baseline_run_id: str | None
+    severity: Severity
+    probes: list[str]
+    metrics: list[str]
+    findings: list[Finding]
+    divergent_tokens: list[DivergentToken] = []
+
+
+def badness(metric: str, value: float) -> float:
+    """A number that grows as the metric gets worse for training."""
+    if metric in SIGNED_METRICS:
+        return abs(value)
+    if metric in HIGHER_IS_BETTER:
+        return -value
+    return value
+
+
+def direction(metric: str, baseline: float, candidate: float) -> Direction:
+    return "worse" if badness(metric, candidate) > badness(metric, baseline) else "better"
+
+
+def change_severity(
+    way: Direction, effect: float, floor: float | None, baseline_value: float
+) -> Severity:
+    """Improvements are info; regressions rise with the effect in noise floors (or, with no
+    floor measured, relative to the baseline): minor, major from 3, critical from 10 floors."""
+    if way == "better":
+        return "info"
+    if floor is not None and floor > 0.0:
+        size, major, critical = abs(effect) / floor, MAJOR_FLOORS, CRITICAL_FLOORS
+    elif baseline_value != 0.0:
+        size, major, critical = abs(effect / baseline_value), MAJOR_RELATIVE, CRITICAL_RELATIVE
+    else:
+        return "critical" if effect != 0.0 else "info"
+    if size >= critical:
+        return "critical"
+    return "major" if size >= major else "minor"
+
+
+def gate_severity(newly_broken: bool) -> Severity:
+    """A gate the baseline already broke is known (info); a newly broken one is major."""
+    return "major" if newly_broken else "info"
+
+
+def highest(severities: Sequence[Severity]) -> Severity:
+    return max(severities, key=SEVERITY_RANK.__getitem__, default="info")
+
+
+def build_incident(
+    findings: Sequence[Finding], divergent_tokens: Sequence[DivergentToken] = ()
+) -> IncidentDraft | None:
+    """One release's incident, or None when nothing in it is worse than info. Findings must
+    all come from one run of one release."""
+    if not findings:
+        return None
+    first = findings[0]
+    runs = sorted({(f.release, f.run_id) for f in findings})
+    if len(runs) > 1:
+        shown = ", ".join(f"{release} run {run}" for release, run in runs[:3])
+        raise DetectionError(f"one incident needs findings of one run, got {len(runs)}: {shown}")
+    severity = highest([f.severity for f in findings])
+    if SEVERITY_RANK[severity] == 0:
+        return None
+    ordered = sorted(
+        findings, key=lambda f: (-SEVERITY_RANK[f.severity], f.probe, f.arm, f.metric, f.kind)
+    )
+    regressed = [f for f in ordered if SEVERITY_RANK[f.severity] > 0]
+    baseline = next((f for f in ordered if f.baseline_release is not None), None)
+    return IncidentDraft(
+        release=first.release,
+        run_id=first.run_id,
+        baseline_release=baseline.baseline_release if baseline else None,
+        baseline_run_id=baseline.baseline_run_id if baseline else None,
+        severity=severity,
+        probes=sorted({f.probe for f in regressed}),
+        metrics=sorted({f.metric for f in regressed}),
+        findings=ordered,
+        divergent_tokens=list(divergent_tokens),
+    )
+
+
+def group_incidents(
+    findings: Sequence[Finding],
+    divergent_tokens: Mapping[str, Sequence[DivergentToken]] | None = None,
+) -> list[IncidentDraft]:
+    """One incident per release that has anything worse than info, in the order the releases
+    first appear; `divergent_tokens` is keyed by release."""
+    by_release: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_release.setdefault(finding.release, []).append(finding)
+    tokens = divergent_tokens or {}
+    incidents = [
+        build_incident(group, tokens.get(release, ())) for release, group in by_release.items()
+    ]
+    return [incident for incident in incidents if incident is not None]

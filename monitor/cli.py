@@ -142,6 +142,31 @@ def _checked_inputs(
     return selected
 
 
+def _suite_options(
+    settings: Settings,
+    engine_dtype: str,
+    trainer_dtype: str,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    max_tokens: int,
+    seed: int,
+    weight_step: float,
+) -> dict[str, Any]:
+    """The SuiteConfig fields a command's options set (everything but engine, model, prompts)."""
+    return {
+        "engine_dtype": engine_dtype,
+        "trainer_dtype": trainer_dtype,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "weight_step": weight_step,
+        "kv_cache_gib": settings.kv_cache_gib,
+    }
+
+
 def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -173,6 +198,17 @@ def run(
     """Run the parity suite for one vLLM release in its own environment, and store the result."""
     settings = get_settings()
     selected = _checked_inputs(probes, engine_dtype, trainer_dtype, model, prompts)
+    options = _suite_options(
+        settings,
+        engine_dtype,
+        trainer_dtype,
+        temperature,
+        top_p,
+        top_k,
+        max_tokens,
+        seed,
+        weight_step,
+    )
     try:
         if engine:
             parse_engine(engine)
@@ -182,21 +218,7 @@ def run(
     try:
         with _progress() as progress:
             env = _environment(engine, settings, index, find_links or [], progress)
-            config = suite_config(
-                env.spec,
-                model,
-                prompts,
-                selected,
-                engine_dtype=engine_dtype,
-                trainer_dtype=trainer_dtype,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                max_tokens=max_tokens,
-                seed=seed,
-                weight_step=weight_step,
-                kv_cache_gib=settings.kv_cache_gib,
-            )
+            config = suite_config(env.spec, model, prompts, selected, **options)
             result, run_dir = run_release(env, config, settings, _on_event(progress))
     except BAD_INPUT as exc:
         fail(_one_line(exc))
@@ -243,17 +265,17 @@ def backfill(
             model=model,
             prompts=prompts,
             probes=selected,
-            options={
-                "engine_dtype": engine_dtype,
-                "trainer_dtype": trainer_dtype,
-                "temperature": temperature,
-                "top_p": top_p,
-                "top_k": top_k,
-                "max_tokens": max_tokens,
-                "seed": seed,
-                "weight_step": weight_step,
-                "kv_cache_gib": settings.kv_cache_gib,
-            },
+            options=_suite_options(
+                settings,
+                engine_dtype,
+                trainer_dtype,
+                temperature,
+                top_p,
+                top_k,
+                max_tokens,
+                seed,
+                weight_step,
+            ),
             force=force,
         )
         published, selected_releases = select_releases(plan, settings)

@@ -37,7 +37,7 @@ class MetricsError(ValueError):
     """Inputs the metrics cannot be computed from; the message is one line naming the problem."""
 
 
-def _floats(name: str, values: npt.ArrayLike) -> FloatArray:
+def finite_floats(name: str, values: npt.ArrayLike) -> FloatArray:
     """A validated non-empty 1-D float64 array of finite values."""
     try:
         arr = np.asarray(values, dtype=np.float64)
@@ -49,17 +49,17 @@ def _floats(name: str, values: npt.ArrayLike) -> FloatArray:
         raise MetricsError(f"{name} is empty")
     bad = int(np.count_nonzero(~np.isfinite(arr)))
     if bad:
-        raise MetricsError(f"{name} has {bad} non-finite values")
+        raise MetricsError(f"{name} has {bad} non-finite value(s) (NaN or inf)")
     return arr
 
 
-def _ints(name: str, values: npt.ArrayLike) -> IntArray:
+def integers(name: str, values: npt.ArrayLike) -> IntArray:
     """A validated non-empty 1-D int64 array; integral floats are accepted."""
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
         arr = arr.astype(np.int64)
     elif arr.dtype.kind == "f":
-        arr = _floats(name, arr)
+        arr = finite_floats(name, arr)
         if not np.array_equal(arr, np.round(arr)):
             raise MetricsError(f"{name} must hold integers, got fractional values")
         arr = arr.astype(np.int64)
@@ -82,8 +82,8 @@ def _same_length(**arrays: np.ndarray) -> None:
 
 def _pair(trainer_logprob: npt.ArrayLike, vllm_logprob: npt.ArrayLike) -> tuple[FloatArray, ...]:
     """Validated (trainer, vllm, δ) arrays."""
-    trainer = _floats("trainer_logprob", trainer_logprob)
-    vllm = _floats("vllm_logprob", vllm_logprob)
+    trainer = finite_floats("trainer_logprob", trainer_logprob)
+    vllm = finite_floats("vllm_logprob", vllm_logprob)
     _same_length(trainer_logprob=trainer, vllm_logprob=vllm)
     return trainer, vllm, trainer - vllm
 
@@ -169,8 +169,8 @@ def sequence_metrics(
 ) -> dict[str, float]:
     """Statistics of the per-sequence log-ratio Σδ, which is what sequence-level IS corrects."""
     _check_eps(clip_eps)
-    d = _floats("delta", delta)
-    seq = _ints("seq_index", seq_index)
+    d = finite_floats("delta", delta)
+    seq = integers("seq_index", seq_index)
     _same_length(delta=d, seq_index=seq)
     _, inverse = np.unique(seq, return_inverse=True)
     sums = np.bincount(inverse.ravel(), weights=d).astype(np.float64)
@@ -193,10 +193,10 @@ def agreement_metrics(
     position: npt.ArrayLike,
 ) -> dict[str, float]:
     """How often two token choices at the same positions agree, and where sequences first part."""
-    a = _ints("tokens_a", tokens_a)
-    b = _ints("tokens_b", tokens_b)
-    seq = _ints("seq_index", seq_index)
-    pos = _ints("position", position)
+    a = integers("tokens_a", tokens_a)
+    b = integers("tokens_b", tokens_b)
+    seq = integers("seq_index", seq_index)
+    pos = integers("position", position)
     _same_length(tokens_a=a, tokens_b=b, seq_index=seq, position=pos)
     _, inverse = np.unique(seq, return_inverse=True)
     inverse = inverse.ravel()
@@ -246,7 +246,7 @@ def stratify(
     """
     _check_eps(clip_eps)
     _, _, delta = _pair(trainer_logprob, vllm_logprob)
-    k = _floats("keys", keys)
+    k = finite_floats("keys", keys)
     _same_length(trainer_logprob=delta, keys=k)
     e = np.asarray(edges, dtype=np.float64)
     if e.ndim != 1 or e.size < (1 if open_ended else 2):
@@ -308,7 +308,7 @@ def by_probability(
     trainer_logprob: npt.ArrayLike, vllm_logprob: npt.ArrayLike
 ) -> list[dict[str, float | str]]:
     """Stratify by vLLM's probability of the sampled token, where low-probability tokens diverge."""
-    vllm = _floats("vllm_logprob", vllm_logprob)
+    vllm = finite_floats("vllm_logprob", vllm_logprob)
     probs = np.minimum(np.exp(vllm), 1.0)
     return stratify(trainer_logprob, vllm, probs, PROB_BUCKET_EDGES)
 
@@ -317,7 +317,7 @@ def by_position(
     trainer_logprob: npt.ArrayLike, vllm_logprob: npt.ArrayLike, position: npt.ArrayLike
 ) -> list[dict[str, float | str]]:
     """Stratify by position in the completion, with a final open bucket "512+"."""
-    pos = _ints("position", position)
+    pos = integers("position", position)
     return stratify(trainer_logprob, vllm_logprob, pos, POSITION_BUCKET_EDGES, open_ended=True)
 
 
@@ -332,8 +332,8 @@ def arm_metrics(
 ) -> dict[str, float]:
     """One arm's scalar metrics: token, sequence and, given both top-token arrays, agreement."""
     trainer, vllm, delta = _pair(trainer_logprob, vllm_logprob)
-    seq = _ints("seq_index", seq_index)
-    pos = _ints("position", position)
+    seq = integers("seq_index", seq_index)
+    pos = integers("position", position)
     _same_length(trainer_logprob=trainer, seq_index=seq, position=pos)
     if (trainer_top is None) != (vllm_top is None):
         given = "trainer_top" if trainer_top is not None else "vllm_top"

@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from monitor import metrics
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
 from monitor.schema import TokenTrace
 
@@ -66,34 +67,17 @@ PER_PROMPT_METRICS: tuple[str, ...] = tuple(TOKEN_TERMS)
 def finite_floats(name: str, values: npt.ArrayLike) -> FloatArray:
     """A non-empty 1-D float64 array of finite values, or a DetectionError naming the problem."""
     try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DetectionError(f"{name} is not numeric: {exc}") from None
-    if array.ndim != 1:
-        raise DetectionError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.size == 0:
-        raise DetectionError(f"{name} is empty")
-    bad = int(np.count_nonzero(~np.isfinite(array)))
-    if bad:
-        raise DetectionError(f"{name} has {bad} non-finite value(s) (NaN or inf)")
-    return array
+        return metrics.finite_floats(name, values)
+    except metrics.MetricsError as exc:
+        raise DetectionError(str(exc)) from None
 
 
 def integers(name: str, values: npt.ArrayLike) -> IntArray:
-    """A non-empty 1-D int64 array; integral floats are accepted."""
-    array = np.asarray(values)
-    if array.dtype.kind == "f":
-        floats = finite_floats(name, array)
-        if not np.array_equal(floats, np.round(floats)):
-            raise DetectionError(f"{name} must hold integers, got fractional values")
-        array = floats
-    elif array.dtype.kind not in "iu":
-        raise DetectionError(f"{name} must hold integers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise DetectionError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.size == 0:
-        raise DetectionError(f"{name} is empty")
-    return array.astype(np.int64)
+    """A non-empty 1-D int64 array (integral floats accepted), or a DetectionError."""
+    try:
+        return metrics.integers(name, values)
+    except metrics.MetricsError as exc:
+        raise DetectionError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,13 @@ class BackfillPlan:
 
 
 def select_releases(plan: BackfillPlan, settings: Settings) -> tuple[list[Release], list[Release]]:
-    """(every published release, the ones in range), both oldest first."""
+    """(every release published in range, yanked and pre-releases included; the ones to run),
+    both oldest first."""
     published = fetch_releases(
         parse_package(plan.package), settings.pypi_url, settings.http_timeout_s
     )
-    return published, in_range(published, plan.since, plan.until)
+    listed = in_range(published, plan.since, plan.until, prereleases=True, yanked=True)
+    return listed, in_range(published, plan.since, plan.until)
 
 
 def record_published(store: Store, releases: list[Release]) -> None:

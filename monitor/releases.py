@@ -76,13 +76,15 @@ def in_range(
     since: Version | None = None,
     until: Version | None = None,
     prereleases: bool = False,
+    yanked: bool = False,
 ) -> list[Release]:
-    """Oldest first: the non-yanked releases with since <= version <= until."""
+    """Oldest first: the releases with since <= version <= until (by default neither yanked nor
+    pre-releases)."""
     return sorted(
         (
             r
             for r in releases
-            if not r.yanked
+            if (yanked or not r.yanked)
             and (prereleases or not r.version.is_prerelease)
             and (since is None or r.version >= since)
             and (until is None or r.version <= until)

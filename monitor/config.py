@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     env_python: str = "3.11"
     kv_cache_gib: float = 1.0
     suite_timeout_s: float = 3600.0
+    suite_stall_s: float = 1200.0
     http_timeout_s: float = 20.0
     tolerances: dict[str, float | None] = Field(default_factory=dict)
     """Gate limits by "metric", "probe/metric" or "probe/arm/metric" (most specific wins; null

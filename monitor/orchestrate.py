@@ -91,5 +91,6 @@ def run_release(
         settings.kv_cache_gib,
         settings.suite_timeout_s,
         on_event,
+        settings.suite_stall_s,
     )
     return result, run_dir

@@ -18,17 +18,23 @@ from tests.conftest import ROOT, TEST_ENGINE
 pytestmark = pytest.mark.vllm
 
 
-def _engine_core_pids() -> list[int]:
-    pids = []
+def _engine_core_pids(root: int) -> list[int]:
+    """EngineCore processes below `root` only: other suites on this machine are left alone."""
+    parents: dict[int, int] = {}
+    commands: dict[int, bytes] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes()
+                stat = (entry / "stat").read_text()
+                commands[int(entry.name)] = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"EngineCore" in cmdline:
-                pids.append(int(entry.name))
-    return pids
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    below, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    return [pid for pid in below if b"EngineCore" in commands.get(pid, b"")]
 
 
 def test_engine_killed_mid_run(data_dir: Path, release_python: Path, tmp_path: Path) -> None:
@@ -68,7 +74,7 @@ def test_engine_killed_mid_run(data_dir: Path, release_python: Path, tmp_path: P
         logs = [run / "suite.log" for run in runs if (run / "suite.log").exists()]
         started = any("init engine" in log.read_text(errors="replace") for log in logs)
         if started:
-            for pid in _engine_core_pids():
+            for pid in _engine_core_pids(process.pid):
                 os.kill(pid, signal.SIGKILL)
                 killed = True
         time.sleep(0.5)

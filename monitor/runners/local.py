@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from monitor.envs import ReleaseEnv
 from monitor.schema import SchemaError, SuiteConfig, SuiteResult, load_result
 
 OnEvent = Callable[[dict[str, Any]], None]
+WATCH_INTERVAL_S = 2.0
 SCRUBBED_ENV = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")
 
 
@@ -52,7 +54,10 @@ def run_local(
     kv_cache_gib: float,
     timeout_s: float,
     on_event: OnEvent = lambda _: None,
+    stall_s: float = 1200.0,
 ) -> SuiteResult:
+    """Run the suite; a run that exceeds `timeout_s`, or that shows neither progress nor log
+    output for `stall_s` (an engine that died where vLLM waits forever), is killed and failed."""
     run_dir.mkdir(parents=True, exist_ok=True)
     request = run_dir / "request.json"
     request.write_text(config.model_dump_json(indent=1))
@@ -87,13 +92,20 @@ def run_local(
             cwd=run_dir,
         )
     os.close(write_fd)
-    reader = threading.Thread(target=_read_events, args=(read_fd, on_event), daemon=True)
+    last_event = [time.monotonic()]
+
+    def note(event: dict[str, Any]) -> None:
+        last_event[0] = time.monotonic()
+        on_event(event)
+
+    reader = threading.Thread(target=_read_events, args=(read_fd, note), daemon=True)
     reader.start()
     try:
-        code = process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
-        return _failed(config, started, f"suite timed out after {timeout_s:.0f} s", log)
+        problem = _wait(process, log, last_event, timeout_s, stall_s)
+        if problem:
+            _kill_group(process)
+            return _failed(config, started, problem, log)
+        code = process.returncode
     except KeyboardInterrupt:
         _kill_group(process)
         raise
@@ -106,6 +118,32 @@ def run_local(
         except SchemaError as exc:
             return _failed(config, started, f"suite wrote an unreadable result: {exc}", log)
     return _failed(config, started, f"suite exited with code {code} and wrote no result", log)
+
+
+def _wait(
+    process: subprocess.Popen[bytes],
+    log: Path,
+    last_event: list[float],
+    timeout_s: float,
+    stall_s: float,
+) -> str | None:
+    """Wait for the suite to exit; say why it must be stopped instead, if it must."""
+    started = time.monotonic()
+    log_size, log_changed = -1, started
+    while True:
+        try:
+            process.wait(timeout=WATCH_INTERVAL_S)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        size = log.stat().st_size if log.exists() else 0
+        if size != log_size:
+            log_size, log_changed = size, now
+        if now - started > timeout_s:
+            return f"suite timed out after {timeout_s:.0f} s"
+        if now - max(log_changed, last_event[0]) > stall_s:
+            return f"suite stalled: no progress and no log output for {stall_s:.0f} s"
 
 
 def _read_events(fd: int, on_event: OnEvent) -> None:

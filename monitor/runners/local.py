@@ -22,6 +22,8 @@ from monitor.schema import SchemaError, SuiteConfig, SuiteResult, load_result
 
 OnEvent = Callable[[dict[str, Any]], None]
 WATCH_INTERVAL_S = 2.0
+TIMED_OUT = "suite timed out after"
+"""How every runner's time-out error begins; the scheduler ends such a run `timed_out`."""
 SCRUBBED_ENV = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")
 
 
@@ -37,6 +39,10 @@ def suite_environment(kv_cache_gib: float) -> dict[str, str]:
         }
     )
     return env
+
+
+class SuiteKilled(RuntimeError):
+    """The suite was killed by a signal from outside and wrote no result."""
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -55,9 +61,13 @@ def run_local(
     timeout_s: float,
     on_event: OnEvent = lambda _: None,
     stall_s: float = 1200.0,
+    on_start: Callable[[int], None] | None = None,
+    raise_when_killed: bool = False,
 ) -> SuiteResult:
     """Run the suite; a run that exceeds `timeout_s`, or that shows neither progress nor log
-    output for `stall_s` (an engine that died where vLLM waits forever), is killed and failed."""
+    output for `stall_s` (an engine that died where vLLM waits forever), is killed and failed.
+    `on_start` gets the suite's process (group) id; with `raise_when_killed`, a suite killed by
+    a signal from outside raises SuiteKilled instead of returning a failed result."""
     run_dir.mkdir(parents=True, exist_ok=True)
     request = run_dir / "request.json"
     request.write_text(config.model_dump_json(indent=1))
@@ -92,6 +102,8 @@ def run_local(
             cwd=run_dir,
         )
     os.close(write_fd)
+    if on_start is not None:
+        on_start(process.pid)
     last_event = [time.monotonic()]
 
     def note(event: dict[str, Any]) -> None:
@@ -117,6 +129,8 @@ def run_local(
             return load_result(out)
         except SchemaError as exc:
             return _failed(config, started, f"suite wrote an unreadable result: {exc}", log)
+    if raise_when_killed and code < 0:
+        raise SuiteKilled(f"suite was killed by signal {signal.Signals(-code).name}")
     return _failed(config, started, f"suite exited with code {code} and wrote no result", log)
 
 
@@ -141,7 +155,7 @@ def _wait(
         if size != log_size:
             log_size, log_changed = size, now
         if now - started > timeout_s:
-            return f"suite timed out after {timeout_s:.0f} s"
+            return f"{TIMED_OUT} {timeout_s:.0f} s"
         if now - max(log_changed, last_event[0]) > stall_s:
             return f"suite stalled: no progress and no log output for {stall_s:.0f} s"
 

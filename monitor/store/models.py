@@ -154,6 +154,14 @@ class Run(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]
+    """A retried run waits until then (backoff)."""
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    """Who asked for the run: a dashboard user, "discovery" or "nightly"; None: ingested."""
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    """Owner token of the worker holding the lease; finishing or renewing needs it."""
+    runner_job_id: Mapped[str | None] = mapped_column(String(128))
+    """The runner's handle on the job (Ray submission id, local process group), to stop it."""
     error: Mapped[str | None] = mapped_column(Text)
     error_tail: Mapped[str | None] = mapped_column(Text)
     result_hash: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -1,0 +1,102 @@
+"""Release discovery for the scheduler: ask PyPI's JSON API for every configured package, store
+what it says of each release, and queue a run of each new release that may run (pre-release and
+yanked policies from the settings). On a package's first discovery only its newest release is
+queued (`parity backfill` is for history). A failed or garbled answer is logged and changes
+nothing; the next discovery asks again."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor.config import Settings
+from monitor.releases import DiscoveryError, fetch_releases, in_range
+from monitor.series import config_hash
+from monitor.store import Store, StoreError
+from monitor.store.jobs import (
+    has_run,
+    known_versions,
+    queue_run,
+    record_discovered,
+    requested_config,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Discovered:
+    """What one discovery pass did for one package."""
+
+    package: str
+    new_versions: list[str] = field(default_factory=list)
+    queued: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def scheduled_options(settings: Settings) -> dict[str, Any]:
+    """Run options of scheduled (discovery and nightly) runs."""
+    options: dict[str, Any] = {
+        "model": settings.scheduled_model,
+        "kv_cache_gib": settings.kv_cache_gib,
+    }
+    if settings.scheduled_probes:
+        options["probes"] = list(settings.scheduled_probes)
+    return options
+
+
+def discover_package(store: Store, settings: Settings, package: str) -> Discovered:
+    outcome = Discovered(package)
+    try:
+        published = fetch_releases(package, settings.pypi_url, settings.http_timeout_s)
+    except DiscoveryError as exc:
+        outcome.error = str(exc).splitlines()[0]
+        logger.warning("discovery of %s failed, asking again next time: %s", package, outcome.error)
+        return outcome
+    runnable = in_range(
+        published,
+        prereleases=settings.discovery_prereleases,
+        yanked=settings.discovery_yanked,
+    )
+    options = scheduled_options(settings)
+    with store.writing() as session:
+        first_time = not known_versions(session, package)
+        outcome.new_versions = record_discovered(session, published)
+        to_queue = [r for r in runnable if str(r.version) in outcome.new_versions]
+        if first_time:
+            to_queue = to_queue[-1:]
+        for release in to_queue:
+            version = str(release.version)
+            digest = config_hash(requested_config(package, version, options))
+            if has_run(session, package, version, digest):
+                continue
+            outcome.queued[version] = queue_run(
+                session, package, version, options, settings.runner, requested_by="discovery"
+            )
+    if outcome.new_versions:
+        logger.info(
+            "discovered %d new %s release(s): %s; queued %s",
+            len(outcome.new_versions),
+            package,
+            ", ".join(outcome.new_versions),
+            ", ".join(f"{v} (run {r})" for v, r in outcome.queued.items()) or "none",
+        )
+    return outcome
+
+
+def discover(store: Store, settings: Settings) -> list[Discovered]:
+    """One discovery pass over every configured package; never raises for a bad answer."""
+    outcomes = []
+    for package in settings.discovery_packages:
+        try:
+            outcomes.append(discover_package(store, settings, package))
+        except (StoreError, SQLAlchemyError) as exc:
+            reason = str(exc).strip().splitlines()[0]
+            logger.warning(
+                "discovery of %s not stored, trying again next time: %s", package, reason
+            )
+            outcomes.append(Discovered(package, error=reason))
+    return outcomes

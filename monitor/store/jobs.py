@@ -1,0 +1,462 @@
+"""The run queue: every write the scheduler and its workers make to a run's lifecycle, and the
+reads they decide by. A run moves queued → running → succeeded | failed | timed_out; `running`
+is held under a lease (an owner token and an expiry the worker renews). Claims and lease updates
+are single guarded UPDATEs, so two schedulers never run the same run and a worker that lost its
+lease can no longer touch the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from monitor.engines import EngineSpec, EngineSpecError, parse_package, parse_version
+from monitor.releases import Release as PublishedRelease
+from monitor.runners.base import RUNNER_KINDS, RunOptions, run_config, timed_out
+from monitor.schema import SuiteConfig, SuiteResult
+from monitor.series import config_hash
+from monitor.store import models as m
+from monitor.store.db import Store
+from monitor.store.errors import IngestError, StoreError
+from monitor.store.ingest import INGEST_TRIES, IngestOutcome, ingest, record_release, result_hash
+from monitor.store.models import RunStatus, utcnow
+from monitor.suite.models import ModelError
+from monitor.suite.prompts import PromptError
+
+SYSTEM_REQUESTERS = ("discovery", "nightly")
+"""Requesters of scheduled runs; any other `requested_by` is a person (served first)."""
+CLAIM_CANDIDATES = 5
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+
+
+class QueueError(StoreError):
+    """A run request that cannot be queued: unknown release or runner, bad options."""
+
+
+class LeaseLost(StoreError):
+    """The run is no longer held by this owner (its lease expired and it was taken over)."""
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A running run as its worker needs it."""
+
+    run_id: int
+    package: str
+    version: str
+    config: SuiteConfig
+    runner: str
+    attempt: int
+    owner: str | None
+    runner_job_id: str | None
+    requested_by: str | None
+
+    @property
+    def spec(self) -> EngineSpec:
+        return EngineSpec(self.package, parse_version(self.version))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _options_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "options"
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def requested_config(
+    package: str, version: str, config: SuiteConfig | dict[str, Any]
+) -> SuiteConfig:
+    """The full suite config of a request: a SuiteConfig (or its JSON form) for this release, or
+    run options (`RunOptions` fields, defaults for the rest)."""
+    spec = EngineSpec(package, parse_version(version))
+    if isinstance(config, dict) and "prompts_sha256" in config:
+        try:
+            config = SuiteConfig.model_validate(config)
+        except ValidationError as exc:
+            raise QueueError(f"suite config {_options_problem(exc)}") from None
+    if isinstance(config, SuiteConfig):
+        if config.engine != str(spec):
+            raise QueueError(f"suite config is for {config.engine}, the request for {spec}")
+        return config
+    try:
+        return run_config(spec, RunOptions.model_validate(config))
+    except ValidationError as exc:
+        raise QueueError(f"run options {_options_problem(exc)}") from None
+    except (ModelError, PromptError, OSError) as exc:
+        raise QueueError(f"run options: {_first_line(exc)}") from None
+
+
+def _release(session: Session, package: str, version: str) -> m.Release | None:
+    """The stored release equal to `version` under PEP 440 (0.32 is 0.32.0)."""
+    exact = session.scalars(
+        select(m.Release).where(m.Release.package == package, m.Release.version == version)
+    ).one_or_none()
+    if exact is not None:
+        return exact
+    wanted = parse_version(version)
+    releases = session.scalars(select(m.Release).where(m.Release.package == package))
+    return next((r for r in releases if parse_version(r.version) == wanted), None)
+
+
+def queue_run(
+    session: Session,
+    package: str,
+    version: str,
+    config: SuiteConfig | dict[str, Any],
+    runner: str,
+    requested_by: str | None = None,
+) -> int:
+    """Queue one run of a known release (within the caller's transaction); returns its id.
+    `config` is a full SuiteConfig or run options such as {"model": "tiny", "probes": [...]}."""
+    try:
+        package, version = parse_package(package), str(parse_version(version))
+    except EngineSpecError as exc:
+        raise QueueError(str(exc)) from None
+    if runner not in RUNNER_KINDS:
+        raise QueueError(f"runner must be one of {', '.join(RUNNER_KINDS)}, not {runner!r}")
+    if requested_by is not None and not 0 < len(requested_by) <= 255:
+        raise QueueError("requested_by must be 1 to 255 characters")
+    release = _release(session, package, version)
+    if release is None:
+        raise QueueError(f"{package}=={version} is not a known release (not discovered yet?)")
+    suite = requested_config(package, release.version, config)
+    run = m.Run(
+        release_id=release.id,
+        config_hash=config_hash(suite),
+        config=suite.model_dump(mode="json"),
+        runner=runner,
+        status=RunStatus.QUEUED,
+        attempt=1,
+        queued_at=utcnow(),
+        requested_by=requested_by,
+        timings={},
+        engines=[],
+    )
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def _claimed(run: m.Run, release: m.Release) -> ClaimedRun:
+    return ClaimedRun(
+        run_id=run.id,
+        package=release.package,
+        version=release.version,
+        config=SuiteConfig.model_validate(run.config),
+        runner=run.runner,
+        attempt=run.attempt,
+        owner=run.claimed_by,
+        runner_job_id=run.runner_job_id,
+        requested_by=run.requested_by,
+    )
+
+
+def _is_person() -> Any:
+    return m.Run.requested_by.is_not(None) & m.Run.requested_by.not_in(SYSTEM_REQUESTERS)
+
+
+def claim_next(
+    session: Session,
+    owner: str,
+    lease_s: float,
+    *,
+    now: datetime | None = None,
+    requested_only: bool = False,
+) -> ClaimedRun | None:
+    """Take the next queued run that is due (people's requests first, then oldest) and mark it
+    running under `owner`'s lease; None when nothing is due. Atomic: the UPDATE only succeeds
+    on a run that is still queued, so a run is claimed once however many schedulers ask."""
+    now = now or utcnow()
+    due = or_(m.Run.not_before.is_(None), m.Run.not_before <= now)
+    query = select(m.Run.id).where(m.Run.status == RunStatus.QUEUED, due)
+    if requested_only:
+        query = query.where(_is_person())
+    query = query.order_by(case((_is_person(), 0), else_=1), m.Run.queued_at, m.Run.id)
+    for run_id in session.scalars(query.limit(CLAIM_CANDIDATES)).all():
+        claimed = session.execute(
+            update(m.Run)
+            .where(m.Run.id == run_id, m.Run.status == RunStatus.QUEUED)
+            .values(
+                status=RunStatus.RUNNING,
+                claimed_by=owner,
+                started_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                runner_job_id=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return held_run(session, run_id)
+    return None
+
+
+def held_run(session: Session, run_id: int) -> ClaimedRun | None:
+    """A run as its worker needs it; None when there is no such run."""
+    row = session.execute(
+        select(m.Run, m.Release)
+        .join(m.Release, m.Release.id == m.Run.release_id)
+        .where(m.Run.id == run_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    return _claimed(*row) if row else None
+
+
+def _held(run_id: int, owner: str) -> Any:
+    return (m.Run.id == run_id) & (m.Run.status == RunStatus.RUNNING) & (m.Run.claimed_by == owner)
+
+
+def _update_held(session: Session, run_id: int, owner: str, **values: Any) -> bool:
+    done = session.execute(
+        update(m.Run)
+        .where(_held(run_id, owner))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def renew_lease(
+    session: Session, run_id: int, owner: str, lease_s: float, *, now: datetime | None = None
+) -> bool:
+    """Extend `owner`'s lease; False when the run is no longer its own (stop working on it)."""
+    expires = (now or utcnow()) + timedelta(seconds=lease_s)
+    return _update_held(session, run_id, owner, lease_expires_at=expires)
+
+
+def record_job_id(session: Session, run_id: int, owner: str, job_id: str) -> bool:
+    """Remember the runner's handle on the job, so a job whose worker died can be stopped."""
+    return _update_held(session, run_id, owner, runner_job_id=job_id[:128])
+
+
+def release_claim(session: Session, run_id: int, owner: str) -> bool:
+    """Put a run back in the queue as it was (same attempt): its worker was asked to stop."""
+    return _update_held(
+        session,
+        run_id,
+        owner,
+        status=RunStatus.QUEUED,
+        claimed_by=None,
+        lease_expires_at=None,
+        started_at=None,
+        runner_job_id=None,
+    )
+
+
+def retry_or_fail(
+    session: Session,
+    run_id: int,
+    owner: str,
+    reason: str,
+    *,
+    max_attempts: int,
+    backoff_s: float,
+    now: datetime | None = None,
+) -> RunStatus | None:
+    """A run whose runner was lost: queued again after a backoff (doubling per attempt), or
+    failed with the reason once `max_attempts` are spent. None when `owner` does not hold it."""
+    now = now or utcnow()
+    run = session.get(m.Run, run_id, with_for_update=True, populate_existing=True)
+    if run is None or run.status != RunStatus.RUNNING or run.claimed_by != owner:
+        return None
+    if run.attempt < max_attempts:
+        delay = backoff_s * 2 ** (run.attempt - 1)
+        run.status = RunStatus.QUEUED
+        run.attempt += 1
+        run.not_before = now + timedelta(seconds=delay)
+        run.error = f"attempt {run.attempt - 1} lost: {reason}"
+        run.started_at = None
+    else:
+        run.status = RunStatus.FAILED
+        run.error = f"{reason} (attempt {run.attempt} of {max_attempts})"
+        run.finished_at = now
+    run.claimed_by, run.lease_expires_at, run.runner_job_id = None, None, None
+    session.flush()
+    return run.status
+
+
+def fail_run(
+    session: Session,
+    run_id: int,
+    owner: str,
+    reason: str,
+    *,
+    tail: str | None = None,
+    status: RunStatus = RunStatus.FAILED,
+    now: datetime | None = None,
+) -> bool:
+    """End a held run without a result (its environment does not build, its result cannot be
+    stored): failed for good, with the reason."""
+    return _update_held(
+        session,
+        run_id,
+        owner,
+        status=status,
+        error=reason[:2000],
+        error_tail=tail,
+        finished_at=now or utcnow(),
+        lease_expires_at=None,
+    )
+
+
+def finish(store: Store, run_id: int, owner: str, result: SuiteResult) -> IngestOutcome:
+    """Store the result of a held run in it (one transaction: the run, its probes, arms and
+    metrics) and end its lease; a timed-out result ends the run `timed_out`. Finishing the same
+    result again is a no-op; a run no longer held raises LeaseLost, an unstorable result
+    IngestError (nothing written)."""
+    digest = result_hash(result)
+    for attempt in range(1, INGEST_TRIES + 1):
+        try:
+            with store.writing() as session:
+                return _finish(session, run_id, owner, result, digest)
+        except IntegrityError as exc:
+            if attempt == INGEST_TRIES:
+                raise IngestError(f"result could not be stored: {exc.orig}") from None
+    raise AssertionError("unreachable")
+
+
+def _finish(
+    session: Session, run_id: int, owner: str, result: SuiteResult, digest: str
+) -> IngestOutcome:
+    run = session.get(m.Run, run_id, with_for_update=True, populate_existing=True)
+    if run is not None and run.result_hash == digest:
+        return IngestOutcome(run_id, created=False)
+    if run is None or run.status != RunStatus.RUNNING or run.claimed_by != owner:
+        raise LeaseLost(f"run {run_id} is no longer held by this worker")
+    outcome = ingest(session, result, runner=run.runner, run_id=run_id, digest=digest)
+    if outcome.run_id != run_id:
+        raise IngestError(f"this result is already stored as run {outcome.run_id}")
+    if timed_out(result):
+        run.status = RunStatus.TIMED_OUT
+    run.not_before = None
+    session.flush()
+    return outcome
+
+
+def expired_runs(session: Session, *, now: datetime | None = None) -> list[ClaimedRun]:
+    """Running runs whose lease has expired: their worker is gone (or cut off)."""
+    rows = session.execute(
+        select(m.Run, m.Release)
+        .join(m.Release, m.Release.id == m.Run.release_id)
+        .where(m.Run.status == RunStatus.RUNNING, m.Run.lease_expires_at < (now or utcnow()))
+        .order_by(m.Run.id)
+    ).all()
+    return [_claimed(run, release) for run, release in rows]
+
+
+def take_over(
+    session: Session,
+    run_id: int,
+    previous_owner: str | None,
+    owner: str,
+    lease_s: float,
+    *,
+    now: datetime | None = None,
+) -> bool:
+    """Become the owner of a run whose lease expired (to clean up after its worker); False when
+    someone renewed or took it first."""
+    now = now or utcnow()
+    owned = (
+        m.Run.claimed_by.is_(None) if previous_owner is None else m.Run.claimed_by == previous_owner
+    )
+    done = session.execute(
+        update(m.Run)
+        .where(
+            m.Run.id == run_id,
+            m.Run.status == RunStatus.RUNNING,
+            m.Run.lease_expires_at < now,
+            owned,
+        )
+        .values(claimed_by=owner, lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def running_count(session: Session) -> int:
+    return session.scalar(select(func.count()).where(m.Run.status == RunStatus.RUNNING)) or 0
+
+
+def record_discovered(session: Session, releases: Iterable[PublishedRelease]) -> list[str]:
+    """Store what PyPI says of each release; returns the versions not known before."""
+    new = []
+    for release in releases:
+        version = str(release.version)
+        if _release(session, release.package, version) is None:
+            new.append(version)
+        record_release(
+            session,
+            release.package,
+            version,
+            published_at=release.published,
+            yanked=release.yanked,
+        )
+    return new
+
+
+def known_versions(session: Session, package: str) -> list[str]:
+    return list(session.scalars(select(m.Release.version).where(m.Release.package == package)))
+
+
+def has_run(session: Session, package: str, version: str, digest: str) -> bool:
+    """Whether a run of this release with this suite-config hash is queued, running or done
+    (failed ones included: discovery does not queue a release twice)."""
+    release = _release(session, package, version)
+    if release is None:
+        return False
+    found = session.scalar(
+        select(m.Run.id).where(m.Run.release_id == release.id, m.Run.config_hash == digest).limit(1)
+    )
+    return found is not None
+
+
+def newest_release(
+    session: Session, package: str, *, prereleases: bool = False, yanked: bool = False
+) -> str | None:
+    """The newest known release of `package` (by PEP 440) that may run, or None."""
+    rows = session.execute(
+        select(m.Release.version, m.Release.yanked, m.Release.installable).where(
+            m.Release.package == package
+        )
+    ).all()
+    versions = [
+        parse_version(version)
+        for version, is_yanked, installable in rows
+        if (yanked or not is_yanked) and installable is not False
+    ]
+    kept = [v for v in versions if prereleases or not v.is_prerelease]
+    return str(max(kept)) if kept else None
+
+
+def run_status(session: Session, run_id: int) -> RunStatus | None:
+    return session.scalar(select(m.Run.status).where(m.Run.id == run_id))
+
+
+def is_finished(status: RunStatus | None) -> bool:
+    return status in FINISHED
+
+
+def has_pending(session: Session, package: str, version: str, requested_by: str) -> bool:
+    """Whether `requested_by` already has a queued or running run of this release."""
+    release = _release(session, package, version)
+    if release is None:
+        return False
+    found = session.scalar(
+        select(m.Run.id)
+        .where(
+            m.Run.release_id == release.id,
+            m.Run.requested_by == requested_by,
+            m.Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+        )
+        .limit(1)
+    )
+    return found is not None

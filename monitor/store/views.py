@@ -318,3 +318,26 @@ def compare_details(a: RunDetail, b: RunDetail) -> RunComparison:
         ],
         arms=[_compare_arms(arms_a.get(key), arms_b.get(key)) for key in order],
     )
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A run as the run queue sees it: who asked, when, and where it stands."""
+
+    id: int
+    package: str
+    version: str
+    status: str
+    runner: str
+    attempt: int
+    requested_by: str | None
+    queued_at: datetime
+    not_before: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    error: str | None
+
+    @property
+    def release(self) -> str:
+        return f"{self.package}=={self.version}"

@@ -1,0 +1,31 @@
+"""The parity dashboard: `streamlit run dashboard/app.py`. Pages: overview, trends over
+releases, one run in detail, two runs compared, the run queue. Reads the results store named by
+the PARITY_* settings. The page scripts live in `app_pages/`, not `pages/`: Streamlit would
+serve a `pages/` folder as its older file-based navigation to a fresh server's first visitor,
+bypassing this entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas  # noqa: F401
+import plotly.graph_objects  # noqa: F401
+import streamlit as st
+
+# pandas and plotly are imported here, before any page runs: plotly looks pandas up in
+# sys.modules without importing it, and sessions run in threads, so a page must never see
+# pandas half-imported by another session.
+
+PAGES = Path(__file__).parent / "app_pages"
+
+st.set_page_config(page_title="vLLM parity", page_icon=":material/balance:", layout="wide")
+page = st.navigation(
+    [
+        st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
+        st.Page(PAGES / "trends.py", title="Trends", icon=":material/show_chart:"),
+        st.Page(PAGES / "run_detail.py", title="Run detail", icon=":material/biotech:"),
+        st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/work_history:"),
+    ]
+)
+page.run()

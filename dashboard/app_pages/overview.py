@@ -1,0 +1,80 @@
+"""Overview: the newest release of each engine package, every release × probe verdict (each
+cell links to its run), incidents and the most recent runs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, tables, ui
+from dashboard.state import PageState
+
+RECENT_RUNS = 15
+ALL = "all packages"
+
+ctx = ui.context()
+state = PageState("overview")
+st.title("vLLM parity")
+st.caption(f"Database `{ctx.shown_url}`")
+ui.require_runs(ctx)
+
+releases = ui.read(lambda: data.releases(ctx.url))
+st.subheader("Newest releases")
+st.dataframe(
+    [
+        {
+            "package": release.package,
+            "version": release.version,
+            "published": release.published_at.strftime("%Y-%m-%d") if release.published_at else "",
+            "runs": release.n_runs,
+            "newest run": release.latest_status or "no run",
+            "installable": {True: "yes", False: "no", None: "unknown"}[release.installable],
+            "install error": release.install_error or "",
+        }
+        for release in tables.newest_per_package(releases)
+    ],
+    hide_index=True,
+)
+
+st.subheader("Status by release and probe")
+packages = sorted({release.package for release in releases})
+package: str | None = None
+if len(packages) > 1:
+    choice = st.selectbox(
+        "Engine package", [ALL, *packages], key=state.pick("package", [ALL, *packages], ALL)
+    )
+    package = None if choice == ALL else choice
+    state.keep("package", package)
+matrix = ui.read(lambda: data.status_matrix(ctx.url, package))
+if matrix.probes:
+    st.caption(
+        "Each cell: the probe's verdict in the newest succeeded run of that release (fail when "
+        "any of its arms breaks a tolerance gate). Click a cell to open the run."
+    )
+    st.html(tables.matrix_html(matrix))
+else:
+    st.warning("No run has succeeded yet, so no verdict to show. See the runs below.")
+
+st.subheader("Open incidents")
+if data.incidents_stored():
+    incidents = ui.read(lambda: data.incidents(ctx.url))
+    if incidents:
+        st.dataframe(incidents, hide_index=True)
+    else:
+        st.success("No open incidents.")
+else:
+    st.info(
+        "Detection has not stored incidents yet: the store has no incidents to list. Until "
+        "it does, the matrix above (tolerance gates per arm) and the Trends page (change "
+        "points over releases) show where parity moved."
+    )
+
+st.subheader("Recent runs")
+recent = ui.read(lambda: data.runs(ctx.url, package=package, limit=RECENT_RUNS))
+st.dataframe(
+    tables.run_rows(recent),
+    hide_index=True,
+    column_config={
+        "run": st.column_config.LinkColumn("run", display_text=r"run=(\d+)"),
+    },
+)
+state.publish()

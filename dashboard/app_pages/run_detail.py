@@ -1,0 +1,181 @@
+"""Run detail: one run's arms and metrics, then one arm down to single tokens: δ histogram, δ
+against position, |δ| by token probability, trainer vs vLLM logprobs, the most divergent
+tokens decoded, and the engine config that took effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import charts, data, tables, tokens, ui
+from dashboard.state import PageState
+from monitor.detection.errors import DetectionError
+from monitor.store.views import ArmView, RunDetail
+from monitor.suite.models import fingerprint
+
+TOP_TOKENS = (10, 25, 50, 100)
+PENDING = ("queued", "running")
+METRIC_COLUMN = st.column_config.NumberColumn(format="%.4g")
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _fingerprint(path: str, modified: float) -> str:
+    """Weights fingerprint of a model directory, once per directory and modification time."""
+    return fingerprint(Path(path))
+
+
+def _cached_fingerprint(directory: Path) -> str:
+    return _fingerprint(str(directory), (directory / "config.json").stat().st_mtime)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _decoder(path: str) -> tuple[tokens.Decode | None, str]:
+    return tokens.load_decoder(Path(path))
+
+
+def _default_arm(arms: list[ArmView]) -> str:
+    failing = [arm for arm in arms if arm.verdict == "fail"]
+    chosen = (failing or arms)[0]
+    return f"{chosen.probe}/{chosen.arm}"
+
+
+def _header(detail: RunDetail) -> None:
+    st.title(f"Run {detail.id}: {detail.release}")
+    model = f"{detail.model.name} ({detail.model.fingerprint})" if detail.model else "—"
+    lines = [
+        f"**status** {detail.status} · **runner** {detail.runner} · **attempt** "
+        f"{detail.attempt} · **model** {model}"
+    ]
+    env = detail.environment
+    if env is not None:
+        lines.append(
+            f"**device** {env.device} · **vLLM** {env.vllm} · **torch** {env.torch} · "
+            f"**transformers** {env.transformers} · **python** {env.python}"
+        )
+    if detail.finished_at is not None:
+        lines.append(f"**finished** {detail.finished_at:%Y-%m-%d %H:%M} UTC")
+    st.markdown("  \n".join(lines))
+    if detail.status in PENDING:
+        st.info(f"This run is {detail.status}; its results appear here when it finishes.")
+    elif detail.status != "succeeded":
+        st.error(f"The suite {detail.status}: {detail.error or 'no error recorded'}")
+        if detail.error_tail:
+            st.code(detail.error_tail, language=None)
+
+
+ctx = ui.context()
+state = PageState("run_detail")
+ui.require_runs(ctx)
+newest = ui.read(lambda: data.runs(ctx.url, status="succeeded", limit=1)) or ui.read(
+    lambda: data.runs(ctx.url, limit=1)
+)
+run_id = st.columns([1, 4])[0].number_input(
+    "Run", min_value=1, step=1, key=state.pick_int("run", newest[0].id if newest else 1)
+)
+state.keep("run", run_id)
+detail = ui.read(lambda: data.run_detail(ctx.url, int(run_id)), "reading the run")
+_header(detail)
+
+config = detail.config
+st.caption(
+    f"suite config {detail.config_hash[:12]} · model {config.get('model')} · prompts "
+    f"{config.get('prompts')} ({config.get('n_prompts')}) · T={config.get('temperature')} "
+    f"top-p={config.get('top_p')} top-k={config.get('top_k')} max tokens "
+    f"{config.get('max_tokens')} · engine {config.get('engine_dtype')} · trainer "
+    f"{config.get('trainer_dtype')}"
+)
+st.page_link(
+    "app_pages/compare.py", label="Compare with another run", query_params={"b": str(run_id)}
+)
+
+if not detail.arms:
+    st.info("This run stored no probe results.")
+    state.publish()
+    st.stop()
+
+st.subheader("Arms")
+st.dataframe(
+    tables.arm_metric_rows(detail),
+    hide_index=True,
+    column_config={name: METRIC_COLUMN for name in tables.KEY_METRICS},
+)
+
+traced = [arm for arm in detail.arms if arm.trace_tokens > 0]
+if not traced:
+    st.info("No arm of this run kept a token trace.")
+    state.publish()
+    st.stop()
+labels = [f"{arm.probe}/{arm.arm}" for arm in traced]
+chosen = st.selectbox("Arm", labels, key=state.pick("arm", labels, _default_arm(traced)))
+state.keep("arm", chosen)
+arm = traced[labels.index(chosen)]
+trace = ui.read(lambda: data.arm_trace(ctx.url, detail.id, arm.probe, arm.arm), "reading tokens")
+st.markdown(
+    f"**{arm.probe}/{arm.arm}**: {arm.description}  \nreference `{arm.reference}` · verdict "
+    f"**{arm.verdict}**" + (f" ({'; '.join(arm.verdict_reasons)})" if arm.verdict_reasons else "")
+)
+st.page_link(
+    "app_pages/trends.py",
+    label="This arm over releases",
+    query_params={
+        "probe": arm.probe,
+        "arm": arm.arm,
+        "metric": "k3",
+        "package": detail.package,
+        **({"model": detail.model.fingerprint} if detail.model else {}),
+        **({"device": detail.environment.device} if detail.environment else {}),
+    },
+)
+
+left, right = st.columns(2)
+left.markdown("**Histogram of δ**")
+left.plotly_chart(
+    charts.delta_histogram({f"run {detail.id}": trace.delta}), width="stretch", key="histogram"
+)
+right.markdown("**δ against position**")
+right.plotly_chart(charts.delta_by_position(trace), width="stretch", key="position")
+left.markdown("**|δ| by token probability**")
+if arm.by_probability:
+    left.plotly_chart(
+        charts.abs_delta_by_probability(arm.by_probability), width="stretch", key="buckets"
+    )
+else:
+    left.info("This arm stored no probability buckets.")
+right.markdown("**Reference vs vLLM logprob**")
+right.plotly_chart(
+    charts.logprob_scatter(trace, arm.reference or "reference"), width="stretch", key="scatter"
+)
+
+st.subheader("Most divergent tokens")
+top = st.columns([1, 4])[0].selectbox(
+    "How many", TOP_TOKENS, key=state.pick("top", TOP_TOKENS, TOP_TOKENS[0])
+)
+state.keep("top", top)
+located = tokens.locate_model(
+    str(config.get("model", "")), detail.model, ctx.settings.models_dir, _cached_fingerprint
+)
+decode = None
+reason = located.reason
+if located.path is not None:
+    decode, reason = _decoder(str(located.path))
+if decode is None:
+    st.caption(f"Token ids only: {reason}.")
+else:
+    st.caption(f"Tokens {reason}; context: the completion's preceding tokens, [token], following.")
+try:
+    st.dataframe(
+        tokens.divergent_token_rows(trace, int(top), decode),
+        hide_index=True,
+        column_config={name: METRIC_COLUMN for name in tokens.NUMBER_COLUMNS},
+    )
+except DetectionError as exc:
+    st.error(f"cannot rank this arm's tokens: {exc}")
+
+st.subheader("Effective engine config")
+st.caption("Read back from the running engine: what took effect, not what was asked for.")
+probe_arms = [a for a in detail.arms if a.probe == arm.probe]
+st.dataframe(tables.effective_config_rows(probe_arms), hide_index=True)
+with st.expander("Every arm of the run"):
+    st.dataframe(tables.effective_config_rows(detail.arms), hide_index=True)
+state.publish()

@@ -1,0 +1,247 @@
+"""Tables of the dashboard as plain rows (lists of dicts) and the status matrix as HTML, built
+from the store's views. Pure: no store, no Streamlit."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from dashboard.trend import version_order
+from monitor.store.views import (
+    ArmView,
+    Change,
+    ReleaseInfo,
+    RunComparison,
+    RunDetail,
+    RunSummary,
+    StatusMatrix,
+)
+
+Row = dict[str, Any]
+RUN_PAGE = "run_detail"
+KEY_METRICS = (
+    "k3",
+    "k1",
+    "mean_abs_delta",
+    "max_abs_delta",
+    "token_mult_prob_error",
+    "clip_fraction",
+    "n_tokens",
+)
+VERDICT_STYLE = {
+    "pass": ("#c8e6c9", "#1b5e20"),
+    "fail": ("#ffcdd2", "#b71c1c"),
+    "n/a": ("#eeeeee", "#616161"),
+}
+STATUS_MARK = {"failed": "✗ failed", "timed_out": "✗ timed out", "cancelled": "cancelled"}
+STATUS_MARK |= {"queued": "queued", "running": "running"}
+
+
+def run_link(run_id: int, page: str = RUN_PAGE) -> str:
+    """Relative link to a run's page (relative, so it works under any base path)."""
+    return f"{page}?{urlencode({'run': run_id})}"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def newest_per_package(releases: Iterable[ReleaseInfo]) -> list[ReleaseInfo]:
+    """The highest version of each engine package, packages by name."""
+    newest: dict[str, ReleaseInfo] = {}
+    for release in releases:
+        known = newest.get(release.package)
+        if known is None or version_order(release.version) > version_order(known.version):
+            newest[release.package] = release
+    return [newest[package] for package in sorted(newest)]
+
+
+def _release_note(release: ReleaseInfo) -> str:
+    if release.installable is False:
+        return "not installable"
+    if release.yanked:
+        return "yanked"
+    if release.latest_status in STATUS_MARK:
+        return STATUS_MARK[release.latest_status]
+    return "" if release.n_runs else "no run"
+
+
+def matrix_html(matrix: StatusMatrix, *, newest_first: bool = True) -> str:
+    """Releases × probes, each cell coloured by the probe's verdict in the newest succeeded run
+    of the release and linking to that run. Every stored string is escaped."""
+    releases = sorted(
+        matrix.releases, key=lambda r: (r.package, version_order(r.version)), reverse=newest_first
+    )
+    head = "".join(f"<th>{html.escape(probe)}</th>" for probe in matrix.probes)
+    rows = []
+    for release in releases:
+        note = _release_note(release)
+        title = html.escape(release.install_error or note, quote=True)
+        cells = [
+            f'<th class="release" title="{title}">{html.escape(release.label)}'
+            + (f' <span class="note">{html.escape(note)}</span>' if note else "")
+            + "</th>"
+        ]
+        for probe in matrix.probes:
+            cell = matrix.cell(release.id, probe)
+            if cell is None:
+                cells.append('<td class="empty">·</td>')
+                continue
+            background, color = VERDICT_STYLE.get(cell.verdict, VERDICT_STYLE["n/a"])
+            label = html.escape(cell.verdict)
+            tip = html.escape(f"{release.label} {probe}: {cell.verdict} (run {cell.run_id})", True)
+            cells.append(
+                f'<td style="background:{background}"><a href="{run_link(cell.run_id)}" '
+                f'target="_self" style="color:{color}" title="{tip}">{label}</a></td>'
+            )
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f"<style>{MATRIX_CSS}</style>"
+        f'<div class="parity-matrix"><table><thead><tr><th>release</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+MATRIX_CSS = (
+    ".parity-matrix{overflow-x:auto;max-height:36rem;overflow-y:auto}"
+    ".parity-matrix table{border-collapse:collapse;font-size:0.85rem}"
+    ".parity-matrix th,.parity-matrix td{border:1px solid #e0e0e0;padding:0.2rem 0.5rem;"
+    "text-align:center;white-space:nowrap}"
+    ".parity-matrix thead th{position:sticky;top:0;background:#fafafa}"
+    ".parity-matrix th.release{text-align:left;font-weight:600}"
+    ".parity-matrix .note{font-weight:400;color:#b71c1c;font-size:0.75rem}"
+    ".parity-matrix td a{text-decoration:none;font-weight:600;display:block}"
+    ".parity-matrix td.empty{color:#bdbdbd}"
+)
+
+
+def run_rows(runs: Iterable[RunSummary]) -> list[Row]:
+    """One row per run for a runs table, newest first, with a link to its page."""
+    return [
+        {
+            "run": run_link(run.id),
+            "release": run.release,
+            "status": run.status,
+            "pass": run.n_pass,
+            "fail": run.n_fail,
+            "n/a": run.n_not_applicable,
+            "model": run.model or "",
+            "device": run.device or "",
+            "runner": run.runner,
+            "attempt": run.attempt,
+            "started": _when(run.started_at),
+            "finished": _when(run.finished_at),
+            "error": run.error or "",
+        }
+        for run in runs
+    ]
+
+
+def arm_metric_rows(detail: RunDetail, metrics: Sequence[str] = KEY_METRICS) -> list[Row]:
+    """Per arm: verdict, the chosen metrics, and why it failed or does not apply."""
+    rows = []
+    for arm in detail.arms:
+        row: Row = {"probe": arm.probe, "arm": arm.arm, "verdict": arm.verdict}
+        for name in metrics:
+            row[name] = arm.metrics.get(name)
+        row["reference"] = arm.reference
+        row["why"] = "; ".join(arm.verdict_reasons) if arm.applicable else (arm.reason or "")
+        rows.append(row)
+    return rows
+
+
+def effective_config_rows(arms: Iterable[ArmView]) -> list[Row]:
+    """Per arm, what took effect in the engine (read back from it, not what was asked for);
+    every value as text, "—" where the release does not expose a setting."""
+    arms = list(arms)
+    settings = list(dict.fromkeys(k for arm in arms for k in (arm.effective_config or {})))
+    rows = []
+    for arm in arms:
+        config = arm.effective_config or {}
+        row: Row = {"probe": arm.probe, "arm": arm.arm}
+        row |= {name: _text(config.get(name)) for name in settings}
+        if arm.effective_config is None:
+            row["note"] = arm.reason or "no engine config recorded"
+        rows.append(row)
+    if any("note" in row for row in rows):
+        for row in rows:
+            row.setdefault("note", "")
+    return rows
+
+
+def _text(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def metric_delta_rows(
+    comparison: RunComparison, metrics: Sequence[str] = KEY_METRICS, probe: str | None = None
+) -> list[Row]:
+    """Per arm and metric: the value in run a, in run b, and b − a."""
+    rows = []
+    for arm in comparison.arms:
+        if probe and arm.probe != probe:
+            continue
+        by_name = {delta.metric: delta for delta in arm.metrics}
+        for name in metrics:
+            delta = by_name.get(name)
+            if delta is None:
+                continue
+            rows.append(
+                {
+                    "probe": arm.probe,
+                    "arm": arm.arm,
+                    "metric": name,
+                    "a": delta.a,
+                    "b": delta.b,
+                    "b − a": delta.delta,
+                    "verdict a": arm.verdict_a or "—",
+                    "verdict b": arm.verdict_b or "—",
+                }
+            )
+    return rows
+
+
+def _change_row(change: Change, **where: str) -> Row:
+    return {**where, "setting": change.key, "a": _text(change.a), "b": _text(change.b)}
+
+
+def effective_config_diff_rows(comparison: RunComparison) -> list[Row]:
+    """Every arm's effective-config setting that differs between the two runs."""
+    return [
+        _change_row(change, probe=arm.probe, arm=arm.arm)
+        for arm in comparison.arms
+        for change in arm.effective_config_changes
+    ]
+
+
+def changed_defaults(comparison: RunComparison) -> list[Row]:
+    """Effective settings that changed the same way in every arm both runs share (with an
+    engine config): what the release changed by default, not what an arm asked for."""
+    shared = [arm for arm in comparison.arms if arm.in_a and arm.in_b]
+    configured = [arm for arm in shared if arm.verdict_a != "n/a" or arm.verdict_b != "n/a"]
+    counts = Counter(
+        (change.key, repr(change.a), repr(change.b))
+        for arm in configured
+        for change in arm.effective_config_changes
+    )
+    first = {
+        (change.key, repr(change.a), repr(change.b)): change
+        for arm in configured
+        for change in arm.effective_config_changes
+    }
+    return [
+        {**_change_row(first[key]), "arms": n}
+        for key, n in sorted(counts.items())
+        if configured and n == len(configured)
+    ]
+
+
+def run_config_diff_rows(comparison: RunComparison) -> list[Row]:
+    """What the two runs were asked to do differently, and what their environments differ in."""
+    return [_change_row(change, kind="suite config") for change in comparison.config_changes] + [
+        _change_row(change, kind="environment") for change in comparison.environment_changes
+    ]

@@ -1,0 +1,81 @@
+"""A results store for the dashboard's tests, filled through the real ingest path with
+realistic results (tests/store_factory.py): releases across 0.9.x, 0.10.x and 0.11.x (so string
+order and version order differ), three repeat runs of one release, a level shift from 0.10.1
+on, a failing arm, an engine default that changes in 0.11.0 and a failed run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from monitor.config import Settings
+from monitor.schema import SuiteResult
+from monitor.store import ingest_result, open_store
+from tests.store_factory import T0, failed, succeeded
+
+VERSIONS = ("0.9.1", "0.9.2", "0.10.0", "0.10.1", "0.11.0")
+REPEATED = "0.10.1"
+SHIFTED_FROM = "0.10.1"
+LEVEL_SHIFT = 0.3
+REPEAT_SHIFTS = (0.0, 0.004, 0.008)
+FAILING_ARM = ("0.10.0", "prefix_cache/cache_on")
+CHANGED_DEFAULT = ("0.11.0", "attention_backend", "FLEX_ATTENTION")
+FAILED_VERSION = "0.11.1"
+
+
+@dataclass
+class Seeded:
+    """Where the seeded store is and which run holds what."""
+
+    url: str
+    runs: dict[str, list[int]] = field(default_factory=dict)
+    failed_run: int = 0
+
+    def newest(self, version: str) -> int:
+        return self.runs[version][-1]
+
+
+def seeded_results() -> list[tuple[str, SuiteResult]]:
+    """(version, result) in the order they are stored."""
+    results = []
+    shifted = False
+    for index, version in enumerate(VERSIONS):
+        shifted = shifted or version == SHIFTED_FROM
+        repeats = REPEAT_SHIFTS if version == REPEATED else (0.0,)
+        for repeat, extra in enumerate(repeats):
+            results.append(
+                (
+                    version,
+                    succeeded(
+                        version,
+                        shift=(LEVEL_SHIFT if shifted else 0.0) + extra,
+                        failing=(FAILING_ARM[1],) if version == FAILING_ARM[0] else (),
+                        started=T0 + timedelta(days=index, hours=repeat),
+                        effective=(
+                            {CHANGED_DEFAULT[1]: CHANGED_DEFAULT[2]}
+                            if version == CHANGED_DEFAULT[0]
+                            else None
+                        ),
+                    ),
+                )
+            )
+    results.append((FAILED_VERSION, failed(FAILED_VERSION, started=T0 + timedelta(days=9))))
+    return results
+
+
+def seed_store(path: Path) -> Seeded:
+    """Build the seeded SQLite store at `path`."""
+    url = f"sqlite:///{path}"
+    store = open_store(Settings(database_url=url, data_dir=path.parent))
+    seeded = Seeded(url=url)
+    try:
+        for version, result in seeded_results():
+            run_id = ingest_result(store, result, runner="local").run_id
+            if result.status == "failed":
+                seeded.failed_run = run_id
+            else:
+                seeded.runs.setdefault(version, []).append(run_id)
+    finally:
+        store.close()
+    return seeded

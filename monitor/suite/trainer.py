@@ -3,6 +3,7 @@ trainer would, under each logprob semantics (raw, temperature-scaled, fully proc
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ class Trainer:
         self.torch_dtype = getattr(torch, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.torch_dtype)
         self.model.eval()
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._cache: dict[tuple[Any, ...], TokenScores] = {}
         self.forwards = 0
 
@@ -70,10 +72,11 @@ class Trainer:
 
         self.forwards += 1
         ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long)
+        kept = len(token_ids) + 1
+        only_scored = {"logits_to_keep": kept} if self._keeps_logits else {}
         with torch.inference_mode():
-            logits = self.model(input_ids=ids).logits[0].float()
-        start = len(prompt_ids) - 1
-        logits = logits[start : start + len(token_ids)]
+            logits = self.model(input_ids=ids, **only_scored).logits[0].float()
+        logits = logits[-kept:-1]
         targets = torch.tensor(token_ids, dtype=torch.long)
         return score_logits(logits, targets, temperature, top_p, top_k)
 

@@ -1,4 +1,5 @@
-# Every install step lives here. `make run` sets up and runs the suite on the defaults;
+# Every install step lives here. `make run` sets up, runs the suite on the defaults if nothing
+# is stored yet, then serves the scheduler and the dashboard until Ctrl-C;
 # `make test` runs the whole test suite (real vLLM included).
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -17,7 +18,7 @@ $(BIN)/parity: pyproject.toml
 setup: $(BIN)/parity
 
 run: setup
-	$(BIN)/parity run
+	$(BIN)/parity serve --first-run
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from monitor.cli_store import fail
+from monitor.cli_store import fail, reading
 from monitor.config import Settings, get_settings
 from monitor.store import StoreError
+from monitor.store.queries import list_runs
 
 
 def _settings() -> Settings:
@@ -37,6 +38,10 @@ def scheduler() -> None:
 
 def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="dashboard port")] = 8501,
+    first_run: Annotated[
+        bool,
+        typer.Option(help="first run the suite on the defaults if no run has succeeded yet"),
+    ] = False,
 ) -> None:
     """Run the scheduler and the dashboard (http://127.0.0.1:PORT) until Ctrl-C."""
     from jobs.logs import configure
@@ -44,6 +49,13 @@ def serve(
     from jobs.serve import serve as serve_both
 
     settings = _settings()
+    if first_run:
+        with reading(settings) as session:
+            has_data = bool(list_runs(session, status="succeeded", limit=1))
+        if not has_data:
+            from monitor.cli import run
+
+            run()
     configure()
     try:
         code = serve_both(settings, port=port)

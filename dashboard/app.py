@@ -26,6 +26,9 @@ page = st.navigation(
         st.Page(PAGES / "run_detail.py", title="Run detail", icon=":material/biotech:"),
         st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/work_history:"),
+        st.Page(
+            PAGES / "incidents.py", title="Incidents", icon=":material/notification_important:"
+        ),
     ]
 )
 page.run()

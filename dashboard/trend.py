@@ -161,3 +161,40 @@ def series_labels(keys: Sequence[SeriesKey]) -> list[str]:
 def _short(value: object) -> str:
     text = str(value)
     return text[:12] if len(text) > 16 else text
+
+
+@dataclass(frozen=True)
+class IncidentMarker:
+    """An incident drawn on a trend line: at its release, on the line's value there."""
+
+    version: str
+    value: float
+    label: str
+    text: str
+
+
+def incident_markers(
+    line: TrendLine, incidents: Iterable[tuple[int, str, str, str, Sequence[str]]]
+) -> list[IncidentMarker]:
+    """Markers for the incidents (id, version, severity, status, regressed "probe/arm/metric"
+    series) that name this line's series at a release the line has."""
+    at = dict(zip(line.versions, line.values, strict=True))
+    wanted = f"{line.key.probe}/{line.key.arm}/{line.key.metric}"
+    markers = []
+    for incident_id, version, severity, status, series in incidents:
+        matched = next((v for v in at if _same_version(v, version)), None)
+        if matched is None or wanted not in series:
+            continue
+        markers.append(
+            IncidentMarker(
+                matched,
+                at[matched],
+                line.label,
+                f"incident {incident_id}: {severity}, {status}",
+            )
+        )
+    return markers
+
+
+def _same_version(a: str, b: str) -> bool:
+    return version_order(a) == version_order(b)

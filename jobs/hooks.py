@@ -15,8 +15,9 @@ from monitor.store import Store
 
 logger = logging.getLogger(__name__)
 AfterRun = Callable[[Store, int], None]
-AFTER_RUN: list[str] = []
-"""Called in order with (store, run_id) once a run is succeeded, failed or timed out."""
+AFTER_RUN: list[str] = ["monitor.store.incidents:detect_after_run"]
+"""Called in order with (store, run_id) once a run is succeeded, failed or timed out. Detection
+judges succeeded runs (and confirmation runs) with the PARITY_* settings of the process."""
 
 
 def resolve(path: str) -> AfterRun:

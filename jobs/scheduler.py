@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import tasks
 from jobs.tasks import Service
+from monitor.alerts import send_due
 from monitor.config import Settings
 from monitor.runners.base import RunOptions, make_runner
 from monitor.store import Store, open_store
@@ -114,7 +115,14 @@ def job_specs(settings: Settings) -> dict[str, tuple[Any, Any, int]]:
             CronTrigger(hour=hour, minute=minute, timezone=UTC),
             NIGHTLY_GRACE_S,
         ),
+        "alerts": (alerts_job, every(seconds=settings.alert_interval_s, timezone=UTC), 60),
     }
+
+
+@tasks._guarded("alerts")
+def alerts_job(service: Service) -> None:
+    """Deliver the outbox's due alerts (monitor.alerts): claimed, retried with backoff, once."""
+    send_due(service.store, service.settings)
 
 
 class Scheduler:

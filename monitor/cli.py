@@ -20,6 +20,7 @@ from monitor.backfill import (
     record_published,
     select_releases,
 )
+from monitor.cli_incidents import register as register_incident_commands
 from monitor.cli_jobs import register as register_job_commands
 from monitor.cli_store import open_cli_store, store_run_result
 from monitor.cli_store import register as register_store_commands
@@ -371,6 +372,7 @@ def env_command(
 
 register_store_commands(app)
 register_job_commands(app)
+register_incident_commands(app)
 
 if __name__ == "__main__":
     app()

@@ -6,6 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,17 @@ class Settings(BaseSettings):
     prebuilt_envs: dict[str, Path] = Field(default_factory=dict)
     """Release environments built ahead ("vllm==0.33.0": "/opt/envs/vllm-0.33"), used as they
     are by scheduled runs instead of building one (e.g. GPU nodes whose envs ops maintain)."""
+    alert_urls: list[str] = Field(default_factory=list)
+    """Apprise URLs every confirmed incident is sent to (`PARITY_ALERT_URLS`, a JSON list).
+    Plain strings, not SecretStr: workers receive settings as JSON, which masks nested secrets;
+    the store keeps only their hashes and nothing prints them."""
+    dashboard_url: str = "http://localhost:8501"
+    """Base URL of the dashboard, for the deep links in alerts."""
+    alert_interval_s: float = Field(default=30.0, gt=0)
+    """How often the scheduler's `alerts` job delivers due alerts."""
+    alert_max_attempts: int = Field(default=8, ge=1)
+    alert_backoff_s: float = Field(default=30.0, ge=0)
+    """Wait after a failed delivery; doubled for each further one (at most an hour)."""
 
     @field_validator("discovery_packages")
     @classmethod
@@ -97,6 +109,23 @@ class Settings(BaseSettings):
         if not (sep and hour.isdigit() and minute.isdigit()) or int(hour) > 23 or int(minute) > 59:
             raise ValueError(f"nightly_time must be HH:MM (UTC), not {value!r}")
         return f"{int(hour):02d}:{int(minute):02d}"
+
+    @field_validator("alert_urls")
+    @classmethod
+    def _apprise_urls(cls, urls: list[str]) -> list[str]:
+        for index, url in enumerate(urls):
+            scheme, sep, rest = url.strip().partition("://")
+            if not (sep and scheme and rest) or not scheme.replace("+", "").isalnum():
+                raise ValueError(f"alert_urls[{index}] is not an Apprise URL (scheme://...)")
+        return urls
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"dashboard_url must be an http(s) URL, not {value!r}")
+        return value.strip().rstrip("/")
 
     @field_validator("tolerances")
     @classmethod

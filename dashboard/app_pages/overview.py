@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import data, tables, ui
+from dashboard.incident_tables import INCIDENT_LINKS, incident_rows, is_open
 from dashboard.state import PageState
 
 RECENT_RUNS = 15
@@ -56,9 +57,18 @@ else:
 
 st.subheader("Open incidents")
 if data.incidents_stored():
-    incidents = ui.read(lambda: data.incidents(ctx.url))
+    incidents = [
+        row
+        for row in ui.read(lambda: data.incidents(ctx.url))
+        if is_open(row) and (package is None or row["package"] == package)
+    ]
     if incidents:
-        st.dataframe(incidents, hide_index=True)
+        st.caption("New or under investigation, not refuted by their confirmation run.")
+        st.dataframe(
+            incident_rows(incidents),
+            hide_index=True,
+            column_config=INCIDENT_LINKS,
+        )
     else:
         st.success("No open incidents.")
 else:

@@ -5,16 +5,34 @@ from __future__ import annotations
 
 from functools import partial
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import charts, data, tables, ui
 from dashboard.charts import Scale
 from dashboard.state import PageState
-from dashboard.trend import BAND_MODES, BandMode, TrendLine, penalty_multiple, series_labels
+from dashboard.trend import (
+    BAND_MODES,
+    BandMode,
+    TrendLine,
+    incident_markers,
+    penalty_multiple,
+    series_labels,
+)
 from monitor.detection.gates import Gate, resolve_gates
 from monitor.series import SeriesKey
+from monitor.store.incident_queries import incident_series as stored_incident_series
 
 PREFERRED_PROBE = "prefix_cache"
+
+
+@st.cache_data(ttl=data.TTL_S, show_spinner=False)
+def incident_series(url: str, package: str) -> list[tuple[int, str, str, str, list[str]]]:
+    """Every incident of the package with the series it regressed (for the chart's markers)."""
+    with data.store(url).reading() as session:
+        return stored_incident_series(session, package)
+
+
 PREFERRED_METRIC = "k3"
 SCALES: tuple[Scale, ...] = ("linear", "log")
 BANDS: tuple[BandMode, ...] = ("minmax", "2sd")
@@ -121,6 +139,20 @@ figure = charts.trend_figure(
     scale=scale,
     title=f"{probe} · {metric} · {names.get(model, model)} on {device}",
 )
+marked = ui.read(lambda: incident_series(ctx.url, package)) if data.incidents_stored() else []
+markers = [marker for line in lines for marker in incident_markers(line, marked)]
+if markers:
+    figure.add_trace(
+        go.Scatter(
+            x=[marker.version for marker in markers],
+            y=[marker.value for marker in markers],
+            mode="markers",
+            name="incident",
+            marker={"symbol": "x-thin-open", "size": 16, "color": "crimson", "line_width": 3},
+            text=[f"{marker.label}: {marker.text}" for marker in markers],
+            hoverinfo="text",
+        )
+    )
 st.plotly_chart(figure, width="stretch", key="trend")
 
 notes = []
@@ -136,9 +168,9 @@ for line in lines:
 if not gate_lines:
     notes.append(f"No tolerance gate applies to {metric}.")
 notes.append(
-    "Incidents: none marked. Detection has not stored incidents yet."
-    if not data.incidents_stored()
-    else "Incidents are listed on the Overview page."
+    f"Incidents marked (×): {', '.join(sorted({m.text for m in markers}))}; see the Incidents page."
+    if markers
+    else "Incidents: none on this series."
 )
 st.markdown("\n".join(f"- {note}" for note in notes))
 

@@ -284,3 +284,117 @@ class TokenTrace(Base):
     token_id: Mapped[bytes] = mapped_column(LargeBinary)
     vllm_logprob: Mapped[bytes] = mapped_column(LargeBinary)
     reference_logprob: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IncidentStatus(enum.StrEnum):
+    """Triage state of an incident; "intended" makes its release the series' new baseline."""
+
+    NEW = "new"
+    INVESTIGATING = "investigating"
+    INTENDED = "intended"
+    FALSE_POSITIVE = "false_positive"
+    FIXED = "fixed"
+
+
+class Confirmation(enum.StrEnum):
+    """Whether a re-run of the failing probes reproduced the incident's findings."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    NOT_CONFIRMED = "not_confirmed"
+
+
+class AlertState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+def _str_enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    """A string enum stored as VARCHAR with a CHECK constraint (portable, like run_status)."""
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Incident(Base):
+    """One regressed release of one series configuration (engine package, model, device, suite
+    config minus probes): the detection draft, its baseline, confirmation and triage state."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        UniqueConstraint("release_id", "series_config"),
+        Index(None, "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id", ondelete="RESTRICT"))
+    engine_package: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    series_config: Mapped[str] = mapped_column(String(64))
+    """Hash of what makes runs of different releases comparable (see monitor.store.incidents)."""
+    model: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[IncidentStatus] = mapped_column(_str_enum(IncidentStatus, "incident_status"))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    draft: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The IncidentDraft (monitor.detection.incidents) as JSON."""
+    baseline_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    candidate_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    confirmation: Mapped[Confirmation] = mapped_column(_str_enum(Confirmation, "confirmation"))
+    confirmation_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IncidentEvent(Base):
+    """One entry of an incident's history: opened, confirmed or not, triaged (who, when, from
+    which status to which, owner and note)."""
+
+    __tablename__ = "incident_events"
+    __table_args__ = (Index(None, "incident_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    by: Mapped[str] = mapped_column(String(255))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class Alert(Base):
+    """The outbox: one message per incident and alert target, written in the transaction that
+    confirms the incident; the sender claims, delivers and marks it (see monitor.alerts)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("incident_id", "target_hash"),
+        Index(None, "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    target_index: Mapped[int]
+    target_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of the Apprise URL (URLs carry secrets and are never stored)."""
+    title: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[AlertState] = mapped_column(_str_enum(AlertState, "alert_state"))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None]
+    """A sender holds the row until then; another may take it over only afterwards."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

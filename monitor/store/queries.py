@@ -505,3 +505,11 @@ def list_jobs(session: Session, *, statuses: Sequence[str] = (), limit: int = 10
         )
         for run, package, version in session.execute(query)
     ]
+
+
+def list_incidents(session: Session, **filters: Any) -> list[Any]:
+    """Stored incidents, newest release first (monitor.store.incident_queries.list_incidents,
+    which reads through this module; imported here on use)."""
+    from monitor.store.incident_queries import list_incidents as incidents
+
+    return list(incidents(session, **filters))

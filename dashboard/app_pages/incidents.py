@@ -1,0 +1,201 @@
+"""Incidents: every regressed release (one incident per release and configuration), and one in
+detail: its findings with the numbers against the baseline, the most divergent tokens, the
+confirmation run, the triage history and the alerts. Triage needs a signed-in user (OIDC login,
+or the shared token when no login is configured), exactly as requesting runs does."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import auth, data, tables, ui
+from dashboard.incident_tables import INCIDENT_LINKS, incident_rows
+from dashboard.state import PageState
+from monitor.store.errors import StoreError
+from monitor.store.incident_queries import IncidentDetail, IncidentView, incident_detail
+from monitor.store.incidents import triage
+from monitor.store.models import IncidentStatus
+
+PAGE = "incidents"
+STATUSES = [status.value for status in IncidentStatus]
+TRIAGED = "incidents:triaged"
+
+
+@st.cache_data(ttl=data.TTL_S, show_spinner=False)
+def detail(url: str, incident_id: int) -> IncidentDetail:
+    with data.store(url).reading() as session:
+        return incident_detail(session, incident_id)
+
+
+def _finding_rows(shown: IncidentDetail) -> list[dict[str, object]]:
+    return [
+        {
+            "severity": f.severity,
+            "kind": f.kind,
+            "series": f.series,
+            "direction": f.direction,
+            "baseline": f.baseline_value,
+            "candidate": f.candidate_value,
+            "effect": f.effect,
+            "noise floors": f.effect_in_floors,
+            "q": f.q_value,
+            "95% CI": "" if f.ci_low is None else f"[{f.ci_low:+.4g}, {f.ci_high:+.4g}]",
+            "limit": f.limit,
+            "detail": f.detail,
+        }
+        for f in shown.draft.findings
+    ]
+
+
+def _token_rows(shown: IncidentDetail) -> list[dict[str, object]]:
+    return [
+        {
+            "arm": f"{t.probe}/{t.arm}",
+            "prompt": t.prompt_index,
+            "position": t.position,
+            "token id": t.token_id,
+            "vLLM logprob": t.vllm_logprob,
+            "trainer logprob": t.reference_logprob,
+            "δ": t.delta,
+        }
+        for t in shown.draft.divergent_tokens
+    ]
+
+
+def _triage_form(ctx: ui.Context, access: auth.Access, incident: IncidentView) -> None:
+    with st.form("triage"):
+        status = st.selectbox(
+            "Status", STATUSES, index=STATUSES.index(incident.status), key="triage:status"
+        )
+        owner = st.text_input(
+            "Owner", value=incident.owner or "", max_chars=255, key="triage:owner"
+        )
+        note = st.text_area("Note", max_chars=4000, key="triage:note")
+        name, token = access.user or "", ""
+        if access.mode == "token":
+            left, right = st.columns(2)
+            name = left.text_input("Your name", max_chars=64, key="triage:name")
+            token = right.text_input("Access token", type="password", key="triage:token")
+        submitted = st.form_submit_button("Save triage")
+    if not submitted:
+        return
+    if access.mode == "token" and not auth.token_matches(token, ctx.settings.dashboard_token):
+        st.error("Wrong access token: nothing was changed.")
+        return
+    try:
+        with data.store(ctx.url).writing() as session:
+            triage(session, incident.id, status, owner or None, note, name)
+    except StoreError as exc:
+        st.error(f"Not saved: {exc}")
+        return
+    data.clear()
+    st.session_state[TRIAGED] = (incident.id, status)
+    st.rerun()
+
+
+def _triage(ctx: ui.Context, incident: IncidentView) -> None:
+    st.subheader("Triage")
+    access = auth.access(ctx.settings.dashboard_token)
+    if access.mode == "closed":
+        st.info(
+            "Triage is switched off: configure an OIDC login (`[auth]` in "
+            "`.streamlit/secrets.toml`) or set a shared token in `PARITY_DASHBOARD_TOKEN`."
+        )
+        return
+    if access.mode == "oidc" and access.user is None:
+        st.caption("Triage needs a signed-in user.")
+        st.button("Sign in", on_click=st.login)
+        return
+    if access.mode == "oidc":
+        st.caption(f"Signed in as {access.user}.")
+        st.button("Sign out", on_click=st.logout)
+    done = st.session_state.pop(TRIAGED, None)
+    if done is not None:
+        st.success(f"Incident {done[0]} is now {done[1]}.")
+    _triage_form(ctx, access, incident)
+
+
+def show_detail(ctx: ui.Context, incident_id: int) -> None:
+    shown = ui.read(lambda: detail(ctx.url, incident_id))
+    incident = shown.incident
+    st.title(f"Incident {incident.id}: {incident.release}")
+    one, two, three, four = st.columns(4)
+    one.metric("Severity", incident.severity)
+    two.metric("Status", incident.status)
+    three.metric("Confirmation", incident.confirmation)
+    four.metric("Owner", incident.owner or "—")
+    links = [
+        f"[candidate run {incident.candidate_run_id}]({tables.run_link(incident.candidate_run_id)})"
+    ]
+    if incident.baseline_run_id is not None:
+        links.append(
+            f"[baseline {incident.baseline_release} run {incident.baseline_run_id}]"
+            f"({tables.run_link(incident.baseline_run_id)})"
+        )
+    else:
+        links.append("no baseline (first release of the series)")
+    if incident.confirmation_run_id is not None:
+        links.append(
+            f"[confirmation run {incident.confirmation_run_id}]"
+            f"({tables.run_link(incident.confirmation_run_id)})"
+        )
+    st.markdown(" · ".join(links) + f" · model `{incident.model}` on {incident.device}")
+    st.subheader("Findings")
+    st.dataframe(_finding_rows(shown), hide_index=True)
+    st.subheader("Most divergent tokens")
+    if shown.draft.divergent_tokens:
+        st.dataframe(_token_rows(shown), hide_index=True)
+    else:
+        st.caption("No token trace kept for the regressed arms.")
+    st.subheader("History")
+    st.dataframe(
+        [
+            {
+                "when": e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                "by": e.by,
+                "from": e.from_status or "",
+                "to": e.to_status,
+                "owner": e.owner or "",
+                "note": e.note,
+            }
+            for e in shown.events
+        ],
+        hide_index=True,
+    )
+    if shown.alerts:
+        st.subheader("Alerts")
+        st.dataframe(
+            [
+                {
+                    "target": a.target_index,
+                    "state": a.state,
+                    "attempts": a.attempts,
+                    "sent": a.sent_at.strftime("%Y-%m-%d %H:%M:%S") if a.sent_at else "",
+                    "last error": a.last_error or "",
+                }
+                for a in shown.alerts
+            ],
+            hide_index=True,
+        )
+    _triage(ctx, incident)
+
+
+ctx = ui.context()
+state = PageState(PAGE)
+raw = st.query_params.get("incident")
+if raw is not None:
+    if not raw.isdigit() or int(raw) < 1:
+        ui.stop(f"incident must be a positive whole number, not {raw!r}")
+    state.keep("incident", raw)
+    st.page_link("app_pages/incidents.py", label="All incidents", query_params={})
+    show_detail(ctx, int(raw))
+else:
+    st.title("Incidents")
+    chosen = st.multiselect("Status", STATUSES, key=state.pick_many("status", STATUSES, []))
+    state.keep("status", chosen)
+    rows = ui.read(lambda: data.incidents(ctx.url))
+    rows = [row for row in rows if not chosen or row["status"] in chosen]
+    if rows:
+        st.dataframe(incident_rows(rows), hide_index=True, column_config=INCIDENT_LINKS)
+    else:
+        st.info("No incident" + (f" is {' or '.join(chosen)}." if chosen else " is stored yet."))
+state.publish()

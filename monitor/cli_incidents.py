@@ -1,0 +1,163 @@
+"""The `parity detect`, `parity incidents` and `parity triage` commands: regression detection
+on demand, the stored incidents, and their triage."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from monitor.cli_jobs import _settings
+from monitor.cli_store import fail, open_cli_store
+from monitor.detection.errors import DetectionError
+from monitor.detection.incidents import Finding
+from monitor.engines import EngineSpecError, parse_package, parse_version
+from monitor.store import StoreError
+from monitor.store.incident_queries import list_incidents, release_runs
+from monitor.store.incidents import DetectionOutcome, detect_and_record, parse_status, triage
+
+out = Console(width=200)
+SEVERITY_STYLE = {"info": "dim", "minor": "yellow", "major": "bold red", "critical": "bold red"}
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def findings_table(findings: list[Finding]) -> Table:
+    """One row per finding: the series, what happened and the numbers against the baseline."""
+    table = Table("severity", "kind", "series", "baseline", "candidate", "effect", "floors", "q")
+    for f in findings:
+        table.add_row(
+            f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
+            f.kind,
+            f.series,
+            _num(f.baseline_value),
+            _num(f.candidate_value),
+            _num(f.effect),
+            "" if f.effect_in_floors is None else f"{f.effect_in_floors:.1f}",
+            "" if f.q_value is None else f"{f.q_value:.2g}",
+        )
+    return table
+
+
+def _print_outcome(outcome: DetectionOutcome) -> None:
+    base = f"baseline run {outcome.baseline_run_id}" if outcome.baseline_run_id else "no baseline"
+    head = f"run {outcome.run_id} ({outcome.release}, {base}): {outcome.action}"
+    if outcome.incident_id is not None:
+        head += f", incident {outcome.incident_id}"
+    if outcome.confirmation_run_id is not None and outcome.action in ("opened", "updated"):
+        head += f", confirmation run {outcome.confirmation_run_id} queued"
+    out.print(head, highlight=False)
+    if outcome.draft is not None:
+        out.print(findings_table(list(outcome.draft.findings)))
+
+
+def detect(
+    release: Annotated[
+        str | None, typer.Option(help="version to judge; default: the newest with a run")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="engine package (default PARITY_ENGINE_PACKAGE)")
+    ] = None,
+) -> None:
+    """Judge a release's newest run of each configuration against its baseline now; a new
+    regression opens an incident and queues its confirmation run."""
+    settings = _settings()
+    try:
+        package = parse_package(engine or settings.engine_package)
+        version = str(parse_version(release)) if release is not None else None
+    except EngineSpecError as exc:
+        fail(str(exc))
+    store = open_cli_store(settings)
+    try:
+        with store.reading() as session:
+            runs = release_runs(session, package, version)
+        if not runs:
+            what = f"{package}=={version}" if version else package
+            fail(f"no succeeded run of {what} in the store to judge")
+        for run in runs:
+            _print_outcome(detect_and_record(store, run.run_id, settings))
+    except (DetectionError, StoreError) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+
+
+def incidents(
+    status: Annotated[
+        list[str] | None, typer.Option(help="only these statuses (repeatable)")
+    ] = None,
+    engine: Annotated[str | None, typer.Option(help="only this engine package")] = None,
+    open_only: Annotated[
+        bool, typer.Option("--open", help="only new or investigating, not refuted")
+    ] = False,
+) -> None:
+    """The stored incidents, newest release first."""
+    settings = _settings()
+    try:
+        statuses = [str(parse_status(s)) for s in status or []]
+        package = parse_package(engine) if engine else None
+    except (StoreError, EngineSpecError) as exc:
+        fail(str(exc))
+    store = open_cli_store(settings)
+    try:
+        with store.reading() as session:
+            rows = list_incidents(session, status=statuses, package=package, open_only=open_only)
+    finally:
+        store.close()
+    if not rows:
+        out.print("no incidents")
+        return
+    table = Table(
+        "id", "release", "severity", "status", "confirmation", "owner", "probes", "metrics"
+    )
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.release,
+            f"[{SEVERITY_STYLE.get(row.severity, '')}]{row.severity}[/]",
+            row.status,
+            row.confirmation,
+            row.owner or "",
+            ", ".join(row.probes),
+            ", ".join(row.metrics),
+        )
+    out.print(table)
+
+
+def triage_command(
+    incident_id: Annotated[int, typer.Argument(help="incident id (see `parity incidents`)")],
+    status: Annotated[
+        str, typer.Option(help="new, investigating, intended, false_positive or fixed")
+    ],
+    owner: Annotated[str | None, typer.Option(help="who owns it from now on")] = None,
+    note: Annotated[str, typer.Option(help="why")] = "",
+    by: Annotated[str | None, typer.Option(help="who triages (default: your login)")] = None,
+) -> None:
+    """Set an incident's status, owner and note (recorded with who and when); "intended"
+    makes the release the baseline of later detection."""
+    settings = _settings()
+    store = open_cli_store(settings)
+    try:
+        with store.writing() as session:
+            view = triage(session, incident_id, status, owner, note, by or getpass.getuser())
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    out.print(
+        f"incident {view.id} ({view.release}) is now {view.status}"
+        + (f", owner {view.owner}" if view.owner else ""),
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add detection's commands to the `parity` app."""
+    app.command()(detect)
+    app.command()(incidents)
+    app.command("triage")(triage_command)

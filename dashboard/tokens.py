@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import streamlit as st
 
+from monitor.config import Settings
 from monitor.detection.traces import TraceArrays as CheckedTrace
 from monitor.detection.traces import most_divergent
 from monitor.store.traces import TraceArrays
@@ -81,6 +83,31 @@ def load_decoder(directory: Path) -> tuple[Decode | None, str]:
         return str(tokenizer.decode([int(i) for i in ids], skip_special_tokens=False))
 
     return decode, f"decoded with {directory.name}/tokenizer.json"
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _fingerprint(path: str, modified: float) -> str:
+    """Weights fingerprint of a model directory, once per directory and modification time."""
+    return fingerprint(Path(path))
+
+
+def _cached_fingerprint(directory: Path) -> str:
+    return _fingerprint(str(directory), (directory / "config.json").stat().st_mtime)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _decoder(path: str) -> tuple[Decode | None, str]:
+    return load_decoder(Path(path))
+
+
+def run_decoder(
+    spec: str, model: ModelView | None, settings: Settings
+) -> tuple[Decode | None, str]:
+    """The decoder of a run's own model (`spec` as the run named it), or None and why not."""
+    located = locate_model(spec, model, settings.models_dir, _cached_fingerprint)
+    if located.path is None:
+        return None, located.reason
+    return _decoder(str(located.path))
 
 
 def divergent_token_rows(

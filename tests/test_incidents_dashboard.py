@@ -69,6 +69,10 @@ def test_an_incident_in_detail_shows_findings_tokens_and_history(
     tokens = table(at, "token id", "δ")
     assert len(tokens) == 10 and set(tokens["arm"]) == {FAILING_ARM[1]}
     assert tokens["δ"].abs().is_monotonic_decreasing
+    candidate = detected.newest(FAILING_ARM[0])
+    probe_arm = FAILING_ARM[1].replace("/", "%2F")
+    assert set(tokens["in context"]) == {f"run_detail?run={candidate}&arm={probe_arm}"}
+    assert any(c.value.startswith("Token ids only: model tiny") for c in at.caption)
     history = table(at, "by", "to", "note")
     assert list(history["by"]) == ["detection"] and list(history["to"]) == ["new"]
     assert not at.form_submit_button

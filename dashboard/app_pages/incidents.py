@@ -5,9 +5,11 @@ or the shared token when no login is configured), exactly as requesting runs doe
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import streamlit as st
 
-from dashboard import auth, data, tables, ui
+from dashboard import auth, data, tables, tokens, ui
 from dashboard.incident_tables import INCIDENT_LINKS, incident_rows
 from dashboard.state import PageState
 from monitor.store.errors import StoreError
@@ -46,13 +48,16 @@ def _finding_rows(shown: IncidentDetail) -> list[dict[str, object]]:
     ]
 
 
-def _token_rows(shown: IncidentDetail) -> list[dict[str, object]]:
+def _token_rows(shown: IncidentDetail, decode: tokens.Decode | None) -> list[dict[str, object]]:
+    run_id = shown.incident.candidate_run_id
     return [
         {
             "arm": f"{t.probe}/{t.arm}",
             "prompt": t.prompt_index,
             "position": t.position,
             "token id": t.token_id,
+            "token": tokens.visible(decode([t.token_id])) if decode else "",
+            "in context": f"{tables.run_link(run_id)}&{urlencode({'arm': f'{t.probe}/{t.arm}'})}",
             "vLLM logprob": t.vllm_logprob,
             "trainer logprob": t.reference_logprob,
             "δ": t.delta,
@@ -143,7 +148,17 @@ def show_detail(ctx: ui.Context, incident_id: int) -> None:
     st.dataframe(_finding_rows(shown), hide_index=True)
     st.subheader("Most divergent tokens")
     if shown.draft.divergent_tokens:
-        st.dataframe(_token_rows(shown), hide_index=True)
+        candidate = ui.read(lambda: data.run_detail(ctx.url, incident.candidate_run_id))
+        spec = str(candidate.config.get("model", "")) if candidate.config else ""
+        decode, reason = tokens.run_decoder(spec, candidate.model, ctx.settings)
+        st.caption(f"Token ids only: {reason}." if decode is None else f"Tokens {reason}.")
+        st.dataframe(
+            _token_rows(shown, decode),
+            hide_index=True,
+            column_config={
+                "in context": st.column_config.LinkColumn(display_text="run detail"),
+            },
+        )
     else:
         st.caption("No token trace kept for the regressed arms.")
     st.subheader("History")

@@ -4,34 +4,16 @@ tokens decoded, and the engine config that took effect."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from dashboard import charts, data, tables, tokens, ui
 from dashboard.state import PageState
 from monitor.detection.errors import DetectionError
 from monitor.store.views import ArmView, RunDetail
-from monitor.suite.models import fingerprint
 
 TOP_TOKENS = (10, 25, 50, 100)
 PENDING = ("queued", "running")
 METRIC_COLUMN = st.column_config.NumberColumn(format="%.4g")
-
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _fingerprint(path: str, modified: float) -> str:
-    """Weights fingerprint of a model directory, once per directory and modification time."""
-    return fingerprint(Path(path))
-
-
-def _cached_fingerprint(directory: Path) -> str:
-    return _fingerprint(str(directory), (directory / "config.json").stat().st_mtime)
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _decoder(path: str) -> tuple[tokens.Decode | None, str]:
-    return tokens.load_decoder(Path(path))
 
 
 def _default_arm(arms: list[ArmView]) -> str:
@@ -152,13 +134,7 @@ top = st.columns([1, 4])[0].selectbox(
     "How many", TOP_TOKENS, key=state.pick("top", TOP_TOKENS, TOP_TOKENS[0])
 )
 state.keep("top", top)
-located = tokens.locate_model(
-    str(config.get("model", "")), detail.model, ctx.settings.models_dir, _cached_fingerprint
-)
-decode = None
-reason = located.reason
-if located.path is not None:
-    decode, reason = _decoder(str(located.path))
+decode, reason = tokens.run_decoder(str(config.get("model", "")), detail.model, ctx.settings)
 if decode is None:
     st.caption(f"Token ids only: {reason}.")
 else:

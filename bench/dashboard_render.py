@@ -31,6 +31,7 @@ from streamlit.testing.v1 import AppTest
 from bench.store_scale import PROBES, build_synthetic_store
 from monitor.config import Settings
 from monitor.store import open_store, queries
+from monitor.store.incident_queries import list_incidents
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
@@ -43,6 +44,7 @@ PAGES: dict[str, dict[str, str | list[str]]] = {
     "run_detail": {},
     "compare": {},
     "jobs": {},
+    "incidents": {},
 }
 BASELINE_PAGE = 'import streamlit as st\nst.write("baseline")\n'
 
@@ -86,6 +88,7 @@ READS: dict[str, Callable[[Session], object]] = {
     "run_detail": _newest_trace,
     "compare": _compare_reads,
     "jobs": lambda s: queries.list_jobs(s, limit=200),
+    "incidents": lambda s: list_incidents(s),
 }
 """What each page reads from the store, without Streamlit: the part of a page's time that is
 the database's."""

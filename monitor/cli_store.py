@@ -168,11 +168,12 @@ def runs(
 
 def _runs_table(found: list[RunSummary]) -> Table:
     table = Table(title=f"{len(found)} run(s)", title_justify="left")
-    for header in ("run", "release", "status", "runner", "model", "device", "finished"):
-        table.add_column(header, no_wrap=True)
+    widths = {"run": 3, "release": 16, "status": 9, "runner": 5, "model": 7, "device": 4}
+    for header, width in {**widths, "finished": 16}.items():
+        table.add_column(header, no_wrap=True, min_width=width)
     for header in ("pass", "fail", "n/a"):
-        table.add_column(header, justify="right")
-    table.add_column("error")
+        table.add_column(header, justify="right", no_wrap=True, min_width=3)
+    table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=40)
     for run in found:
         style = STATUS_STYLE.get(run.status, "")
         table.add_row(
@@ -181,7 +182,7 @@ def _runs_table(found: list[RunSummary]) -> Table:
             Text(run.status, style=style),
             run.runner,
             run.model or "-",
-            run.device or "-",
+            (run.device or "-").split(":")[0],
             _time(run.finished_at),
             str(run.n_pass),
             Text(str(run.n_fail), style="bold red" if run.n_fail else ""),

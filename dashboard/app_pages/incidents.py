@@ -62,7 +62,7 @@ def _token_rows(shown: IncidentDetail, decode: tokens.Decode | None) -> list[dic
             "trainer logprob": t.reference_logprob,
             "δ": t.delta,
         }
-        for t in shown.draft.divergent_tokens
+        for t in sorted(shown.draft.divergent_tokens, key=lambda t: -abs(t.delta))
     ]
 
 

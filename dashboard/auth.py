@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import streamlit as st
 from pydantic import SecretStr
@@ -47,3 +47,38 @@ def access(token: SecretStr | None) -> Access:
     if token is not None and token.get_secret_value():
         return Access("token")
     return Access("closed")
+
+
+def signed_in(token: SecretStr | None, action: str) -> Access | None:
+    """Gate a form that changes something (`action`, e.g. "Requesting runs"): the access to use,
+    or None after telling the visitor why not (switched off, or not signed in yet)."""
+    found = access(token)
+    if found.mode == "closed":
+        st.info(
+            f"{action} is switched off: configure an OIDC login (`[auth]` in "
+            "`.streamlit/secrets.toml`) or set a shared token in `PARITY_DASHBOARD_TOKEN`."
+        )
+        return None
+    if found.mode == "oidc" and found.user is None:
+        st.caption(f"{action} needs a signed-in user.")
+        st.button("Sign in", on_click=st.login)
+        return None
+    if found.mode == "oidc":
+        st.caption(f"Signed in as {found.user}.")
+        st.button("Sign out", on_click=st.logout)
+    return found
+
+
+def identity_inputs(found: Access, prefix: str, left: Any, right: Any) -> tuple[str, str]:
+    """Inside a form: who is acting and the shared token they give (token mode asks for both;
+    under OIDC the signed-in user, no token)."""
+    if found.mode != "token":
+        return found.user or "", ""
+    name = left.text_input("Your name", max_chars=64, key=f"{prefix}:name")
+    token = right.text_input("Access token", type="password", key=f"{prefix}:token")
+    return str(name), str(token)
+
+
+def token_refused(found: Access, given: str, expected: SecretStr | None) -> bool:
+    """Whether a token-mode submit must be refused (a wrong or missing token)."""
+    return found.mode == "token" and not token_matches(given, expected)

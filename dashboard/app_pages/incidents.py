@@ -75,15 +75,11 @@ def _triage_form(ctx: ui.Context, access: auth.Access, incident: IncidentView) -
             "Owner", value=incident.owner or "", max_chars=255, key="triage:owner"
         )
         note = st.text_area("Note", max_chars=4000, key="triage:note")
-        name, token = access.user or "", ""
-        if access.mode == "token":
-            left, right = st.columns(2)
-            name = left.text_input("Your name", max_chars=64, key="triage:name")
-            token = right.text_input("Access token", type="password", key="triage:token")
+        name, token = auth.identity_inputs(access, "triage", *st.columns(2))
         submitted = st.form_submit_button("Save triage")
     if not submitted:
         return
-    if access.mode == "token" and not auth.token_matches(token, ctx.settings.dashboard_token):
+    if auth.token_refused(access, token, ctx.settings.dashboard_token):
         st.error("Wrong access token: nothing was changed.")
         return
     try:
@@ -99,20 +95,9 @@ def _triage_form(ctx: ui.Context, access: auth.Access, incident: IncidentView) -
 
 def _triage(ctx: ui.Context, incident: IncidentView) -> None:
     st.subheader("Triage")
-    access = auth.access(ctx.settings.dashboard_token)
-    if access.mode == "closed":
-        st.info(
-            "Triage is switched off: configure an OIDC login (`[auth]` in "
-            "`.streamlit/secrets.toml`) or set a shared token in `PARITY_DASHBOARD_TOKEN`."
-        )
+    access = auth.signed_in(ctx.settings.dashboard_token, "Triage")
+    if access is None:
         return
-    if access.mode == "oidc" and access.user is None:
-        st.caption("Triage needs a signed-in user.")
-        st.button("Sign in", on_click=st.login)
-        return
-    if access.mode == "oidc":
-        st.caption(f"Signed in as {access.user}.")
-        st.button("Sign out", on_click=st.logout)
     done = st.session_state.pop(TRIAGED, None)
     if done is not None:
         st.success(f"Incident {done[0]} is now {done[1]}.")

@@ -82,14 +82,11 @@ def _request_form(ctx: ui.Context, access: auth.Access) -> None:
         seed = one.number_input("Seed", min_value=0, value=DEFAULTS.seed)
         engine_dtype = two.selectbox("Engine dtype", DTYPES)
         trainer_dtype = three.selectbox("Trainer dtype", DTYPES)
-        name, token = access.user or "", ""
-        if access.mode == "token":
-            name = left.text_input("Your name", max_chars=64, key="request:name")
-            token = right.text_input("Access token", type="password", key="request:token")
+        name, token = auth.identity_inputs(access, "request", left, right)
         submitted = st.form_submit_button("Queue run")
     if not submitted:
         return
-    if access.mode == "token" and not auth.token_matches(token, ctx.settings.dashboard_token):
+    if auth.token_refused(access, token, ctx.settings.dashboard_token):
         st.error("Wrong access token: nothing was queued.")
         return
     options = {
@@ -155,19 +152,8 @@ else:
     st.markdown(ui.EMPTY_HELP)
 
 st.subheader("Request a run")
-access = auth.access(ctx.settings.dashboard_token)
-if access.mode == "closed":
-    st.info(
-        "Requesting runs is switched off: configure an OIDC login (`[auth]` in "
-        "`.streamlit/secrets.toml`) or set a shared token in `PARITY_DASHBOARD_TOKEN`."
-    )
-elif access.mode == "oidc" and access.user is None:
-    st.caption("Requesting runs needs a signed-in user.")
-    st.button("Sign in", on_click=st.login)
-else:
-    if access.mode == "oidc":
-        st.caption(f"Signed in as {access.user}.")
-        st.button("Sign out", on_click=st.logout)
+access = auth.signed_in(ctx.settings.dashboard_token, "Requesting runs")
+if access is not None:
     st.caption(
         "The scheduler runs queued requests in order, people's requests first. The release "
         "must be known to the store (discovered or run before)."

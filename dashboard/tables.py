@@ -145,7 +145,8 @@ def arm_metric_rows(detail: RunDetail, metrics: Sequence[str] = KEY_METRICS) -> 
     """Per arm: verdict, the chosen metrics, and why it failed or does not apply."""
     rows = []
     for arm in detail.arms:
-        row: Row = {"probe": arm.probe, "arm": arm.arm, "verdict": arm.verdict}
+        shown = arm.verdict if arm.gated else "contrast"
+        row: Row = {"probe": arm.probe, "arm": arm.arm, "verdict": shown}
         for name in metrics:
             row[name] = arm.metrics.get(name)
         row["reference"] = arm.reference

@@ -46,6 +46,9 @@ def summary(result: SuiteResult) -> Group:
             if not arm.applicable:
                 cells = ["-"] * len(COLUMNS)
                 verdict = Text(f"n/a: {arm.reason}", style="dim")
+            elif not arm.gated:
+                cells = [_number(arm.metrics.get(key)) for key, _ in COLUMNS]
+                verdict = Text("contrast", style="dim")
             else:
                 cells = [_number(arm.metrics.get(key)) for key, _ in COLUMNS]
                 verdict = Text(arm.verdict, style=VERDICT_STYLE[arm.verdict])

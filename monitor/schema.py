@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 
 Verdict = Literal["pass", "fail", "n/a"]
@@ -178,6 +178,9 @@ class ArmResult(_Model):
     by_position: list[Stratum] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
     tokens: TokenTrace | None = None
+    gated: bool = True
+    """False for a contrast arm: its two sides use different logprob semantics on purpose, so
+    its numbers size that mismatch instead of claiming parity; no verdict (n/a), no gate."""
     verdict: Verdict = "n/a"
     verdict_reasons: list[str] = Field(default_factory=list)
 
@@ -185,6 +188,8 @@ class ArmResult(_Model):
     def _reason_when_not_applicable(self) -> ArmResult:
         if not self.applicable and not self.reason:
             raise ValueError(f"arm {self.probe}/{self.arm} is not applicable but gives no reason")
+        if not self.gated and self.verdict != "n/a":
+            raise ValueError(f"contrast arm {self.probe}/{self.arm} cannot have a verdict")
         return self
 
 

@@ -195,6 +195,16 @@ def test_gates_new_breaches_are_major_known_ones_info_and_overrides_apply() -> N
     assert not [f for f in evaluate_release(candidate, None, overrides=off) if f.kind == "gate"]
 
 
+def test_a_contrast_arm_is_never_gated() -> None:
+    loud = result(seed=2, vllm="0.32.0", scales={SHIFTED: 0.5})
+    for arm in loud.arms():
+        if (arm.probe, arm.arm) == SHIFTED:
+            arm.gated, arm.verdict, arm.verdict_reasons = False, "n/a", ["contrast"]
+    found = evaluate_release(RunInput("0.32.0", "r", loud), None)
+    assert not [f for f in found if f.kind == "gate"]
+    assert metric_of(loud, "token_mult_prob_error") > 1.05
+
+
 def metric_of(run: SuiteResult, metric: str) -> float:
     return next(a for a in run.arms() if (a.probe, a.arm) == SHIFTED).metrics[metric]
 

@@ -6,6 +6,7 @@ import pytest
 
 from monitor.schema import (
     SCHEMA_VERSION,
+    ArmResult,
     PackedArray,
     SchemaError,
     SuiteConfig,
@@ -74,6 +75,12 @@ def test_trace_arrays_must_have_equal_lengths() -> None:
         TokenTrace(
             prompt_index=three, position=two, token_id=three, vllm_logprob=f3, reference_logprob=f3
         )
+
+
+def test_a_contrast_arm_has_no_verdict() -> None:
+    with pytest.raises(ValueError, match="contrast arm p/a cannot have a verdict"):
+        ArmResult(probe="p", arm="a", description="", gated=False, verdict="fail")
+    assert ArmResult(probe="p", arm="a", description="", gated=False).verdict == "n/a"
 
 
 def test_failed_result_needs_an_error() -> None:

@@ -29,6 +29,8 @@ def _counts(store: Store) -> dict[str, int]:
 
 def test_result_round_trips_exactly(store: Store) -> None:
     result = succeeded("0.32.0", failing=("prefix_cache/cache_on",))
+    contrast = next(arm for arm in result.arms() if arm.arm == "raw")
+    contrast.gated, contrast.verdict, contrast.verdict_reasons = False, "n/a", ["contrast"]
     outcome = ingest_result(store, result, runner="local")
     assert outcome.created
     with store.reading() as session:
@@ -56,6 +58,7 @@ def test_result_round_trips_exactly(store: Store) -> None:
         assert stored is not None
         assert stored.applicable == arm.applicable and stored.reason == arm.reason
         assert stored.verdict == arm.verdict and stored.verdict_reasons == arm.verdict_reasons
+        assert stored.gated == arm.gated
         assert stored.metrics == arm.metrics
         assert stored.series == {
             name: arm_series_key(result, arm, name).hash for name in arm.metrics

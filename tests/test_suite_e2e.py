@@ -107,6 +107,17 @@ def test_semantics_flags_raw_default_and_passes_processed(result: SuiteResult) -
     assert raw.metrics["mean_abs_delta"] < 1e-3
     renorm_gap = arm(result, "logprob_semantics", "processed_vs_trainer_temperature")
     assert renorm_gap.metrics["mean_delta"] < 0 < renorm_gap.metrics["mean_abs_delta"]
+    semantics = [a for a in result.arms() if a.probe == "logprob_semantics"]
+    contrasts = {a.arm for a in semantics if not a.gated}
+    assert contrasts == {
+        f"{mode}_vs_trainer_{other}"
+        for mode, own in (("default", "processed"), ("raw", "raw"), ("processed", "processed"))
+        for other in ("raw", "temperature", "processed")
+        if other != own
+    }
+    assert all(
+        a.verdict == "n/a" and a.metrics["mean_abs_delta"] > 0 for a in semantics if not a.gated
+    )
     finding = next(p.finding for p in result.probes if p.name == "logprob_semantics")
     assert "raw_logprobs" in finding and "raw semantics" in finding
 

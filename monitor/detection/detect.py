@@ -305,11 +305,14 @@ def drift_findings(
 def gate_findings(
     candidate: RunInput, baseline: RunInput | None, overrides: Overrides
 ) -> list[Finding]:
-    """Every gate the candidate breaks; info when the baseline broke it too, else major."""
+    """Every gate the candidate breaks; info when the baseline broke it too, else major.
+    Contrast arms are never gated."""
     _usable(candidate.result, "candidate")
     before = _arms(baseline.result) if baseline is not None else {}
     findings = []
     for (probe, arm_name), arm in _arms(candidate.result).items():
+        if not arm.gated:
+            continue
         for gate in resolve_gates(probe, arm_name, overrides):
             value = arm.metrics.get(gate.metric)
             if value is None or gate.check(value) is None:

@@ -361,6 +361,7 @@ def stored_result(session: Session, run_id: int) -> SuiteResult:
                         description=arm.description,
                         applicable=arm.applicable,
                         reason=arm.reason,
+                        gated=arm.gated,
                         metrics=arm.metrics,
                         tokens=_packed(arm.trace) if arm.trace is not None else None,
                     )

@@ -280,6 +280,7 @@ def _store_arms(session: Session, run_id: int, result: SuiteResult) -> None:
             sampling=arm.sampling.model_dump(mode="json") if arm.sampling else None,
             reference=arm.reference,
             extra=arm.extra,
+            gated=arm.gated,
             verdict=arm.verdict,
             verdict_reasons=list(arm.verdict_reasons),
         )

@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -204,6 +205,7 @@ class ArmResult(Base):
     sampling: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reference: Mapped[str] = mapped_column(String(255))
     extra: Mapped[dict[str, Any]] = mapped_column(JSON)
+    gated: Mapped[bool] = mapped_column(default=True, server_default=true())
     verdict: Mapped[str] = mapped_column(String(8))
     verdict_reasons: Mapped[list[str]] = mapped_column(JSON)
 

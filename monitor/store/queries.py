@@ -216,6 +216,7 @@ def run_detail(session: Session, run_id: int, *, traces: bool = True) -> RunDeta
                 effective_config=arm.effective_config,
                 sampling=arm.sampling,
                 reference=arm.reference,
+                gated=arm.gated,
                 verdict=arm.verdict,
                 verdict_reasons=arm.verdict_reasons,
                 extra=arm.extra,

@@ -100,6 +100,7 @@ class ArmView:
     effective_config: dict[str, Any] | None
     sampling: dict[str, Any] | None
     reference: str
+    gated: bool
     verdict: str
     verdict_reasons: list[str]
     extra: dict[str, Any]

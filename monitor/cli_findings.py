@@ -22,7 +22,10 @@ def _num(value: float | None) -> str:
 
 def findings_table(findings: list[Finding]) -> Table:
     """One row per finding: the series, what happened and the numbers against the baseline."""
-    table = Table("severity", "kind", "series", "baseline", "candidate", "effect", "floors", "q")
+    table = Table("severity", "kind")
+    table.add_column("series", overflow="fold", ratio=1)
+    for number in ("baseline", "candidate", "limit", "effect", "floors", "q"):
+        table.add_column(number, justify="right")
     for f in findings:
         table.add_row(
             f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
@@ -30,6 +33,7 @@ def findings_table(findings: list[Finding]) -> Table:
             f.series,
             _num(f.baseline_value),
             _num(f.candidate_value),
+            _num(f.limit),
             _num(f.effect),
             "" if f.effect_in_floors is None else f"{f.effect_in_floors:.1f}",
             "" if f.q_value is None else f"{f.q_value:.2g}",

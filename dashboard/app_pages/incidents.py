@@ -37,11 +37,11 @@ def _finding_rows(shown: IncidentDetail) -> list[dict[str, object]]:
             "direction": f.direction,
             "baseline": f.baseline_value,
             "candidate": f.candidate_value,
+            "limit": f.limit,
             "effect": f.effect,
             "noise floors": f.effect_in_floors,
             "q": f.q_value,
             "95% CI": "" if f.ci_low is None else f"[{f.ci_low:+.4g}, {f.ci_high:+.4g}]",
-            "limit": f.limit,
             "detail": f.detail,
         }
         for f in shown.draft.findings

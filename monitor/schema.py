@@ -185,7 +185,7 @@ class ArmResult(_Model):
     verdict_reasons: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _reason_when_not_applicable(self) -> ArmResult:
+    def _consistent(self) -> ArmResult:
         if not self.applicable and not self.reason:
             raise ValueError(f"arm {self.probe}/{self.arm} is not applicable but gives no reason")
         if not self.gated and self.verdict != "n/a":

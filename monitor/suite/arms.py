@@ -44,8 +44,10 @@ def trainer_arm(
     engine_config: dict[str, Any],
     effective: EffectiveConfig | None,
     extra: dict[str, Any] | None = None,
+    contrast: str | None = None,
 ) -> ArmResult:
-    """vLLM's logprobs of its own sampled tokens against the trainer's recompute of them."""
+    """vLLM's logprobs of its own sampled tokens against the trainer's recompute of them;
+    `contrast` names the mismatch of an arm whose two sides differ on purpose (not gated)."""
     reference, argmax, outside = [], [], 0
     for rollout in rollouts:
         scores = trainer.score(
@@ -79,6 +81,7 @@ def trainer_arm(
         details,
         vllm_top=vllm_top,
         reference_top=trainer_top,
+        contrast=contrast,
     )
 
 
@@ -168,7 +171,10 @@ def _arm(
     extra: dict[str, Any],
     vllm_top: np.ndarray | None = None,
     reference_top: np.ndarray | None = None,
+    contrast: str | None = None,
 ) -> ArmResult:
+    """The arm's metrics, strata and trace, and its verdict against the default gates; a
+    contrast arm gets no verdict: it sizes a mismatch its two sides have on purpose."""
     result = ArmResult(
         probe=probe,
         arm=arm,
@@ -178,10 +184,16 @@ def _arm(
         sampling=sampling,
         reference=reference,
         extra=extra,
+        gated=contrast is None,
     )
+    if contrast is not None:
+        result.verdict_reasons = [
+            f"contrast: {contrast}, on purpose; it sizes that mismatch, not gated"
+        ]
     if columns["vllm_logprob"].size == 0:
-        result.verdict = "fail"
-        result.verdict_reasons = ["no tokens to compare (every sequence diverged at once)"]
+        if contrast is None:
+            result.verdict = "fail"
+            result.verdict_reasons = ["no tokens to compare (every sequence diverged at once)"]
         return result
     ref, got = columns["reference_logprob"], columns["vllm_logprob"]
     result.metrics = metrics.arm_metrics(
@@ -211,5 +223,6 @@ def _arm(
         vllm_logprob=PackedArray.pack(got, "float64"),
         reference_logprob=PackedArray.pack(ref, "float64"),
     )
-    result.verdict, result.verdict_reasons = verdict(result.metrics)  # type: ignore[assignment]
+    if contrast is None:
+        result.verdict, result.verdict_reasons = verdict(result.metrics)  # type: ignore[assignment]
     return result

@@ -144,6 +144,7 @@ class Probe:
         sampling: SamplingSpec | None = None,
         rollouts: list[Rollout] | None = None,
         extra: dict[str, Any] | None = None,
+        contrast: str | None = None,
     ) -> ArmResult:
         reason = None if rollouts is not None else self.missing(ctx, name)
         if reason:
@@ -160,6 +161,7 @@ class Probe:
             requested,
             effective,
             extra,
+            contrast,
         )
 
     def vs_run(
@@ -193,14 +195,6 @@ class Probe:
         )
 
 
-def as_contrast(arm: ArmResult, what: str) -> None:
-    """Make `arm` a contrast: it sizes a mismatch its two sides have on purpose, so it gets no
-    verdict and no gate."""
-    arm.gated = False
-    arm.verdict = "n/a"
-    arm.verdict_reasons = [f"contrast: {what}, on purpose; it sizes that mismatch, not gated"]
-
-
 class LogprobSemantics(Probe):
     name = "logprob_semantics"
     description = (
@@ -223,20 +217,20 @@ class LogprobSemantics(Probe):
     The other six are contrasts: they size a mismatch, whatever the release does."""
 
     def arms(self, ctx: SuiteContext) -> list[ArmResult]:
-        arms = []
-        for mode, name in self.modes.items():
-            for semantics in SEMANTICS:
-                arm = self.vs_trainer(
-                    ctx,
-                    f"{mode}_vs_trainer_{semantics}",
-                    f"vLLM {mode} logprobs vs trainer {semantics} recompute",
-                    name,
-                    semantics,
-                )
-                if arm.applicable and (mode, semantics) not in self.claims:
-                    as_contrast(arm, f"vLLM {mode} logprobs against a {semantics} recompute")
-                arms.append(arm)
-        return arms
+        return [
+            self.vs_trainer(
+                ctx,
+                f"{mode}_vs_trainer_{semantics}",
+                f"vLLM {mode} logprobs vs trainer {semantics} recompute",
+                name,
+                semantics,
+                contrast=None
+                if (mode, semantics) in self.claims
+                else f"vLLM {mode} logprobs against a {semantics} recompute",
+            )
+            for mode, name in self.modes.items()
+            for semantics in SEMANTICS
+        ]
 
     def finding(self, arms: list[ArmResult]) -> str:
         default = [a for a in arms if a.arm.startswith("default_") and a.applicable]

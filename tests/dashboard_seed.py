@@ -12,6 +12,7 @@ from pathlib import Path
 from monitor.config import Settings
 from monitor.schema import SuiteResult
 from monitor.store import ingest_result, open_store
+from monitor.store.incidents import detect_and_record
 from tests.store_factory import T0, failed, succeeded
 
 VERSIONS = ("0.9.1", "0.9.2", "0.10.0", "0.10.1", "0.11.0")
@@ -79,3 +80,13 @@ def seed_store(path: Path) -> Seeded:
     finally:
         store.close()
     return seeded
+
+
+def detect_failing_release(seeded: Seeded) -> None:
+    """Run real detection on the release with the failing arm: it opens incident 1."""
+    store = open_store(Settings(database_url=seeded.url))
+    try:
+        outcome = detect_and_record(store, seeded.newest(FAILING_ARM[0]), Settings())
+    finally:
+        store.close()
+    assert outcome.action == "opened" and outcome.incident_id == 1

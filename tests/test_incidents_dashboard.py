@@ -13,8 +13,7 @@ from streamlit.testing.v1 import AppTest
 from monitor.config import Settings
 from monitor.store import open_store
 from monitor.store.incident_queries import incident_detail
-from monitor.store.incidents import detect_and_record
-from tests.dashboard_seed import FAILING_ARM, Seeded, seed_store
+from tests.dashboard_seed import FAILING_ARM, Seeded, detect_failing_release, seed_store
 from tests.test_dashboard import TOKEN, figure, no_errors, open_page, table
 from tests.test_dashboard import env as env
 
@@ -23,12 +22,7 @@ from tests.test_dashboard import env as env
 def detected(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     """The seeded store after detection of the release with the failing arm."""
     seeded = seed_store(tmp_path_factory.mktemp("incidents") / "parity.db")
-    store = open_store(Settings(database_url=seeded.url))
-    try:
-        outcome = detect_and_record(store, seeded.newest(FAILING_ARM[0]), Settings())
-        assert outcome.action == "opened" and outcome.incident_id == 1
-    finally:
-        store.close()
+    detect_failing_release(seeded)
     return seeded
 
 

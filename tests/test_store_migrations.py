@@ -124,9 +124,8 @@ def test_migrating_down_and_up_keeps_every_stored_result(store: Store) -> None:
     assert [(a.arm, a.metrics, a.trace_tokens) for a in after.arms] == [
         (a.arm, a.metrics, a.trace_tokens) for a in before.arms
     ]
-    with store.engine.connect() as connection:
-        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
-        if connection.dialect.name == "sqlite":
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 

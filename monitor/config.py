@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor.detection.gates import check_overrides
-from monitor.engines import parse_engine, parse_package
+from monitor.engines import parse_package, parse_release
+from monitor.gates import check_tolerances
+
+RunnerKind = Literal["local", "ray"]
+RUNNER_KINDS: tuple[str, ...] = get_args(RunnerKind)
 
 
 def _default_data_dir() -> Path:
@@ -33,7 +36,8 @@ class Settings(BaseSettings):
     find_links: list[str] = Field(default_factory=list)
     use_pip_config: bool = True
     env_python: str = "3.11"
-    kv_cache_gib: float = 1.0
+    kv_cache_gib: float = Field(default=1.0, gt=0, le=4096)
+    """KV cache of each engine (GiB); every run's config takes it from here, whoever asks."""
     suite_timeout_s: float = 3600.0
     suite_stall_s: float = 1200.0
     http_timeout_s: float = 20.0
@@ -51,8 +55,8 @@ class Settings(BaseSettings):
     discovery_interval_min: float = Field(default=60.0, gt=0)
     discovery_prereleases: bool = False
     discovery_yanked: bool = False
-    runner: Literal["local", "ray"] = "local"
-    """Where scheduled runs go: a local subprocess or a Ray Jobs submission."""
+    runner: RunnerKind = "local"
+    """Where runs go unless asked otherwise: a local subprocess or a Ray Jobs submission."""
     ray_address: str | None = None
     """Ray Jobs API of the cluster, e.g. http://head:8265 (`PARITY_RAY_ADDRESS`)."""
     ray_gpus_per_job: float = Field(default=0.0, ge=0)
@@ -70,10 +74,12 @@ class Settings(BaseSettings):
     scheduled_probes: list[str] = Field(default_factory=list)
     """Probes of scheduled runs; empty: every probe."""
     after_run_hooks: list[str] = Field(default_factory=list)
-    """"module:function" paths called with (store, run_id) after each scheduled run ends."""
+    """"module:function" paths called with (store, run_id) after every run ends, once it is
+    stored and judged (monitor.pipeline), whichever way its result arrived."""
     prebuilt_envs: dict[str, Path] = Field(default_factory=dict)
     """Release environments built ahead ("vllm==0.33.0": "/opt/envs/vllm-0.33"), used as they
-    are by scheduled runs instead of building one (e.g. GPU nodes whose envs ops maintain)."""
+    are by every run of that release instead of building one (e.g. GPU nodes whose envs ops
+    maintain)."""
     alert_urls: list[str] = Field(default_factory=list)
     """Apprise URLs every confirmed incident is sent to (`PARITY_ALERT_URLS`, a JSON list).
     Plain strings, not SecretStr: workers receive settings as JSON, which masks nested secrets;
@@ -94,13 +100,7 @@ class Settings(BaseSettings):
     @field_validator("prebuilt_envs")
     @classmethod
     def _release_keys(cls, envs: dict[str, Path]) -> dict[str, Path]:
-        keyed = {}
-        for spec, path in envs.items():
-            package, version = parse_engine(spec)
-            if version is None:
-                raise ValueError(f"prebuilt_envs key {spec!r} is not PACKAGE==VERSION")
-            keyed[f"{package}=={version}"] = path
-        return keyed
+        return {str(parse_release(spec)): path for spec, path in envs.items()}
 
     @field_validator("nightly_time")
     @classmethod
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     @field_validator("tolerances")
     @classmethod
     def _known_tolerance_keys(cls, value: dict[str, float | None]) -> dict[str, float | None]:
-        return check_overrides(value)
+        return check_tolerances(value)
 
     @property
     def envs_dir(self) -> Path:

@@ -52,6 +52,18 @@ def parse_version(version: str) -> Version:
     return parsed
 
 
+def parse_release(value: object) -> EngineSpec:
+    """An `EngineSpec` from one, or from `PACKAGE==VERSION` text (the version required)."""
+    if isinstance(value, EngineSpec):
+        return value
+    if not isinstance(value, str):
+        raise EngineSpecError(f"a release is PACKAGE==VERSION text, not {type(value).__name__}")
+    package, version = parse_engine(value)
+    if version is None:
+        raise EngineSpecError(f"release {value!r} names no version (PACKAGE==VERSION)")
+    return EngineSpec(package, version)
+
+
 def parse_engine(spec: str) -> tuple[str, Version | None]:
     """Parse `PACKAGE` or `PACKAGE==VERSION`; the version is None when not given."""
     match = _SPEC.match(spec.strip())

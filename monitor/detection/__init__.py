@@ -1,5 +1,2 @@
-"""Regression detection: pure functions over stored results, run after every ingest and on demand.
-
-Import the submodules directly. This package's `__init__` imports nothing on purpose: the suite
-reads `gates` inside a release environment that has neither scipy nor ruptures.
-"""
+"""Regression detection: pure functions over plain inputs (monitor.detection.detect.RunInput),
+called by monitor.judge after every run and on demand. Import the submodules directly."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,10 +15,10 @@ from monitor.detection.changepoints import MIN_SEGMENT, PENALTY_MULTIPLE, change
 from monitor.detection.drift import PairedTest, effect_interval, exceeds_floor, paired_test
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
 from monitor.detection.fdr import q_values
-from monitor.detection.gates import KEY_SEPARATOR, Overrides, resolve_gates
-from monitor.detection.incidents import (
+from monitor.detection.findings import (
     DivergentToken,
     Finding,
+    FindingKind,
     IncidentDraft,
     build_incident,
     change_severity,
@@ -28,11 +29,14 @@ from monitor.detection.noise import NoiseFloor, noise_floor
 from monitor.detection.traces import (
     PER_PROMPT_METRICS,
     PromptValues,
-    TraceArrays,
+    checked,
     most_divergent,
     per_prompt_values,
 )
-from monitor.schema import ArmResult, SuiteResult
+from monitor.gates import Tolerances
+from monitor.metrics import TokenArrays
+from monitor.series import series_label
+from monitor.verdicts import MEASURED_BY, NOT_MEASURED, broken_gates, measured
 
 DRIFT_METRICS: tuple[str, ...] = (
     "mean_abs_delta",
@@ -43,6 +47,8 @@ DRIFT_METRICS: tuple[str, ...] = (
 )
 
 ArmKey = tuple[str, str]
+SeriesName = tuple[str, str, str]
+"""(probe, arm, metric): one series within a run configuration."""
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,38 @@ class DetectionPolicy:
 
 
 @dataclass(frozen=True)
+class ArmInput:
+    """One arm of a run as detection reads it: whether it applies and is gated (contrast arms
+    are not), its metrics, and its decoded token arrays when it kept them."""
+
+    applicable: bool
+    gated: bool
+    metrics: Mapping[str, float]
+    trace: TokenArrays | None = None
+
+
+@dataclass(frozen=True)
 class RunInput:
-    """A stored run handed to detection: its release version, its id in the store, its result."""
+    """A succeeded run handed to detection: its release version, its id in the store, the hash
+    of its prompt set (runs are paired prompt by prompt) and its arms."""
 
     release: str
     run_id: str
-    result: SuiteResult
+    prompts_sha256: str
+    arms: Mapping[ArmKey, ArmInput]
+
+    def finding(self, kind: FindingKind, series: SeriesName, **numbers: Any) -> Finding:
+        """A finding about one of this run's series."""
+        probe, arm, metric = series
+        return Finding(
+            release=self.release,
+            run_id=self.run_id,
+            kind=kind,
+            probe=probe,
+            arm=arm,
+            metric=metric,
+            **numbers,
+        )
 
 
 @dataclass(frozen=True)
@@ -107,87 +139,65 @@ class SeriesDrift:
 
     @property
     def key(self) -> str:
-        return series_key(self.probe, self.arm, self.metric)
+        return series_label(self.probe, self.arm, self.metric)
 
 
-def series_key(probe: str, arm: str, metric: str) -> str:
-    return KEY_SEPARATOR.join((probe, arm, metric))
+def _arms(run: RunInput) -> dict[ArmKey, ArmInput]:
+    return {key: arm for key, arm in run.arms.items() if arm.applicable}
 
 
-def parse_series_key(key: str) -> tuple[str, str, str]:
-    parts = key.split(KEY_SEPARATOR)
-    if len(parts) != 3 or not all(parts):
-        raise DetectionError(f"series key {key!r} is not 'probe/arm/metric'")
-    return parts[0], parts[1], parts[2]
-
-
-def _usable(result: SuiteResult, role: str) -> None:
-    if result.status != "succeeded":
-        raise DetectionError(f"{role} run failed ({result.error}); nothing to compare")
-
-
-def _arms(result: SuiteResult) -> dict[ArmKey, ArmResult]:
-    return {(arm.probe, arm.arm): arm for arm in result.arms() if arm.applicable}
-
-
-def arm_traces(result: SuiteResult, role: str) -> dict[ArmKey, TraceArrays]:
-    """Validated token traces of every applicable arm that kept one."""
+def arm_traces(run: RunInput, role: str) -> dict[ArmKey, TokenArrays]:
+    """Validated token arrays of every applicable arm that kept some."""
     return {
-        key: TraceArrays.from_trace(arm.tokens, label=f"{role} {key[0]}/{key[1]}")
-        for key, arm in _arms(result).items()
-        if arm.tokens is not None and arm.tokens.n_tokens > 0
+        key: checked(arm.trace, f"{role} {key[0]}/{key[1]}")
+        for key, arm in _arms(run).items()
+        if arm.trace is not None and arm.trace.n_tokens > 0
     }
 
 
-def check_comparable(baseline: SuiteResult, candidate: SuiteResult) -> None:
+def check_comparable(baseline: RunInput, candidate: RunInput) -> None:
     """Per-prompt pairing needs one prompt set on both sides."""
-    if baseline.config.prompts_sha256 != candidate.config.prompts_sha256:
+    if baseline.prompts_sha256 != candidate.prompts_sha256:
         raise PromptSetMismatchError(
-            f"baseline and candidate ran different prompt sets ({baseline.config.prompts} "
-            f"sha256 {baseline.config.prompts_sha256[:12]} vs {candidate.config.prompts} "
-            f"sha256 {candidate.config.prompts_sha256[:12]})"
+            f"baseline run {baseline.run_id} and candidate run {candidate.run_id} ran different "
+            f"prompt sets (sha256 {baseline.prompts_sha256[:12]} vs "
+            f"{candidate.prompts_sha256[:12]})"
         )
 
 
 def noise_floors(
-    repeats: Sequence[SuiteResult], metrics: Sequence[str] = DRIFT_METRICS
-) -> dict[str, NoiseFloor]:
+    repeats: Sequence[RunInput], metrics: Sequence[str] = DRIFT_METRICS
+) -> dict[SeriesName, NoiseFloor]:
     """Noise floor of every series that at least two repeat runs of one release share."""
     if not repeats:
         return {}
     if len(repeats) < 2:
         raise DetectionError(f"a noise floor needs at least 2 repeat runs, got {len(repeats)}")
-    for result in repeats:
-        _usable(result, "repeat")
-    releases = {
-        (r.versions.engine_package, r.versions.vllm) for r in repeats if r.versions is not None
-    }
+    releases = {run.release for run in repeats}
     if len(releases) > 1:
         raise DetectionError(f"repeat runs must come from one release, got {sorted(releases)}")
-    for result in repeats[1:]:
-        check_comparable(repeats[0], result)
-    traces = [arm_traces(result, f"repeat {i}") for i, result in enumerate(repeats)]
-    floors: dict[str, NoiseFloor] = {}
+    for run in repeats[1:]:
+        check_comparable(repeats[0], run)
+    traces = [arm_traces(run, f"repeat {i}") for i, run in enumerate(repeats)]
+    floors: dict[SeriesName, NoiseFloor] = {}
     for key in sorted({key for run in traces for key in run}):
         runs = [run[key] for run in traces if key in run]
         if len(runs) < 2:
             continue
         for metric in metrics:
-            label = f"repeats of {series_key(*key, metric)}"
+            label = f"repeats of {series_label(*key, metric)}"
             values = [per_prompt_values(trace, metric) for trace in runs]
-            floors[series_key(*key, metric)] = noise_floor(values, label)
+            floors[(*key, metric)] = noise_floor(values, label)
     return floors
 
 
 def drift_tests(
-    baseline: SuiteResult,
-    candidate: SuiteResult,
-    floors: Mapping[str, NoiseFloor],
+    baseline: RunInput,
+    candidate: RunInput,
+    floors: Mapping[SeriesName, NoiseFloor],
     policy: DetectionPolicy,
 ) -> list[SeriesDrift]:
     """Every series both runs carry: paired test, BH q-value across them all, and the verdict."""
-    _usable(baseline, "baseline")
-    _usable(candidate, "candidate")
     check_comparable(baseline, candidate)
     before = arm_traces(baseline, "baseline")
     after = arm_traces(candidate, "candidate")
@@ -196,9 +206,9 @@ def drift_tests(
         for metric in policy.metrics:
             old = per_prompt_values(before[key], metric)
             new = per_prompt_values(after[key], metric)
-            test = paired_test(old, new, series_key(*key, metric))
+            test = paired_test(old, new, series_label(*key, metric))
             pending.append((key[0], key[1], metric, test, old, new))
-    chosen = [floors.get(series_key(probe, arm, metric)) for probe, arm, metric, *_ in pending]
+    chosen = [floors.get((probe, arm, metric)) for probe, arm, metric, *_ in pending]
     verdicts = judge_drifts([item[3] for item in pending], chosen, policy)
     return [
         SeriesDrift(probe, arm, metric, test, floor, q, flagged, old, new)
@@ -252,14 +262,10 @@ def _in_floors(effect: float, floor: NoiseFloor | None) -> float | None:
 
 
 def drift_findings(
-    baseline: RunInput,
-    candidate: RunInput,
-    floors: Mapping[str, NoiseFloor],
-    policy: DetectionPolicy,
+    baseline: RunInput, candidate: RunInput, tests: Sequence[SeriesDrift], policy: DetectionPolicy
 ) -> list[Finding]:
-    """Findings for the flagged series, each with its bootstrap interval."""
+    """Findings for the flagged series of `drift_tests`, each with its bootstrap interval."""
     findings = []
-    tests = drift_tests(baseline.result, candidate.result, floors, policy)
     for index, drift in enumerate(tests):
         if not drift.flagged:
             continue
@@ -275,13 +281,9 @@ def drift_findings(
         floor_value = None if drift.floor is None else drift.floor.value
         way = direction(drift.metric, test.baseline_value, test.candidate_value)
         findings.append(
-            Finding(
-                release=candidate.release,
-                run_id=candidate.run_id,
-                kind="drift",
-                probe=drift.probe,
-                arm=drift.arm,
-                metric=drift.metric,
+            candidate.finding(
+                "drift",
+                (drift.probe, drift.arm, drift.metric),
                 direction=way,
                 severity=change_severity(way, test.effect, floor_value, test.baseline_value),
                 candidate_value=test.candidate_value,
@@ -303,40 +305,46 @@ def drift_findings(
 
 
 def gate_findings(
-    candidate: RunInput, baseline: RunInput | None, overrides: Overrides
+    candidate: RunInput, baseline: RunInput | None, tolerances: Tolerances
 ) -> list[Finding]:
-    """Every gate the candidate breaks; info when the baseline broke it too, else major.
+    """What the candidate's verdicts fail on (monitor.verdicts): every gate an arm breaks, and
+    every arm that compared no token; info when the baseline failed the same way, else major.
     Contrast arms are never gated."""
-    _usable(candidate.result, "candidate")
-    before = _arms(baseline.result) if baseline is not None else {}
+    before = _arms(baseline) if baseline is not None else {}
+    baseline_release = baseline.release if baseline is not None else None
+    baseline_run_id = baseline.run_id if baseline is not None else None
     findings = []
-    for (probe, arm_name), arm in _arms(candidate.result).items():
+    for (probe, arm_name), arm in _arms(candidate).items():
         if not arm.gated:
             continue
-        for gate in resolve_gates(probe, arm_name, overrides):
-            value = arm.metrics.get(gate.metric)
-            if value is None or gate.check(value) is None:
-                continue
-            old_arm = before.get((probe, arm_name))
-            old = None if old_arm is None else old_arm.metrics.get(gate.metric)
-            newly = old is None or gate.check(old) is None
+        old_arm = before.get((probe, arm_name))
+        broken: list[tuple[str, float, float | None, bool, float | None, str]] = []
+        if not measured(arm.metrics):
+            known = old_arm is not None and not measured(old_arm.metrics)
+            count = arm.metrics.get(MEASURED_BY, 0.0)
+            old_count = None if old_arm is None else old_arm.metrics.get(MEASURED_BY, 0.0)
+            detail = NOT_MEASURED + ("; the baseline measured nothing either" if known else "")
+            broken.append((MEASURED_BY, count, old_count, not known, None, detail))
+        else:
+            for gate, value in broken_gates(probe, arm_name, arm.metrics, tolerances):
+                old = None if old_arm is None else old_arm.metrics.get(gate.metric)
+                newly = old is None or gate.check(old) is None
+                detail = gate.source if newly else f"{gate.source}; the baseline broke it too"
+                broken.append((gate.metric, value, old, newly, gate.limit, detail))
+        for metric, value, old, newly, limit, detail in broken:
             findings.append(
-                Finding(
-                    release=candidate.release,
-                    run_id=candidate.run_id,
-                    kind="gate",
-                    probe=probe,
-                    arm=arm_name,
-                    metric=gate.metric,
+                candidate.finding(
+                    "gate",
+                    (probe, arm_name, metric),
                     direction="worse",
                     severity=gate_severity(newly),
                     candidate_value=value,
-                    baseline_release=baseline.release if baseline is not None else None,
-                    baseline_run_id=baseline.run_id if baseline is not None else None,
                     baseline_value=old,
                     effect=None if old is None else value - old,
-                    limit=gate.limit,
-                    detail=gate.source if newly else f"{gate.source}; the baseline broke it too",
+                    limit=limit,
+                    detail=detail,
+                    baseline_release=baseline_release,
+                    baseline_run_id=baseline_run_id,
                 )
             )
     return findings
@@ -344,17 +352,17 @@ def gate_findings(
 
 def change_point_findings(
     candidate: RunInput,
-    history: Mapping[str, Sequence[float]],
-    floors: Mapping[str, NoiseFloor],
+    history: Mapping[SeriesName, Sequence[float]],
+    floors: Mapping[SeriesName, NoiseFloor],
     policy: DetectionPolicy,
 ) -> list[Finding]:
     """Series whose previous release began a new level that the candidate confirms. `history`
-    maps "probe/arm/metric" to the arm's metric in earlier releases of the series, oldest first;
+    maps each series to its metric in earlier releases of the run configuration, oldest first;
     series without a measured floor are skipped."""
-    arms = _arms(candidate.result)
+    arms = _arms(candidate)
     findings = []
     for key, earlier in history.items():
-        probe, arm_name, metric = parse_series_key(key)
+        probe, arm_name, metric = key
         floor = floors.get(key)
         arm = arms.get((probe, arm_name))
         if floor is None or arm is None or metric not in arm.metrics:
@@ -368,13 +376,9 @@ def change_point_findings(
         effect = now - level
         way = direction(metric, level, now)
         findings.append(
-            Finding(
-                release=candidate.release,
-                run_id=candidate.run_id,
-                kind="change_point",
-                probe=probe,
-                arm=arm_name,
-                metric=metric,
+            candidate.finding(
+                "change_point",
+                key,
                 direction=way,
                 severity=change_severity(way, effect, floor.value, level),
                 candidate_value=values[-1],
@@ -392,7 +396,7 @@ def change_point_findings(
 
 
 def divergent_tokens(
-    candidate: SuiteResult, findings: Sequence[Finding], k: int
+    candidate: RunInput, findings: Sequence[Finding], k: int
 ) -> list[DivergentToken]:
     """The k largest-|δ| tokens of each arm named by a finding worse than info."""
     traces = arm_traces(candidate, "candidate")
@@ -424,39 +428,26 @@ def evaluate_release(
     candidate: RunInput,
     baseline: RunInput | None = None,
     *,
-    repeats: Sequence[SuiteResult] = (),
-    history: Mapping[str, Sequence[float]] | None = None,
-    overrides: Overrides | None = None,
+    repeats: Sequence[RunInput] = (),
+    history: Mapping[SeriesName, Sequence[float]] | None = None,
+    tolerances: Tolerances | None = None,
     policy: DetectionPolicy | None = None,
 ) -> list[Finding]:
     """Every finding for the candidate release, info ones included."""
     policy = policy or DetectionPolicy()
     floors = noise_floors(repeats, policy.metrics)
-    findings = gate_findings(candidate, baseline, overrides or {})
+    findings = gate_findings(candidate, baseline, tolerances or {})
     if baseline is not None:
-        findings += drift_findings(baseline, candidate, floors, policy)
+        tests = drift_tests(baseline, candidate, floors, policy)
+        findings += drift_findings(baseline, candidate, tests, policy)
     findings += change_point_findings(candidate, history or {}, floors, policy)
     return findings
 
 
-def detect_release(
-    candidate: RunInput,
-    baseline: RunInput | None = None,
-    *,
-    repeats: Sequence[SuiteResult] = (),
-    history: Mapping[str, Sequence[float]] | None = None,
-    overrides: Overrides | None = None,
-    policy: DetectionPolicy | None = None,
+def draft_incident(
+    candidate: RunInput, findings: Sequence[Finding], policy: DetectionPolicy
 ) -> IncidentDraft | None:
-    """The candidate release's incident draft, or None when nothing regressed."""
-    policy = policy or DetectionPolicy()
-    findings = evaluate_release(
-        candidate,
-        baseline,
-        repeats=repeats,
-        history=history,
-        overrides=overrides,
-        policy=policy,
-    )
-    tokens = divergent_tokens(candidate.result, findings, policy.top_tokens)
+    """The candidate release's incident draft (its findings and the most divergent tokens of
+    the arms they name), or None when nothing regressed."""
+    tokens = divergent_tokens(candidate, findings, policy.top_tokens)
     return build_incident(findings, tokens)

@@ -80,25 +80,18 @@ def effect_interval(
     rng = np.random.default_rng(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = bootstrap(
-            (diff,),
-            np.mean,
-            n_resamples=n_resamples,
-            confidence_level=level,
-            method="BCa",
-            rng=rng,
-        )
-        low, high = result.confidence_interval
-        if not (np.isfinite(low) and np.isfinite(high)):
-            result = bootstrap(
+        for method in ("BCa", "percentile"):
+            interval = bootstrap(
                 (diff,),
                 np.mean,
                 n_resamples=n_resamples,
                 confidence_level=level,
-                method="percentile",
+                method=method,
                 rng=rng,
-            )
-            low, high = result.confidence_interval
+            ).confidence_interval
+            low, high = interval
+            if np.isfinite(low) and np.isfinite(high):
+                break
     return float(low), float(high)
 
 

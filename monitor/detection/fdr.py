@@ -7,16 +7,12 @@ import numpy.typing as npt
 from scipy.stats import false_discovery_control
 
 from monitor.detection.errors import DetectionError
+from monitor.detection.traces import floats
 
 
 def q_values(p_values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """BH-adjusted p-values, in the order given; none for no series."""
-    try:
-        p = np.asarray(p_values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DetectionError(f"p-values are not numeric: {exc}") from None
-    if p.ndim != 1:
-        raise DetectionError(f"p-values must be 1-D, got shape {p.shape}")
+    p = floats("p-values", p_values)
     if p.size == 0:
         return p
     if not np.all(np.isfinite(p)) or np.any((p < 0.0) | (p > 1.0)):

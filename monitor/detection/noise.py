@@ -16,7 +16,7 @@ import numpy.typing as npt
 from scipy.stats import median_abs_deviation
 
 from monitor.detection.errors import DetectionError
-from monitor.detection.traces import PromptValues, align
+from monitor.detection.traces import PromptValues, align, floats
 
 COMMON_SHIFT_MULTIPLE = 3.0
 
@@ -46,12 +46,7 @@ def _spread(differences: npt.NDArray[np.float64]) -> float:
 
 def floor_from_matrix(matrix: npt.ArrayLike, label: str = "repeats") -> NoiseFloor:
     """Noise floor from a runs × prompts matrix of one release's per-prompt values."""
-    try:
-        values = np.asarray(matrix, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DetectionError(f"{label} is not numeric: {exc}") from None
-    if values.ndim != 2:
-        raise DetectionError(f"{label} must be a runs × prompts matrix, got shape {values.shape}")
+    values = floats(label, matrix, ndim=2, shape="a runs × prompts matrix")
     n_repeats, n_prompts = values.shape
     if n_repeats < 2:
         raise DetectionError(

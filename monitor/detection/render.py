@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlsplit
 
 from monitor.detection.errors import DetectionError
-from monitor.detection.incidents import SEVERITY_RANK, Finding, IncidentDraft
+from monitor.detection.findings import SEVERITY_RANK, Finding, IncidentDraft
 
 MAX_FINDING_LINES = 12
 MAX_TOKEN_LINES = 5
@@ -30,6 +30,8 @@ def run_link(dashboard_url: str, run_id: str) -> str:
 def finding_line(finding: Finding) -> str:
     """One readable line: the series, what happened, and the numbers against the baseline."""
     head = f"{finding.series} [{finding.kind}, {finding.severity}, {finding.direction}]"
+    if finding.kind == "gate" and finding.limit is None:
+        return f"{head}: {finding.detail}"
     if finding.kind == "gate":
         text = f"{head}: {_num(finding.candidate_value)} breaks limit {finding.limit:g}"
         if finding.baseline_value is not None:

@@ -1,67 +1,29 @@
-"""What detection reads from an arm's token trace: per-prompt metric values and divergent tokens.
-
-With δ = reference_logprob − vllm_logprob (as in `monitor.metrics`), every metric here is a mean
-of a per-token term, so the token-weighted mean of a metric's per-prompt values is the arm's value.
-"""
+"""What detection reads from an arm's token arrays: per-prompt metric values and divergent
+tokens. Every metric here is the mean of its per-token term (monitor.metrics.TOKEN_TERMS), so
+the token-weighted mean of a metric's per-prompt values is the arm's value."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
 from monitor import metrics
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
-from monitor.schema import TokenTrace
+from monitor.metrics import MEAN_METRICS, TOKEN_TERMS, TokenArrays
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-CLIP_EPS = 0.2
-TIS_C = 2.0
-ICEPOP_BOUNDS = (0.5, 5.0)
+PER_PROMPT_METRICS: tuple[str, ...] = MEAN_METRICS
 
 
-def _k3_term(delta: FloatArray) -> FloatArray:
-    with np.errstate(over="ignore"):
-        return np.maximum(np.expm1(delta) - delta, 0.0)
-
-
-def _mult_term(delta: FloatArray) -> FloatArray:
-    with np.errstate(over="ignore"):
-        return np.exp(np.abs(delta))
-
-
-def _clip_term(delta: FloatArray) -> FloatArray:
-    outside = (delta < math.log1p(-CLIP_EPS)) | (delta > math.log1p(CLIP_EPS))
-    return outside.astype(np.float64)
-
-
-def _tis_term(delta: FloatArray) -> FloatArray:
-    return (delta > math.log(TIS_C)).astype(np.float64)
-
-
-def _icepop_term(delta: FloatArray) -> FloatArray:
-    low, high = ICEPOP_BOUNDS
-    return ((delta < math.log(low)) | (delta > math.log(high))).astype(np.float64)
-
-
-TOKEN_TERMS: dict[str, Callable[[FloatArray], FloatArray]] = {
-    "mean_abs_delta": np.abs,
-    "mean_delta": lambda delta: delta,
-    "k1": np.negative,
-    "k2": lambda delta: delta * delta / 2.0,
-    "k3": _k3_term,
-    "token_mult_prob_error": _mult_term,
-    "clip_fraction": _clip_term,
-    "tis_fraction": _tis_term,
-    "icepop_fraction": _icepop_term,
-}
-PER_PROMPT_METRICS: tuple[str, ...] = tuple(TOKEN_TERMS)
+def floats(name: str, values: npt.ArrayLike, ndim: int = 1, shape: str = "") -> FloatArray:
+    """A float64 array of `ndim` dimensions, or a DetectionError naming the problem."""
+    try:
+        return metrics.floats(name, values, ndim, shape)
+    except metrics.MetricsError as exc:
+        raise DetectionError(str(exc)) from None
 
 
 def finite_floats(name: str, values: npt.ArrayLike) -> FloatArray:
@@ -80,61 +42,12 @@ def integers(name: str, values: npt.ArrayLike) -> IntArray:
         raise DetectionError(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class TraceArrays:
-    """An arm's per-token arrays, validated: equally long, non-empty, finite."""
-
-    prompt_index: IntArray
-    position: IntArray
-    token_id: IntArray
-    vllm_logprob: FloatArray
-    reference_logprob: FloatArray
-
-    @classmethod
-    def build(
-        cls,
-        prompt_index: npt.ArrayLike,
-        position: npt.ArrayLike,
-        token_id: npt.ArrayLike,
-        vllm_logprob: npt.ArrayLike,
-        reference_logprob: npt.ArrayLike,
-        label: str = "trace",
-    ) -> TraceArrays:
-        arrays = cls(
-            prompt_index=integers(f"{label} prompt_index", prompt_index),
-            position=integers(f"{label} position", position),
-            token_id=integers(f"{label} token_id", token_id),
-            vllm_logprob=finite_floats(f"{label} vllm_logprob", vllm_logprob),
-            reference_logprob=finite_floats(f"{label} reference_logprob", reference_logprob),
-        )
-        lengths = {name: len(getattr(arrays, name)) for name in cls.__dataclass_fields__}
-        if len(set(lengths.values())) != 1:
-            shown = ", ".join(f"{name}={n}" for name, n in lengths.items())
-            raise DetectionError(f"{label} arrays differ in length: {shown}")
-        return arrays
-
-    @classmethod
-    def from_trace(cls, trace: TokenTrace, label: str = "trace") -> TraceArrays:
-        return cls.build(
-            trace.prompt_index.unpack(),
-            trace.position.unpack(),
-            trace.token_id.unpack(),
-            trace.vllm_logprob.unpack(),
-            trace.reference_logprob.unpack(),
-            label=label,
-        )
-
-    @property
-    def delta(self) -> FloatArray:
-        return self.reference_logprob - self.vllm_logprob
-
-    @cached_property
-    def groups(self) -> tuple[IntArray, IntArray, IntArray]:
-        """(sorted prompt ids, each token's position among them, tokens per prompt)."""
-        prompts, inverse, counts = np.unique(
-            self.prompt_index, return_inverse=True, return_counts=True
-        )
-        return prompts.astype(np.int64), inverse.ravel().astype(np.int64), counts
+def checked(trace: TokenArrays, label: str) -> TokenArrays:
+    """The arrays validated (equally long, non-empty, finite), or a DetectionError."""
+    try:
+        return trace.check(label)
+    except metrics.MetricsError as exc:
+        raise DetectionError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -163,7 +76,7 @@ class PromptValues:
         return float(self.values.mean())
 
 
-def per_prompt_values(trace: TraceArrays, metric: str) -> PromptValues:
+def per_prompt_values(trace: TokenArrays, metric: str) -> PromptValues:
     """The metric computed separately over each prompt's tokens."""
     term = TOKEN_TERMS.get(metric)
     if term is None:
@@ -177,7 +90,7 @@ def per_prompt_values(trace: TraceArrays, metric: str) -> PromptValues:
     return PromptValues(prompts=prompts, values=values.astype(np.float64))
 
 
-def most_divergent(trace: TraceArrays, k: int) -> IntArray:
+def most_divergent(trace: TokenArrays, k: int) -> IntArray:
     """Indices of the k tokens with the largest |δ|, largest first (ties: earlier index first)."""
     if k < 1:
         raise DetectionError(f"k must be at least 1, got {k}")

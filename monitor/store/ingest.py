@@ -10,15 +10,15 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import FromClause, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from monitor.engines import EngineSpecError, parse_engine, parse_package, parse_version
-from monitor.schema import ArmResult, SuiteResult, Verdict
-from monitor.series import arm_series_key, config_hash
+from monitor.engines import EngineSpecError, parse_package, parse_version
+from monitor.schema import ArmResult, SuiteResult
+from monitor.series import config_hash, series_key
 from monitor.store import models as m
 from monitor.store.db import Store
 from monitor.store.errors import IngestError
@@ -26,6 +26,8 @@ from monitor.store.traces import TRACE_DTYPES, pack_trace
 
 INGEST_TRIES = 3
 STRATUM_KINDS = ("probability", "position")
+ARM_COLUMNS = set(m.ArmRow.__table__.columns.keys()) - {"id", "run_id"}
+"""The arm's fields stored in its row as they are (metrics, strata and traces have tables)."""
 
 
 @dataclass(frozen=True)
@@ -54,23 +56,9 @@ def result_hash(result: SuiteResult) -> str:
     return digest.hexdigest()
 
 
-def probe_verdict(arms: Iterable[ArmResult]) -> Verdict:
-    """fail when any applicable arm fails, pass when some pass and none fail, else n/a."""
-    verdicts = {arm.verdict for arm in arms if arm.applicable}
-    if "fail" in verdicts:
-        return "fail"
-    return "pass" if "pass" in verdicts else "n/a"
-
-
 def release_of(result: SuiteResult) -> tuple[str, str]:
-    """(package, normalised version) named by the result's engine spec."""
-    try:
-        package, version = parse_engine(result.config.engine)
-    except EngineSpecError as exc:
-        raise IngestError(f"result names an unusable engine: {exc}") from None
-    if version is None:
-        raise IngestError(f"result engine {result.config.engine!r} names no version")
-    return package, str(version)
+    """(package, normalised version) of the release the result measured."""
+    return result.config.engine.package, str(result.config.engine.version)
 
 
 def _check_length(table: FromClause, values: Mapping[str, Any], what: str) -> None:
@@ -88,11 +76,10 @@ def _check_finite(values: Mapping[str, Any], what: str) -> None:
 
 def check_storable(result: SuiteResult) -> None:
     """Everything the schema allows but the store cannot hold, found before any write."""
-    release_of(result)
     if result.versions is not None:
-        _check_length(m.Environment.__table__, result.versions.model_dump(), "versions")
+        _check_length(m.EnvironmentRow.__table__, result.versions.model_dump(), "versions")
     if result.model is not None:
-        _check_length(m.Model.__table__, result.model.model_dump(), "model")
+        _check_length(m.ModelRow.__table__, result.model.model_dump(), "model")
     keyed = result.model is not None and result.versions is not None
     if result.status == "succeeded" and not keyed:
         raise IngestError("a succeeded result must name its model and versions")
@@ -101,7 +88,7 @@ def check_storable(result: SuiteResult) -> None:
     if len(set(probes)) != len(probes):
         raise IngestError(f"result lists a probe twice: {', '.join(probes)}")
     for probe in result.probes:
-        _check_length(m.ProbeResult.__table__, {"probe": probe.name}, "probe")
+        _check_length(m.ProbeRow.__table__, {"probe": probe.name}, "probe")
         for arm in probe.arms:
             where = f"arm {arm.probe}/{arm.arm}"
             if arm.probe != probe.name:
@@ -109,11 +96,9 @@ def check_storable(result: SuiteResult) -> None:
             if (arm.probe, arm.arm) in seen:
                 raise IngestError(f"{where} appears twice")
             seen.add((arm.probe, arm.arm))
-            _check_length(
-                m.ArmResult.__table__, {"arm": arm.arm, "reference": arm.reference}, where
-            )
+            _check_length(m.ArmRow.__table__, {"arm": arm.arm, "reference": arm.reference}, where)
             for name in arm.metrics:
-                _check_length(m.Metric.__table__, {"name": name}, f"{where} metric")
+                _check_length(m.MetricRow.__table__, {"name": name}, f"{where} metric")
             _check_finite(arm.metrics, where)
             for stratum in (*arm.by_probability, *arm.by_position):
                 _check_finite(stratum.model_dump(), f"{where} stratum {stratum.bucket}")
@@ -143,10 +128,10 @@ def record_release(
     except EngineSpecError as exc:
         raise IngestError(str(exc)) from None
     release = session.scalars(
-        select(m.Release).where(m.Release.package == package, m.Release.version == version)
+        select(m.ReleaseRow).where(m.ReleaseRow.package == package, m.ReleaseRow.version == version)
     ).one_or_none()
     if release is None:
-        release = m.Release(package=package, version=version, yanked=False)
+        release = m.ReleaseRow(package=package, version=version, yanked=False)
         session.add(release)
     if published_at is not None:
         release.published_at = published_at
@@ -159,15 +144,48 @@ def record_release(
     return release.id
 
 
+class Published(Protocol):
+    """What an index says of one release (monitor.releases.PublishedRelease has it)."""
+
+    @property
+    def package(self) -> str: ...
+    @property
+    def version(self) -> object: ...
+    @property
+    def published(self) -> datetime | None: ...
+    @property
+    def yanked(self) -> bool: ...
+
+
+def record_published(session: Session, releases: Iterable[Published]) -> list[str]:
+    """Store what the index says of each release (publication time, yanked); returns the
+    versions the store did not know before."""
+    known = {
+        (package, version)
+        for package, version in session.execute(select(m.ReleaseRow.package, m.ReleaseRow.version))
+    }
+    new = []
+    for release in releases:
+        package, version = parse_package(release.package), str(parse_version(str(release.version)))
+        if (package, version) not in known:
+            new.append(version)
+        record_release(
+            session, package, version, published_at=release.published, yanked=release.yanked
+        )
+    return new
+
+
 def _environment_id(session: Session, result: SuiteResult) -> int | None:
     if result.versions is None:
         return None
     fields = result.versions.model_dump()
     fingerprint = _fingerprint(fields)
-    found = session.scalar(select(m.Environment.id).where(m.Environment.fingerprint == fingerprint))
+    found = session.scalar(
+        select(m.EnvironmentRow.id).where(m.EnvironmentRow.fingerprint == fingerprint)
+    )
     if found is not None:
         return found
-    environment = m.Environment(fingerprint=fingerprint, **fields)
+    environment = m.EnvironmentRow(fingerprint=fingerprint, **fields)
     session.add(environment)
     session.flush()
     return environment.id
@@ -177,29 +195,31 @@ def _model_id(session: Session, result: SuiteResult) -> int | None:
     if result.model is None:
         return None
     found = session.scalar(
-        select(m.Model.id).where(m.Model.fingerprint == result.model.fingerprint)
+        select(m.ModelRow.id).where(m.ModelRow.fingerprint == result.model.fingerprint)
     )
     if found is not None:
         return found
-    model = m.Model(**result.model.model_dump())
+    model = m.ModelRow(**result.model.model_dump())
     session.add(model)
     session.flush()
     return model.id
 
 
-def _new_run(session: Session, result: SuiteResult, digest: str, runner: str) -> m.Run:
+def _new_run(
+    session: Session, result: SuiteResult, digest: str, runner: str, status: m.RunStatus
+) -> m.RunRow:
     package, version = release_of(result)
     release_id = record_release(
         session, package, version, installable=True if result.versions else None
     )
-    run = m.Run(
+    run = m.RunRow(
         release_id=release_id,
         environment_id=_environment_id(session, result),
         model_id=_model_id(session, result),
         config_hash=config_hash(result.config),
         config=result.config.model_dump(mode="json"),
         runner=runner,
-        status=m.RunStatus(result.status),
+        status=status,
         attempt=1,
         queued_at=result.started_at,
         result_hash=digest,
@@ -210,7 +230,7 @@ def _new_run(session: Session, result: SuiteResult, digest: str, runner: str) ->
     return run
 
 
-def _fill_run(run: m.Run, result: SuiteResult) -> None:
+def _fill_run(run: m.RunRow, result: SuiteResult) -> None:
     run.started_at = result.started_at
     run.finished_at = result.finished_at
     run.error = result.error
@@ -222,14 +242,16 @@ def _fill_run(run: m.Run, result: SuiteResult) -> None:
     run.engines = [engine.model_dump(mode="json") for engine in result.engines]
 
 
-def _queued_run(session: Session, run_id: int, result: SuiteResult, digest: str) -> m.Run:
+def _queued_run(
+    session: Session, run_id: int, result: SuiteResult, digest: str, status: m.RunStatus
+) -> m.RunRow:
     """A run the scheduler created before the suite ran: its result fills it in."""
-    run = session.get(m.Run, run_id, with_for_update=True)
+    run = session.get(m.RunRow, run_id, with_for_update=True)
     if run is None:
         raise IngestError(f"no run {run_id} to store the result in")
     if run.result_hash is not None:
         raise IngestError(f"run {run_id} already holds another result")
-    release = session.get_one(m.Release, run.release_id)
+    release = session.get_one(m.ReleaseRow, run.release_id)
     if (release.package, release.version) != release_of(result):
         raise IngestError(
             f"run {run_id} is for {release.package}=={release.version}, "
@@ -239,7 +261,7 @@ def _queued_run(session: Session, run_id: int, result: SuiteResult, digest: str)
     run.model_id = _model_id(session, result)
     run.config_hash = config_hash(result.config)
     run.config = result.config.model_dump(mode="json")
-    run.status = m.RunStatus(result.status)
+    run.status = status
     run.result_hash = digest
     run.lease_expires_at = None
     _fill_run(run, result)
@@ -250,14 +272,13 @@ def _queued_run(session: Session, run_id: int, result: SuiteResult, digest: str)
 def _store_arms(session: Session, run_id: int, result: SuiteResult) -> None:
     if result.probes:
         session.execute(
-            _table(m.ProbeResult).insert(),
+            _table(m.ProbeRow).insert(),
             [
                 {
                     "run_id": run_id,
                     "probe": probe.name,
                     "description": probe.description,
                     "finding": probe.finding,
-                    "verdict": probe_verdict(probe.arms),
                 }
                 for probe in result.probes
             ],
@@ -266,25 +287,7 @@ def _store_arms(session: Session, run_id: int, result: SuiteResult) -> None:
     if not arms:
         return
     rows = [
-        m.ArmResult(
-            run_id=run_id,
-            probe=arm.probe,
-            arm=arm.arm,
-            description=arm.description,
-            applicable=arm.applicable,
-            reason=arm.reason,
-            engine_config=arm.engine_config,
-            effective_config=arm.effective_config.model_dump(mode="json")
-            if arm.effective_config
-            else None,
-            sampling=arm.sampling.model_dump(mode="json") if arm.sampling else None,
-            reference=arm.reference,
-            extra=arm.extra,
-            gated=arm.gated,
-            verdict=arm.verdict,
-            verdict_reasons=list(arm.verdict_reasons),
-        )
-        for arm in arms
+        m.ArmRow(run_id=run_id, **arm.model_dump(mode="json", include=ARM_COLUMNS)) for arm in arms
     ]
     session.add_all(rows)
     session.flush()
@@ -299,9 +302,12 @@ def _store_series_and_metrics(
 ) -> None:
     keys = {}
     metric_rows = []
+    if result.model is None or result.versions is None:
+        return
+    model, device = result.model.fingerprint, result.versions.device
     for arm, arm_id in arms:
         for name, value in arm.metrics.items():
-            key = arm_series_key(result, arm, name)
+            key = series_key(result.config, model, device, arm, name)
             keys[key.hash] = key
             metric_rows.append(
                 {
@@ -314,13 +320,13 @@ def _store_series_and_metrics(
             )
     if not metric_rows:
         return
-    known = set(session.scalars(select(m.Series.hash).where(m.Series.hash.in_(list(keys)))))
+    known = set(session.scalars(select(m.SeriesRow.hash).where(m.SeriesRow.hash.in_(list(keys)))))
     missing = [
         {"hash": digest, **key.components()} for digest, key in keys.items() if digest not in known
     ]
     if missing:
-        session.execute(_table(m.Series).insert(), missing)
-    session.execute(_table(m.Metric).insert(), metric_rows)
+        session.execute(_table(m.SeriesRow).insert(), missing)
+    session.execute(_table(m.MetricRow).insert(), metric_rows)
 
 
 def _store_strata(session: Session, arms: list[tuple[ArmResult, int]]) -> None:
@@ -331,14 +337,14 @@ def _store_strata(session: Session, arms: list[tuple[ArmResult, int]]) -> None:
         for stratum in strata
     ]
     if rows:
-        session.execute(_table(m.Stratum).insert(), rows)
+        session.execute(_table(m.StratumRow).insert(), rows)
 
 
 def _store_traces(session: Session, arms: list[tuple[ArmResult, int]]) -> None:
     for arm, arm_id in arms:
         if arm.tokens is not None:
             session.execute(
-                _table(m.TokenTrace).insert(),
+                _table(m.TraceRow).insert(),
                 {
                     "arm_result_id": arm_id,
                     "n_tokens": arm.tokens.n_tokens,
@@ -354,32 +360,39 @@ def ingest(
     runner: str,
     run_id: int | None = None,
     digest: str | None = None,
+    status: m.RunStatus | None = None,
 ) -> IngestOutcome:
-    """Store `result` within the caller's transaction (nothing is committed here)."""
+    """Store `result` within the caller's transaction (nothing is committed here), as a new run
+    or into the queued run `run_id`; `status` defaults to the result's own."""
     check_storable(result)
     digest = digest or result_hash(result)
-    existing = session.scalar(select(m.Run.id).where(m.Run.result_hash == digest))
+    status = status or m.RunStatus(result.status)
+    existing = session.scalar(select(m.RunRow.id).where(m.RunRow.result_hash == digest))
     if existing is not None:
         return IngestOutcome(existing, created=False)
     if run_id is None:
-        run = _new_run(session, result, digest, runner)
+        run = _new_run(session, result, digest, runner, status)
     else:
-        run = _queued_run(session, run_id, result, digest)
+        run = _queued_run(session, run_id, result, digest, status)
     _store_arms(session, run.id, result)
     return IngestOutcome(run.id, created=True)
 
 
 def ingest_result(
-    store: Store, result: SuiteResult, *, runner: str = "external", run_id: int | None = None
+    store: Store,
+    result: SuiteResult,
+    *,
+    runner: str = "external",
+    status: m.RunStatus | None = None,
 ) -> IngestOutcome:
-    """Store `result` in its own transaction. A concurrent writer storing the same result (or
-    the same new release) makes this one retry and find it."""
+    """Store `result` as a new run in its own transaction. A concurrent writer storing the same
+    result (or the same new release) makes this one retry and find it."""
     check_storable(result)
     digest = result_hash(result)
     for attempt in range(1, INGEST_TRIES + 1):
         try:
             with store.writing() as session:
-                return ingest(session, result, runner=runner, run_id=run_id, digest=digest)
+                return ingest(session, result, runner=runner, digest=digest, status=status)
         except IntegrityError as exc:
             if attempt == INGEST_TRIES:
                 raise IngestError(f"result could not be stored: {exc.orig}") from None

@@ -1,11 +1,12 @@
-"""The results store's tables (SQLAlchemy 2 typed models). Later parts (incidents, triage,
-alerts, the scheduler's leases) reference `releases.id` and `runs.id`."""
+"""The results store's tables (SQLAlchemy 2 typed models, named `…Row` so they are never taken
+for the result file's classes). Measurements are stored, judgements are not: verdicts are
+computed from the stored metrics and the configured tolerances (monitor.verdicts)."""
 
 from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -36,6 +37,12 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 BigId = BigInteger().with_variant(Integer, "sqlite")
+Str16 = Annotated[str, mapped_column(String(16))]
+Str32 = Annotated[str, mapped_column(String(32))]
+Str64 = Annotated[str, mapped_column(String(64))]
+Str128 = Annotated[str, mapped_column(String(128))]
+Str255 = Annotated[str, mapped_column(String(255))]
+"""Non-null text columns of a bounded length (the result schema bounds its fields alike)."""
 
 
 def utcnow() -> datetime:
@@ -62,6 +69,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+CONFIRMATION = "confirmation"
+"""`requested_by` of the runs that re-run an incident's failing probes."""
+DISCOVERY = "discovery"
+NIGHTLY = "nightly"
+SCHEDULED_REQUESTERS = (DISCOVERY, NIGHTLY)
+"""Requesters of routine scheduled runs, served after people's requests and confirmations."""
+
+
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -76,7 +91,7 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
 
 
-class Release(Base):
+class ReleaseRow(Base):
     """One published release of an engine package; backfill also records the ones that do not
     install here (installable false, with the reason)."""
 
@@ -84,8 +99,8 @@ class Release(Base):
     __table_args__ = (UniqueConstraint("package", "version"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    package: Mapped[str] = mapped_column(String(64))
-    version: Mapped[str] = mapped_column(String(64))
+    package: Mapped[Str64]
+    version: Mapped[Str64]
     published_at: Mapped[datetime | None]
     yanked: Mapped[bool] = mapped_column(default=False, server_default=false())
     installable: Mapped[bool | None]
@@ -93,38 +108,38 @@ class Release(Base):
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Environment(Base):
+class EnvironmentRow(Base):
     """The exact installed versions a suite ran with; one row per distinct fingerprint."""
 
     __tablename__ = "environments"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
-    engine_package: Mapped[str] = mapped_column(String(64))
-    vllm: Mapped[str] = mapped_column(String(64))
-    torch: Mapped[str] = mapped_column(String(64))
-    transformers: Mapped[str] = mapped_column(String(64))
-    python: Mapped[str] = mapped_column(String(32))
-    platform: Mapped[str] = mapped_column(String(255))
-    device: Mapped[str] = mapped_column(String(255))
-    monitor: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[Str64] = mapped_column(unique=True)
+    engine_package: Mapped[Str64]
+    vllm: Mapped[Str64]
+    torch: Mapped[Str64]
+    transformers: Mapped[Str64]
+    python: Mapped[Str32]
+    platform: Mapped[Str255]
+    device: Mapped[Str255]
+    monitor: Mapped[Str64]
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Model(Base):
+class ModelRow(Base):
     """A model by its weights fingerprint."""
 
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(255))
-    source: Mapped[str] = mapped_column(String(16))
-    architecture: Mapped[str] = mapped_column(String(128))
+    fingerprint: Mapped[Str64] = mapped_column(unique=True)
+    name: Mapped[Str255]
+    source: Mapped[Str16]
+    architecture: Mapped[Str128]
     n_parameters: Mapped[int] = mapped_column(BigInteger)
 
 
-class Run(Base):
+class RunRow(Base):
     """One suite run of one release: queued by the scheduler or ingested from a result."""
 
     __tablename__ = "runs"
@@ -137,9 +152,9 @@ class Run(Base):
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id", ondelete="RESTRICT"))
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
-    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    config_hash: Mapped[Str64] = mapped_column(index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    runner: Mapped[str] = mapped_column(String(32))
+    runner: Mapped[Str32]
     status: Mapped[RunStatus] = mapped_column(
         Enum(
             RunStatus,
@@ -158,7 +173,8 @@ class Run(Base):
     not_before: Mapped[datetime | None]
     """A retried run waits until then (backoff)."""
     requested_by: Mapped[str | None] = mapped_column(String(255))
-    """Who asked for the run: a dashboard user, "discovery" or "nightly"; None: ingested."""
+    """Who asked for the run: a person, CONFIRMATION or a SCHEDULED_REQUESTERS one; None: a
+    result stored without a queued run (`parity run`, `ingest`, `backfill`)."""
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     """Owner token of the worker holding the lease; finishing or renewing needs it."""
     runner_job_id: Mapped[str | None] = mapped_column(String(128))
@@ -173,67 +189,65 @@ class Run(Base):
     engines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
-class ProbeResult(Base):
-    """A probe within a run: its finding and the verdict over its applicable arms."""
+class ProbeRow(Base):
+    """A probe within a run and the suite's summary of what it measured."""
 
     __tablename__ = "probe_results"
     __table_args__ = (UniqueConstraint("run_id", "probe"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    probe: Mapped[str] = mapped_column(String(64))
+    probe: Mapped[Str64]
     description: Mapped[str] = mapped_column(Text)
     finding: Mapped[str] = mapped_column(Text)
-    verdict: Mapped[str] = mapped_column(String(8))
 
 
-class ArmResult(Base):
-    """One engine-config arm of a probe: applicability, what took effect, the verdict."""
+class ArmRow(Base):
+    """One engine-config arm of a probe: applicability, what took effect, whether it is gated."""
 
     __tablename__ = "arm_results"
     __table_args__ = (UniqueConstraint("run_id", "probe", "arm"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    probe: Mapped[str] = mapped_column(String(64))
-    arm: Mapped[str] = mapped_column(String(64))
+    probe: Mapped[Str64]
+    arm: Mapped[Str64]
     description: Mapped[str] = mapped_column(Text)
     applicable: Mapped[bool]
     reason: Mapped[str | None] = mapped_column(Text)
     engine_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     effective_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     sampling: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    reference: Mapped[str] = mapped_column(String(255))
+    reference: Mapped[Str255]
     extra: Mapped[dict[str, Any]] = mapped_column(JSON)
     gated: Mapped[bool] = mapped_column(default=True, server_default=true())
-    verdict: Mapped[str] = mapped_column(String(8))
-    verdict_reasons: Mapped[list[str]] = mapped_column(JSON)
 
 
-class Series(Base):
-    """The components of a series key (see monitor.series), by hash."""
+class SeriesRow(Base):
+    """The components of a series key (monitor.series.SeriesKey, one column each), by hash."""
 
     __tablename__ = "series"
     __table_args__ = (Index(None, "probe", "arm", "metric"),)
 
-    hash: Mapped[str] = mapped_column(String(32), primary_key=True)
-    probe: Mapped[str] = mapped_column(String(64))
-    arm: Mapped[str] = mapped_column(String(64))
-    metric: Mapped[str] = mapped_column(String(64))
-    model: Mapped[str] = mapped_column(String(64))
-    device: Mapped[str] = mapped_column(String(255))
+    hash: Mapped[Str32] = mapped_column(primary_key=True)
+    probe: Mapped[Str64]
+    arm: Mapped[Str64]
+    metric: Mapped[Str64]
+    model: Mapped[Str64]
+    device: Mapped[Str255]
     temperature: Mapped[float] = mapped_column(Float)
     top_p: Mapped[float] = mapped_column(Float)
     top_k: Mapped[int]
     max_tokens: Mapped[int]
     seed: Mapped[int] = mapped_column(BigInteger)
     ignore_eos: Mapped[bool]
-    trainer_dtype: Mapped[str] = mapped_column(String(16))
-    engine_dtype: Mapped[str] = mapped_column(String(16))
-    prompts_sha256: Mapped[str] = mapped_column(String(64))
+    trainer_dtype: Mapped[Str16]
+    engine_dtype: Mapped[Str16]
+    weight_step: Mapped[float] = mapped_column(Float)
+    prompts_sha256: Mapped[Str64]
 
 
-class Metric(Base):
+class MetricRow(Base):
     """One scalar metric of one arm (long format); `series_hash` makes a series one lookup."""
 
     __tablename__ = "metrics"
@@ -247,11 +261,11 @@ class Metric(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     arm_result_id: Mapped[int] = mapped_column(ForeignKey("arm_results.id", ondelete="CASCADE"))
     series_hash: Mapped[str] = mapped_column(ForeignKey("series.hash"))
-    name: Mapped[str] = mapped_column(String(64))
+    name: Mapped[Str64]
     value: Mapped[float] = mapped_column(Float)
 
 
-class Stratum(Base):
+class StratumRow(Base):
     """Core metrics of one arm within one bucket of token probability or position."""
 
     __tablename__ = "strata"
@@ -259,8 +273,8 @@ class Stratum(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     arm_result_id: Mapped[int] = mapped_column(ForeignKey("arm_results.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))
-    bucket: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[Str16]
+    bucket: Mapped[Str32]
     lo: Mapped[float] = mapped_column(Float)
     hi: Mapped[float] = mapped_column(Float)
     n_tokens: Mapped[int]
@@ -272,7 +286,7 @@ class Stratum(Base):
     clip_fraction: Mapped[float] = mapped_column(Float)
 
 
-class TokenTrace(Base):
+class TraceRow(Base):
     """One arm's per-token arrays as packed little-endian bytes (see monitor.store.traces)."""
 
     __tablename__ = "token_traces"
@@ -324,9 +338,10 @@ def _str_enum(kind: type[enum.StrEnum], name: str) -> Enum:
     )
 
 
-class Incident(Base):
-    """One regressed release of one series configuration (engine package, model, device, suite
-    config minus probes): the detection draft, its baseline, confirmation and triage state."""
+class IncidentRow(Base):
+    """One regressed release of one series configuration (monitor.series.series_config: model,
+    device, prompt set, sampling, series options): the detection draft, its baseline,
+    confirmation and triage state."""
 
     __tablename__ = "incidents"
     __table_args__ = (
@@ -336,17 +351,17 @@ class Incident(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id", ondelete="RESTRICT"))
-    engine_package: Mapped[str] = mapped_column(String(64))
-    version: Mapped[str] = mapped_column(String(64))
-    series_config: Mapped[str] = mapped_column(String(64))
-    """Hash of what makes runs of different releases comparable (see monitor.store.incidents)."""
-    model: Mapped[str] = mapped_column(String(255))
-    device: Mapped[str] = mapped_column(String(255))
-    severity: Mapped[str] = mapped_column(String(16))
+    engine_package: Mapped[Str64]
+    version: Mapped[Str64]
+    series_config: Mapped[Str64]
+    """Hash of what makes runs of different releases comparable (monitor.series.series_config)."""
+    model: Mapped[Str255]
+    device: Mapped[Str255]
+    severity: Mapped[Str16]
     status: Mapped[IncidentStatus] = mapped_column(_str_enum(IncidentStatus, "incident_status"))
     owner: Mapped[str | None] = mapped_column(String(255))
     draft: Mapped[dict[str, Any]] = mapped_column(JSON)
-    """The IncidentDraft (monitor.detection.incidents) as JSON."""
+    """The IncidentDraft (monitor.detection.findings) as JSON."""
     baseline_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     candidate_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     confirmation: Mapped[Confirmation] = mapped_column(_str_enum(Confirmation, "confirmation"))
@@ -357,7 +372,7 @@ class Incident(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class IncidentEvent(Base):
+class IncidentEventRow(Base):
     """One entry of an incident's history: opened, confirmed or not, triaged (who, when, from
     which status to which, owner and note)."""
 
@@ -367,14 +382,14 @@ class IncidentEvent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    by: Mapped[str] = mapped_column(String(255))
+    by: Mapped[Str255]
     from_status: Mapped[str | None] = mapped_column(String(16))
-    to_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[Str16]
     owner: Mapped[str | None] = mapped_column(String(255))
     note: Mapped[str] = mapped_column(Text, default="")
 
 
-class Alert(Base):
+class AlertRow(Base):
     """The outbox: one message per incident and alert target, written in the transaction that
     confirms the incident; the sender claims, delivers and marks it (see monitor.alerts)."""
 
@@ -387,9 +402,9 @@ class Alert(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
     target_index: Mapped[int]
-    target_hash: Mapped[str] = mapped_column(String(64))
+    target_hash: Mapped[Str64]
     """sha256 of the Apprise URL (URLs carry secrets and are never stored)."""
-    title: Mapped[str] = mapped_column(String(255))
+    title: Mapped[Str255]
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[AlertState] = mapped_column(_str_enum(AlertState, "alert_state"))
     attempts: Mapped[int] = mapped_column(default=0)

@@ -1,11 +1,12 @@
-"""Every read of the results store (CLI, dashboard, detection): the only module with SELECTs.
-Releases are ordered by `packaging.version` (0.10.0 after 0.9.0), never as strings; results are
-plain dataclasses from `monitor.store.views`."""
+"""Reads of runs, releases, series and metrics (CLI, dashboard, detection); the incident tables
+are read in `incident_reads`, the queue's own reads live in `queue`. Releases are ordered by
+`packaging.version` (0.10.0 after 0.9.0), never as strings; results are plain dataclasses from
+`monitor.store.views` holding what was measured (verdicts are judged by the reader)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -14,17 +15,18 @@ from packaging.version import Version
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from monitor.metrics import TokenArrays
+from monitor.schema import ModelRef, Stratum, Versions
 from monitor.series import SeriesKey
 from monitor.store import models as m
 from monitor.store.errors import NotFound
-from monitor.store.traces import TRACE_DTYPES, TraceArrays, unpack_trace
+from monitor.store.traces import TRACE_DTYPES, unpack_trace
 from monitor.store.views import (
+    ArmSummary,
     ArmView,
-    EnvironmentView,
     ExportRow,
     JobView,
     MatrixCell,
-    ModelView,
     ProbeView,
     ReleaseInfo,
     RunComparison,
@@ -33,8 +35,8 @@ from monitor.store.views import (
     SeriesPoint,
     SeriesView,
     StatusMatrix,
-    StratumView,
     compare_details,
+    view_of,
 )
 
 SUCCEEDED = m.RunStatus.SUCCEEDED
@@ -47,33 +49,28 @@ def version_key(version: str) -> Version:
 
 
 def _model_filter(model: str) -> Any:
-    return or_(m.Model.name == model, m.Model.fingerprint == model)
+    return or_(m.ModelRow.name == model, m.ModelRow.fingerprint == model)
 
 
 def list_releases(session: Session, *, package: str | None = None) -> list[ReleaseInfo]:
     """Every known release, oldest version first, with its run count and newest run's status."""
     counts = (
-        select(m.Run.release_id, func.count().label("n"), func.max(m.Run.id).label("newest"))
-        .group_by(m.Run.release_id)
+        select(m.RunRow.release_id, func.count().label("n"), func.max(m.RunRow.id).label("newest"))
+        .group_by(m.RunRow.release_id)
         .subquery()
     )
-    newest = m.Run.__table__.alias("newest_run")
+    newest = m.RunRow.__table__.alias("newest_run")
     query = (
-        select(m.Release, counts.c.n, newest.c.status)
-        .outerjoin(counts, counts.c.release_id == m.Release.id)
+        select(m.ReleaseRow, counts.c.n, newest.c.status)
+        .outerjoin(counts, counts.c.release_id == m.ReleaseRow.id)
         .outerjoin(newest, newest.c.id == counts.c.newest)
     )
     if package:
-        query = query.where(m.Release.package == package)
+        query = query.where(m.ReleaseRow.package == package)
     releases = [
-        ReleaseInfo(
-            id=release.id,
-            package=release.package,
-            version=release.version,
-            published_at=release.published_at,
-            yanked=release.yanked,
-            installable=release.installable,
-            install_error=release.install_error,
+        view_of(
+            ReleaseInfo,
+            release,
             n_runs=n or 0,
             latest_status=str(status) if status is not None else None,
         )
@@ -91,49 +88,50 @@ def list_runs(
     model: str | None = None,
     probe: str | None = None,
     limit: int = 50,
+    metrics: Collection[str] = (),
 ) -> list[RunSummary]:
-    """Runs, newest first, filtered; each with its arms' verdict counts."""
+    """Runs, newest first, filtered; each with its arms and, of their metrics, those named in
+    `metrics` (what judging them needs)."""
     query = (
-        select(m.Run, m.Release.package, m.Release.version, m.Model.name, m.Environment.device)
-        .join(m.Release, m.Release.id == m.Run.release_id)
-        .outerjoin(m.Model, m.Model.id == m.Run.model_id)
-        .outerjoin(m.Environment, m.Environment.id == m.Run.environment_id)
-        .order_by(m.Run.id.desc())
+        select(
+            m.RunRow,
+            m.ReleaseRow.package,
+            m.ReleaseRow.version,
+            m.ModelRow.name,
+            m.EnvironmentRow.device,
+        )
+        .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
+        .outerjoin(m.ModelRow, m.ModelRow.id == m.RunRow.model_id)
+        .outerjoin(m.EnvironmentRow, m.EnvironmentRow.id == m.RunRow.environment_id)
+        .order_by(m.RunRow.id.desc())
         .limit(limit)
     )
     if package:
-        query = query.where(m.Release.package == package)
+        query = query.where(m.ReleaseRow.package == package)
     if version:
-        query = query.where(m.Run.release_id.in_(_releases_at(session, version, package)))
+        query = query.where(m.RunRow.release_id.in_(_releases_at(session, version, package)))
     if status:
-        query = query.where(m.Run.status == m.RunStatus(status))
+        query = query.where(m.RunRow.status == m.RunStatus(status))
     if model:
         query = query.where(_model_filter(model))
     if probe:
         query = query.where(
-            select(m.ProbeResult.id)
-            .where(m.ProbeResult.run_id == m.Run.id, m.ProbeResult.probe == probe)
+            select(m.ProbeRow.id)
+            .where(m.ProbeRow.run_id == m.RunRow.id, m.ProbeRow.probe == probe)
             .exists()
         )
     rows = session.execute(query).all()
-    counts = _verdict_counts(session, [row[0].id for row in rows])
+    arms = arm_summaries(session, [row[0].id for row in rows], metrics)
     return [
-        RunSummary(
-            id=run.id,
+        view_of(
+            RunSummary,
+            run,
             package=package_name,
             version=release_version,
             status=str(run.status),
-            runner=run.runner,
-            attempt=run.attempt,
             model=model_name,
             device=device,
-            config_hash=run.config_hash,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            n_pass=counts[run.id]["pass"],
-            n_fail=counts[run.id]["fail"],
-            n_not_applicable=counts[run.id]["n/a"],
-            error=run.error,
+            arms=tuple(arms[run.id]),
         )
         for run, package_name, release_version, model_name, device in rows
     ]
@@ -142,84 +140,90 @@ def list_runs(
 def _releases_at(session: Session, version: str, package: str | None) -> list[int]:
     """Ids of the releases whose version equals `version` under PEP 440 (0.32 == 0.32.0)."""
     wanted = Version(version)
-    query = select(m.Release.id, m.Release.version)
+    query = select(m.ReleaseRow.id, m.ReleaseRow.version)
     if package:
-        query = query.where(m.Release.package == package)
+        query = query.where(m.ReleaseRow.package == package)
     return [id_ for id_, stored in session.execute(query) if Version(stored) == wanted]
 
 
-def _verdict_counts(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-    counts: dict[int, dict[str, int]] = defaultdict(lambda: {"pass": 0, "fail": 0, "n/a": 0})
+def arm_summaries(
+    session: Session, run_ids: Sequence[int], metrics: Collection[str]
+) -> dict[int, list[ArmSummary]]:
+    """run id -> its arms in stored order, each with the metrics named in `metrics`."""
+    found: dict[int, list[ArmSummary]] = defaultdict(list)
     if not run_ids:
-        return counts
-    query = (
-        select(m.ArmResult.run_id, m.ArmResult.verdict, func.count())
-        .where(m.ArmResult.run_id.in_(run_ids))
-        .group_by(m.ArmResult.run_id, m.ArmResult.verdict)
-    )
-    for run_id, verdict, n in session.execute(query):
-        counts[run_id][verdict] = n
-    return counts
+        return found
+    values: dict[int, dict[str, float]] = defaultdict(dict)
+    if metrics:
+        for arm_id, name, value in session.execute(
+            select(m.MetricRow.arm_result_id, m.MetricRow.name, m.MetricRow.value).where(
+                m.MetricRow.run_id.in_(list(run_ids)), m.MetricRow.name.in_(list(metrics))
+            )
+        ):
+            values[arm_id][name] = value
+    for arm in session.scalars(
+        select(m.ArmRow).where(m.ArmRow.run_id.in_(list(run_ids))).order_by(m.ArmRow.id)
+    ):
+        found[arm.run_id].append(
+            ArmSummary(
+                probe=arm.probe,
+                arm=arm.arm,
+                applicable=arm.applicable,
+                gated=arm.gated,
+                reason=arm.reason,
+                metrics=values[arm.id],
+            )
+        )
+    return found
 
 
-def _get_run(session: Session, run_id: int) -> tuple[m.Run, m.Release]:
+def _get_run(session: Session, run_id: int) -> tuple[m.RunRow, m.ReleaseRow]:
     row = session.execute(
-        select(m.Run, m.Release).join(m.Release).where(m.Run.id == run_id)
+        select(m.RunRow, m.ReleaseRow).join(m.ReleaseRow).where(m.RunRow.id == run_id)
     ).one_or_none()
     if row is None:
         raise NotFound(f"no run {run_id} in the store")
     return row[0], row[1]
 
 
-def _columns_of(row: object, view: type) -> dict[str, Any]:
-    return {f.name: getattr(row, f.name) for f in fields(view)}
-
-
 def run_detail(session: Session, run_id: int, *, traces: bool = True) -> RunDetail:
     """One run with its environment, model, probes, arms, metrics, strata and (unless
     `traces=False`) decoded token traces."""
     run, release = _get_run(session, run_id)
-    environment = session.get(m.Environment, run.environment_id) if run.environment_id else None
-    model = session.get(m.Model, run.model_id) if run.model_id else None
+    environment = session.get(m.EnvironmentRow, run.environment_id) if run.environment_id else None
+    model = session.get(m.ModelRow, run.model_id) if run.model_id else None
     arm_rows = session.scalars(
-        select(m.ArmResult).where(m.ArmResult.run_id == run_id).order_by(m.ArmResult.id)
+        select(m.ArmRow).where(m.ArmRow.run_id == run_id).order_by(m.ArmRow.id)
     ).all()
     arm_ids = [arm.id for arm in arm_rows]
     metrics: dict[int, dict[str, float]] = defaultdict(dict)
     series: dict[int, dict[str, str]] = defaultdict(dict)
     for arm_id, name, value, digest in session.execute(
-        select(m.Metric.arm_result_id, m.Metric.name, m.Metric.value, m.Metric.series_hash)
-        .where(m.Metric.run_id == run_id)
-        .order_by(m.Metric.id)
+        select(
+            m.MetricRow.arm_result_id, m.MetricRow.name, m.MetricRow.value, m.MetricRow.series_hash
+        )
+        .where(m.MetricRow.run_id == run_id)
+        .order_by(m.MetricRow.id)
     ):
         metrics[arm_id][name] = value
         series[arm_id][name] = digest
-    strata: dict[tuple[int, str], list[StratumView]] = defaultdict(list)
+    strata: dict[tuple[int, str], list[Stratum]] = defaultdict(list)
     if arm_ids:
         for stratum in session.scalars(
-            select(m.Stratum).where(m.Stratum.arm_result_id.in_(arm_ids)).order_by(m.Stratum.id)
+            select(m.StratumRow)
+            .where(m.StratumRow.arm_result_id.in_(arm_ids))
+            .order_by(m.StratumRow.id)
         ):
             strata[stratum.arm_result_id, stratum.kind].append(
-                StratumView(**_columns_of(stratum, StratumView))
+                Stratum.model_validate(stratum, from_attributes=True)
             )
     trace_sizes, decoded = _traces(session, arm_ids, decode=traces)
     arms_by_probe: dict[str, list[ArmView]] = defaultdict(list)
     for arm in arm_rows:
         arms_by_probe[arm.probe].append(
-            ArmView(
-                probe=arm.probe,
-                arm=arm.arm,
-                description=arm.description,
-                applicable=arm.applicable,
-                reason=arm.reason,
-                engine_config=arm.engine_config,
-                effective_config=arm.effective_config,
-                sampling=arm.sampling,
-                reference=arm.reference,
-                gated=arm.gated,
-                verdict=arm.verdict,
-                verdict_reasons=arm.verdict_reasons,
-                extra=arm.extra,
+            view_of(
+                ArmView,
+                arm,
                 metrics=metrics[arm.id],
                 series=series[arm.id],
                 by_probability=strata[arm.id, "probability"],
@@ -233,69 +237,52 @@ def run_detail(session: Session, run_id: int, *, traces: bool = True) -> RunDeta
             probe=probe.probe,
             description=probe.description,
             finding=probe.finding,
-            verdict=probe.verdict,
             arms=arms_by_probe[probe.probe],
         )
         for probe in session.scalars(
-            select(m.ProbeResult).where(m.ProbeResult.run_id == run_id).order_by(m.ProbeResult.id)
+            select(m.ProbeRow).where(m.ProbeRow.run_id == run_id).order_by(m.ProbeRow.id)
         )
     ]
-    return RunDetail(
-        id=run.id,
+    return view_of(
+        RunDetail,
+        run,
         package=release.package,
         version=release.version,
         status=str(run.status),
-        runner=run.runner,
-        attempt=run.attempt,
-        config=run.config,
-        config_hash=run.config_hash,
-        queued_at=run.queued_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        lease_expires_at=run.lease_expires_at,
-        error=run.error,
-        error_tail=run.error_tail,
-        schema_version=run.schema_version,
-        environment=EnvironmentView(**_columns_of(environment, EnvironmentView))
+        environment=Versions.model_validate(environment, from_attributes=True)
         if environment
         else None,
-        model=ModelView(**_columns_of(model, ModelView)) if model else None,
-        engine_starts=run.engine_starts,
-        trainer_forwards=run.trainer_forwards,
-        timings=run.timings,
-        engines=run.engines,
+        model=ModelRef.model_validate(model, from_attributes=True) if model else None,
         probes=probes,
     )
 
 
 def _traces(
     session: Session, arm_ids: Sequence[int], *, decode: bool
-) -> tuple[dict[int, int], dict[int, TraceArrays]]:
+) -> tuple[dict[int, int], dict[int, TokenArrays]]:
     if not arm_ids:
         return {}, {}
-    where = m.TokenTrace.arm_result_id.in_(arm_ids)
+    where = m.TraceRow.arm_result_id.in_(arm_ids)
     if not decode:
-        sizes = session.execute(
-            select(m.TokenTrace.arm_result_id, m.TokenTrace.n_tokens).where(where)
-        )
+        sizes = session.execute(select(m.TraceRow.arm_result_id, m.TraceRow.n_tokens).where(where))
         return {arm_id: n for arm_id, n in sizes}, {}
     decoded = {
         trace.arm_result_id: _decode(trace)
-        for trace in session.scalars(select(m.TokenTrace).where(where))
+        for trace in session.scalars(select(m.TraceRow).where(where))
     }
     return {arm_id: trace.n_tokens for arm_id, trace in decoded.items()}, decoded
 
 
-def _decode(trace: m.TokenTrace) -> TraceArrays:
+def _decode(trace: m.TraceRow) -> TokenArrays:
     return unpack_trace({name: getattr(trace, name) for name in TRACE_DTYPES}, trace.n_tokens)
 
 
-def arm_trace(session: Session, run_id: int, probe: str, arm: str) -> TraceArrays:
+def arm_trace(session: Session, run_id: int, probe: str, arm: str) -> TokenArrays:
     """One arm's decoded token trace (for drill-down without loading the whole run)."""
     trace = session.scalars(
-        select(m.TokenTrace)
-        .join(m.ArmResult, m.ArmResult.id == m.TokenTrace.arm_result_id)
-        .where(m.ArmResult.run_id == run_id, m.ArmResult.probe == probe, m.ArmResult.arm == arm)
+        select(m.TraceRow)
+        .join(m.ArmRow, m.ArmRow.id == m.TraceRow.arm_result_id)
+        .where(m.ArmRow.run_id == run_id, m.ArmRow.probe == probe, m.ArmRow.arm == arm)
     ).one_or_none()
     if trace is None:
         raise NotFound(f"run {run_id} has no token trace for {probe}/{arm}")
@@ -309,28 +296,19 @@ def compare_runs(session: Session, a: int, b: int) -> RunComparison:
     )
 
 
-def _series_key(row: m.Series) -> SeriesKey:
+def _series_key(row: m.SeriesRow) -> SeriesKey:
     return SeriesKey(**{name: getattr(row, name) for name in SERIES_COLUMNS})
 
 
-def series_keys(
-    session: Session,
-    *,
-    probe: str | None = None,
-    arm: str | None = None,
-    metric: str | None = None,
-    model: str | None = None,
-) -> list[SeriesKey]:
-    """The stored series matching the filters, sorted by probe, arm, metric."""
-    query = select(m.Series).order_by(m.Series.probe, m.Series.arm, m.Series.metric)
-    for column, value in (
-        (m.Series.probe, probe),
-        (m.Series.arm, arm),
-        (m.Series.metric, metric),
-        (m.Series.model, model),
-    ):
-        if value is not None:
-            query = query.where(column == value)
+def series_keys(session: Session, **equal: object) -> list[SeriesKey]:
+    """The stored series whose key components equal the given ones (e.g. probe="prefix_cache",
+    model=fingerprint), sorted by probe, arm, metric."""
+    unknown = sorted(set(equal) - set(SERIES_COLUMNS))
+    if unknown:
+        raise ValueError(f"series keys have no component {', '.join(unknown)}")
+    query = select(m.SeriesRow).order_by(m.SeriesRow.probe, m.SeriesRow.arm, m.SeriesRow.metric)
+    for name, value in equal.items():
+        query = query.where(getattr(m.SeriesRow, name) == value)
     return [_series_key(row) for row in session.scalars(query)]
 
 
@@ -344,23 +322,23 @@ def metric_series(
     """One series' values over releases (ordered by version) from succeeded runs; by default
     only the newest run of each release."""
     digest = key if isinstance(key, str) else key.hash
-    row = session.get(m.Series, digest)
+    row = session.get(m.SeriesRow, digest)
     if row is None:
         raise NotFound(f"no series {digest} in the store")
     query = (
         select(
-            m.Metric.run_id,
-            m.Release.package,
-            m.Release.version,
-            m.Metric.value,
-            m.Run.finished_at,
+            m.MetricRow.run_id,
+            m.ReleaseRow.package,
+            m.ReleaseRow.version,
+            m.MetricRow.value,
+            m.RunRow.finished_at,
         )
-        .join(m.Run, m.Run.id == m.Metric.run_id)
-        .join(m.Release, m.Release.id == m.Run.release_id)
-        .where(m.Metric.series_hash == digest, m.Run.status == SUCCEEDED)
+        .join(m.RunRow, m.RunRow.id == m.MetricRow.run_id)
+        .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
+        .where(m.MetricRow.series_hash == digest, m.RunRow.status == SUCCEEDED)
     )
     if package:
-        query = query.where(m.Release.package == package)
+        query = query.where(m.ReleaseRow.package == package)
     points = [SeriesPoint(*fields_) for fields_ in session.execute(query)]
     points.sort(
         key=lambda p: (p.package, version_key(p.version), _time_key(p.finished_at), p.run_id)
@@ -381,35 +359,44 @@ def status_matrix(
     package: str | None = None,
     model: str | None = None,
     config_hash: str | None = None,
+    metrics: Collection[str] = (),
 ) -> StatusMatrix:
-    """Every release × every probe seen: the probe verdict of the newest succeeded run."""
+    """Every release × every probe seen: the newest succeeded run's arms of that probe, with
+    the metrics named in `metrics` (what judging them needs)."""
     newest = func.row_number().over(
-        partition_by=(m.Run.release_id, m.ProbeResult.probe),
-        order_by=(m.Run.finished_at.desc().nulls_last(), m.Run.id.desc()),
+        partition_by=(m.RunRow.release_id, m.ProbeRow.probe),
+        order_by=(m.RunRow.finished_at.desc().nulls_last(), m.RunRow.id.desc()),
     )
     ranked = (
         select(
-            m.Run.release_id,
-            m.ProbeResult.probe,
-            m.ProbeResult.verdict,
-            m.Run.id.label("run_id"),
-            m.Run.finished_at,
+            m.RunRow.release_id,
+            m.ProbeRow.probe,
+            m.RunRow.id.label("run_id"),
+            m.RunRow.finished_at,
             newest.label("rank"),
         )
-        .join(m.ProbeResult, m.ProbeResult.run_id == m.Run.id)
-        .join(m.Release, m.Release.id == m.Run.release_id)
-        .where(m.Run.status == SUCCEEDED)
+        .join(m.ProbeRow, m.ProbeRow.run_id == m.RunRow.id)
+        .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
+        .where(m.RunRow.status == SUCCEEDED)
     )
     if package:
-        ranked = ranked.where(m.Release.package == package)
+        ranked = ranked.where(m.ReleaseRow.package == package)
     if model:
-        ranked = ranked.join(m.Model, m.Model.id == m.Run.model_id).where(_model_filter(model))
+        ranked = ranked.join(m.ModelRow, m.ModelRow.id == m.RunRow.model_id).where(
+            _model_filter(model)
+        )
     if config_hash:
-        ranked = ranked.where(m.Run.config_hash == config_hash)
+        ranked = ranked.where(m.RunRow.config_hash == config_hash)
     subquery = ranked.subquery()
+    newest_rows = session.execute(select(subquery).where(subquery.c.rank == 1)).all()
+    arms = arm_summaries(session, sorted({row.run_id for row in newest_rows}), metrics)
     cells = {
-        (row.release_id, row.probe): MatrixCell(row.verdict, row.run_id, row.finished_at)
-        for row in session.execute(select(subquery).where(subquery.c.rank == 1))
+        (row.release_id, row.probe): MatrixCell(
+            row.run_id,
+            row.finished_at,
+            tuple(arm for arm in arms[row.run_id] if arm.probe == row.probe),
+        )
+        for row in newest_rows
     }
     probes = sorted({probe for _, probe in cells})
     return StatusMatrix(
@@ -426,41 +413,42 @@ def export_rows(
     run_ids: Sequence[int] | None = None,
     succeeded_only: bool = True,
 ) -> Iterator[ExportRow]:
-    """Every stored metric value in long format with its series-key columns, streamed."""
-    s = m.Series
-    columns = {
-        "run_id": m.Metric.run_id,
-        "package": m.Release.package,
-        "version": m.Release.version,
-        "finished_at": m.Run.finished_at,
-        "value": m.Metric.value,
-        "model_name": m.Model.name,
-        "series_hash": s.hash,
-        **{name: getattr(s, name) for name in SERIES_COLUMNS},
-    }
+    """Every stored metric value in long format with its series key, streamed."""
+    series = m.SeriesRow
     query = (
-        select(*(column.label(name) for name, column in columns.items()))
-        .join(m.Run, m.Run.id == m.Metric.run_id)
-        .join(m.Release, m.Release.id == m.Run.release_id)
-        .join(s, s.hash == m.Metric.series_hash)
-        .outerjoin(m.Model, m.Model.id == m.Run.model_id)
-        .order_by(m.Metric.id)
+        select(
+            m.MetricRow.run_id,
+            m.ReleaseRow.package,
+            m.ReleaseRow.version,
+            m.RunRow.finished_at,
+            m.ModelRow.name,
+            *(getattr(series, name) for name in SERIES_COLUMNS),
+            m.MetricRow.value,
+            series.hash,
+        )
+        .join(m.RunRow, m.RunRow.id == m.MetricRow.run_id)
+        .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
+        .join(series, series.hash == m.MetricRow.series_hash)
+        .outerjoin(m.ModelRow, m.ModelRow.id == m.RunRow.model_id)
+        .order_by(m.MetricRow.id)
     )
     conditions = []
     if package:
-        conditions.append(m.Release.package == package)
+        conditions.append(m.ReleaseRow.package == package)
     if probe:
-        conditions.append(s.probe == probe)
+        conditions.append(series.probe == probe)
     if metric:
-        conditions.append(s.metric == metric)
+        conditions.append(series.metric == metric)
     if run_ids is not None:
-        conditions.append(m.Metric.run_id.in_(list(run_ids)))
+        conditions.append(m.MetricRow.run_id.in_(list(run_ids)))
     if succeeded_only:
-        conditions.append(m.Run.status == SUCCEEDED)
+        conditions.append(m.RunRow.status == SUCCEEDED)
     if conditions:
         query = query.where(and_(*conditions))
     for row in session.execute(query.execution_options(yield_per=EXPORT_BATCH)):
-        yield ExportRow(**row._asdict())
+        run_id, package_name, version, finished_at, model_name, *key, value, digest = row
+        run = (run_id, package_name, version, finished_at, model_name)
+        yield ExportRow(*run, value=value, series_hash=digest, key=SeriesKey(*key))
 
 
 def table_counts(session: Session) -> dict[str, int]:
@@ -471,46 +459,24 @@ def table_counts(session: Session) -> dict[str, int]:
     }
 
 
-def list_models(session: Session) -> list[ModelView]:
+def list_models(session: Session) -> list[ModelRef]:
     """Every model that ran, by name then fingerprint (series keys name models by fingerprint)."""
-    rows = session.scalars(select(m.Model).order_by(m.Model.name, m.Model.fingerprint))
-    return [ModelView(**_columns_of(row, ModelView)) for row in rows]
+    rows = session.scalars(select(m.ModelRow).order_by(m.ModelRow.name, m.ModelRow.fingerprint))
+    return [ModelRef.model_validate(row, from_attributes=True) for row in rows]
 
 
 def list_jobs(session: Session, *, statuses: Sequence[str] = (), limit: int = 100) -> list[JobView]:
     """Runs as the queue sees them (requester, queue and lease times), newest first; only the
     given statuses when some are given."""
     query = (
-        select(m.Run, m.Release.package, m.Release.version)
-        .join(m.Release, m.Release.id == m.Run.release_id)
-        .order_by(m.Run.id.desc())
+        select(m.RunRow, m.ReleaseRow.package, m.ReleaseRow.version)
+        .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
+        .order_by(m.RunRow.id.desc())
         .limit(limit)
     )
     if statuses:
-        query = query.where(m.Run.status.in_([m.RunStatus(status) for status in statuses]))
+        query = query.where(m.RunRow.status.in_([m.RunStatus(status) for status in statuses]))
     return [
-        JobView(
-            id=run.id,
-            package=package,
-            version=version,
-            status=str(run.status),
-            runner=run.runner,
-            attempt=run.attempt,
-            requested_by=run.requested_by,
-            queued_at=run.queued_at,
-            not_before=run.not_before,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            lease_expires_at=run.lease_expires_at,
-            error=run.error,
-        )
+        view_of(JobView, run, package=package, version=version, status=str(run.status))
         for run, package, version in session.execute(query)
     ]
-
-
-def list_incidents(session: Session, **filters: Any) -> list[Any]:
-    """Stored incidents, newest release first (monitor.store.incident_queries.list_incidents,
-    which reads through this module; imported here on use)."""
-    from monitor.store.incident_queries import list_incidents as incidents
-
-    return list(incidents(session, **filters))

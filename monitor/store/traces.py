@@ -4,11 +4,10 @@ per column, so a 20k-token arm costs 28 bytes a token and decodes without parsin
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from monitor.metrics import TokenArrays
 from monitor.schema import PackedArray, TokenTrace
 
 TRACE_DTYPES: dict[str, str] = {
@@ -18,25 +17,6 @@ TRACE_DTYPES: dict[str, str] = {
     "vllm_logprob": "<f8",
     "reference_logprob": "<f8",
 }
-
-
-@dataclass(frozen=True)
-class TraceArrays:
-    """One arm's decoded trace; δ = reference − vLLM logprob per sampled token."""
-
-    prompt_index: npt.NDArray[np.int32]
-    position: npt.NDArray[np.int32]
-    token_id: npt.NDArray[np.int32]
-    vllm_logprob: npt.NDArray[np.float64]
-    reference_logprob: npt.NDArray[np.float64]
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.prompt_index.size)
-
-    @property
-    def delta(self) -> npt.NDArray[np.float64]:
-        return self.reference_logprob - self.vllm_logprob
 
 
 def pack_trace(trace: TokenTrace) -> dict[str, bytes]:
@@ -53,7 +33,7 @@ def _column_bytes(packed: PackedArray, dtype: str) -> bytes:
     return np.ascontiguousarray(packed.unpack(), dtype=dtype).tobytes()
 
 
-def unpack_trace(columns: dict[str, bytes], n_tokens: int) -> TraceArrays:
+def unpack_trace(columns: dict[str, bytes], n_tokens: int) -> TokenArrays:
     """Decode stored columns; a column whose length disagrees with n_tokens raises ValueError."""
     arrays = {}
     for name, dtype in TRACE_DTYPES.items():
@@ -63,5 +43,6 @@ def unpack_trace(columns: dict[str, bytes], n_tokens: int) -> TraceArrays:
             raise ValueError(
                 f"stored trace column {name} has {len(raw)} bytes, expected {expected}"
             )
-        arrays[name] = np.frombuffer(raw, dtype=dtype).astype(dtype[1:])
-    return TraceArrays(**arrays)
+        wide = "int64" if dtype[1] == "i" else "float64"
+        arrays[name] = np.frombuffer(raw, dtype=dtype).astype(wide)
+    return TokenArrays(**arrays)

@@ -1,15 +1,28 @@
-"""What the store's queries return: plain frozen dataclasses (never ORM rows), and the pure
-comparison of two runs."""
+"""What the store's queries return: plain frozen dataclasses (never ORM rows) of what was
+measured, and the pure comparison of two runs. No verdicts: readers judge with monitor.verdicts."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from monitor.metrics import TokenArrays
+from monitor.schema import ModelRef, Stratum, Versions
 from monitor.series import SeriesKey
-from monitor.store.traces import TraceArrays
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+View = TypeVar("View", bound="DataclassInstance")
+
+
+def view_of(view: type[View], row: object, **given: Any) -> View:
+    """A view dataclass filled from `given`, and from the row's like-named attributes for the
+    rest."""
+    names = [f.name for f in fields(view)]
+    return view(**{name: given[name] if name in given else getattr(row, name) for name in names})
 
 
 @dataclass(frozen=True)
@@ -30,21 +43,29 @@ class ReleaseInfo:
 
 
 @dataclass(frozen=True)
-class RunSummary:
+class ArmSummary:
+    """What judging an arm needs (monitor.verdicts.ArmFacts): only the metrics asked for."""
+
+    probe: str
+    arm: str
+    applicable: bool
+    gated: bool
+    reason: str | None
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What every view of a run shows: the run, its release and where it stands."""
+
     id: int
     package: str
     version: str
     status: str
     runner: str
     attempt: int
-    model: str | None
-    device: str | None
-    config_hash: str
     started_at: datetime | None
     finished_at: datetime | None
-    n_pass: int
-    n_fail: int
-    n_not_applicable: int
     error: str | None
 
     @property
@@ -53,40 +74,11 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class EnvironmentView:
-    fingerprint: str
-    engine_package: str
-    vllm: str
-    torch: str
-    transformers: str
-    python: str
-    platform: str
-    device: str
-    monitor: str
-
-
-@dataclass(frozen=True)
-class ModelView:
-    fingerprint: str
-    name: str
-    source: str
-    architecture: str
-    n_parameters: int
-
-
-@dataclass(frozen=True)
-class StratumView:
-    kind: str
-    bucket: str
-    lo: float
-    hi: float
-    n_tokens: int
-    fraction: float
-    mean_abs_delta: float
-    k1: float
-    k3: float
-    token_mult_prob_error: float
-    clip_fraction: float
+class RunSummary(RunView):
+    model: str | None
+    device: str | None
+    config_hash: str
+    arms: tuple[ArmSummary, ...]
 
 
 @dataclass(frozen=True)
@@ -101,15 +93,13 @@ class ArmView:
     sampling: dict[str, Any] | None
     reference: str
     gated: bool
-    verdict: str
-    verdict_reasons: list[str]
     extra: dict[str, Any]
     metrics: dict[str, float]
     series: dict[str, str]
-    by_probability: list[StratumView]
-    by_position: list[StratumView]
+    by_probability: list[Stratum]
+    by_position: list[Stratum]
     trace_tokens: int
-    trace: TraceArrays | None
+    trace: TokenArrays | None
 
 
 @dataclass(frozen=True)
@@ -117,38 +107,24 @@ class ProbeView:
     probe: str
     description: str
     finding: str
-    verdict: str
     arms: list[ArmView]
 
 
 @dataclass(frozen=True)
-class RunDetail:
-    id: int
-    package: str
-    version: str
-    status: str
-    runner: str
-    attempt: int
+class RunDetail(RunView):
     config: dict[str, Any]
     config_hash: str
     queued_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
     lease_expires_at: datetime | None
-    error: str | None
     error_tail: str | None
     schema_version: str | None
-    environment: EnvironmentView | None
-    model: ModelView | None
+    environment: Versions | None
+    model: ModelRef | None
     engine_starts: int
     trainer_forwards: int
     timings: dict[str, float]
     engines: list[dict[str, Any]]
     probes: list[ProbeView]
-
-    @property
-    def release(self) -> str:
-        return f"{self.package}=={self.version}"
 
     @property
     def arms(self) -> list[ArmView]:
@@ -182,12 +158,18 @@ class MetricDelta:
 class ArmComparison:
     probe: str
     arm: str
-    in_a: bool
-    in_b: bool
-    verdict_a: str | None
-    verdict_b: str | None
+    a: ArmView | None
+    b: ArmView | None
     metrics: list[MetricDelta]
     effective_config_changes: list[Change]
+
+    @property
+    def in_a(self) -> bool:
+        return self.a is not None
+
+    @property
+    def in_b(self) -> bool:
+        return self.b is not None
 
 
 @dataclass(frozen=True)
@@ -220,14 +202,16 @@ class SeriesView:
 
 @dataclass(frozen=True)
 class MatrixCell:
-    verdict: str
+    """The newest succeeded run of one release that ran one probe, and that probe's arms."""
+
     run_id: int
     finished_at: datetime | None
+    arms: tuple[ArmSummary, ...]
 
 
 @dataclass(frozen=True)
 class StatusMatrix:
-    """Releases (oldest first, by version) × probes: the newest succeeded run's verdict."""
+    """Releases (oldest first, by version) × probes: the newest succeeded run's arms."""
 
     releases: list[ReleaseInfo]
     probes: list[str]
@@ -239,29 +223,41 @@ class StatusMatrix:
 
 @dataclass(frozen=True)
 class ExportRow:
-    """One metric value in long format, with the columns of its series key."""
+    """One metric value in long format: the run it came from and its series key."""
 
     run_id: int
     package: str
     version: str
     finished_at: datetime | None
-    probe: str
-    arm: str
-    metric: str
-    value: float
-    model: str
     model_name: str | None
-    device: str
-    temperature: float
-    top_p: float
-    top_k: int
-    max_tokens: int
-    seed: int
-    ignore_eos: bool
-    trainer_dtype: str
-    engine_dtype: str
-    prompts_sha256: str
+    value: float
     series_hash: str
+    key: SeriesKey
+
+    def columns(self) -> dict[str, Any]:
+        """The flat row: run fields, then every series-key component, then value and hash."""
+        return {
+            "run_id": self.run_id,
+            "package": self.package,
+            "version": self.version,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "model_name": self.model_name,
+            **self.key.components(),
+            "value": self.value,
+            "series_hash": self.series_hash,
+        }
+
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "package",
+    "version",
+    "finished_at",
+    "model_name",
+    *(f.name for f in fields(SeriesKey)),
+    "value",
+    "series_hash",
+)
 
 
 def changes(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> list[Change]:
@@ -282,10 +278,8 @@ def _compare_arms(a: ArmView | None, b: ArmView | None) -> ArmComparison:
     return ArmComparison(
         probe=either.probe,
         arm=either.arm,
-        in_a=a is not None,
-        in_b=b is not None,
-        verdict_a=a.verdict if a else None,
-        verdict_b=b.verdict if b else None,
+        a=a,
+        b=b,
         metrics=[
             MetricDelta(
                 name, a.metrics.get(name) if a else None, b.metrics.get(name) if b else None
@@ -303,8 +297,8 @@ def compare_details(a: RunDetail, b: RunDetail) -> RunComparison:
     arms_a = {(arm.probe, arm.arm): arm for arm in a.arms}
     arms_b = {(arm.probe, arm.arm): arm for arm in b.arms}
     order = list(arms_a) + [key for key in arms_b if key not in arms_a]
-    environment_a = vars(a.environment) if a.environment else None
-    environment_b = vars(b.environment) if b.environment else None
+    environment_a = a.environment.model_dump() if a.environment else None
+    environment_b = b.environment.model_dump() if b.environment else None
     return RunComparison(
         a=a.id,
         b=b.id,
@@ -312,33 +306,16 @@ def compare_details(a: RunDetail, b: RunDetail) -> RunComparison:
         release_b=b.release,
         comparable=a.config_hash == b.config_hash,
         config_changes=changes(a.config, b.config),
-        environment_changes=[
-            change
-            for change in changes(environment_a, environment_b)
-            if change.key != "fingerprint"
-        ],
+        environment_changes=changes(environment_a, environment_b),
         arms=[_compare_arms(arms_a.get(key), arms_b.get(key)) for key in order],
     )
 
 
 @dataclass(frozen=True)
-class JobView:
+class JobView(RunView):
     """A run as the run queue sees it: who asked, when, and where it stands."""
 
-    id: int
-    package: str
-    version: str
-    status: str
-    runner: str
-    attempt: int
     requested_by: str | None
     queued_at: datetime
     not_before: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
     lease_expires_at: datetime | None
-    error: str | None
-
-    @property
-    def release(self) -> str:
-        return f"{self.package}=={self.version}"

@@ -1,5 +1,6 @@
-"""Turn rollouts and their references into `ArmResult`s: metrics, strata, token traces and a
-verdict. Two kinds: vLLM against the trainer recompute, and vLLM against another vLLM run."""
+"""Turn rollouts and their references into `ArmResult`s: metrics, strata and token traces (the
+monitor judges them). Two kinds: vLLM against the trainer recompute, and vLLM against another
+vLLM run."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ from typing import Any
 import numpy as np
 
 from monitor import metrics
-from monitor.schema import (
-    ArmResult,
-    EffectiveConfig,
-    PackedArray,
-    SamplingSpec,
-    Stratum,
-    TokenTrace,
-)
+from monitor.schema import ArmResult, EffectiveConfig, SamplingSpec, Stratum, TokenTrace
 from monitor.suite.engine import Rollout
 from monitor.suite.trainer import Trainer
-from monitor.tolerances import verdict
 
 
 def not_applicable(probe: str, arm: str, description: str, reason: str) -> ArmResult:
@@ -29,7 +22,6 @@ def not_applicable(probe: str, arm: str, description: str, reason: str) -> ArmRe
         description=description,
         applicable=False,
         reason=reason,
-        verdict="n/a",
     )
 
 
@@ -173,8 +165,8 @@ def _arm(
     reference_top: np.ndarray | None = None,
     contrast: str | None = None,
 ) -> ArmResult:
-    """The arm's metrics, strata and trace, and its verdict against the default gates; a
-    contrast arm gets no verdict: it sizes a mismatch its two sides have on purpose."""
+    """The arm's metrics, strata and trace; a contrast arm (not gated) sizes a mismatch its two
+    sides have on purpose. An arm that compared no token carries no metrics."""
     result = ArmResult(
         probe=probe,
         arm=arm,
@@ -187,13 +179,8 @@ def _arm(
         gated=contrast is None,
     )
     if contrast is not None:
-        result.verdict_reasons = [
-            f"contrast: {contrast}, on purpose; it sizes that mismatch, not gated"
-        ]
+        result.extra["contrast"] = contrast
     if columns["vllm_logprob"].size == 0:
-        if contrast is None:
-            result.verdict = "fail"
-            result.verdict_reasons = ["no tokens to compare (every sequence diverged at once)"]
         return result
     ref, got = columns["reference_logprob"], columns["vllm_logprob"]
     result.metrics = metrics.arm_metrics(
@@ -216,13 +203,5 @@ def _arm(
     result.by_position = [
         Stratum.model_validate(s) for s in metrics.by_position(ref, got, columns["position"])
     ]
-    result.tokens = TokenTrace(
-        prompt_index=PackedArray.pack(columns["prompt_index"], "int32"),
-        position=PackedArray.pack(columns["position"], "int32"),
-        token_id=PackedArray.pack(columns["token_id"], "int32"),
-        vllm_logprob=PackedArray.pack(got, "float64"),
-        reference_logprob=PackedArray.pack(ref, "float64"),
-    )
-    if contrast is None:
-        result.verdict, result.verdict_reasons = verdict(result.metrics)  # type: ignore[assignment]
+    result.tokens = TokenTrace.of(metrics.TokenArrays(**columns))
     return result

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from monitor.schema import ArmResult, EffectiveConfig, SamplingSpec, SuiteConfig
+from monitor.schema import PROBE_NAMES, ArmResult, EffectiveConfig, SamplingSpec, SuiteConfig
 from monitor.suite.arms import not_applicable, pair_arm, trainer_arm
 from monitor.suite.engine import (
     Engine,
@@ -527,14 +527,20 @@ PROBES: tuple[type[Probe], ...] = (
     DtypeFloor,
     V0VsV1,
 )
-PROBE_NAMES = tuple(p.name for p in PROBES)
+if tuple(p.name for p in PROBES) != PROBE_NAMES:
+    raise ImportError("the suite's probes and monitor.schema.PROBE_NAMES disagree")
 
 
 def _summary(arms: list[ArmResult]) -> str:
+    """What was measured, without judging it (the monitor judges with its tolerances)."""
     applicable = [a for a in arms if a.applicable]
     if not applicable:
         return f"not applicable: {arms[0].reason}" if arms else "no arms"
-    failed = [a.arm for a in applicable if a.verdict == "fail"]
-    return f"{len(applicable) - len(failed)}/{len(applicable)} arms within tolerance" + (
-        f"; beyond tolerance: {', '.join(failed)}" if failed else ""
+    measured = [a for a in applicable if "mean_abs_delta" in a.metrics]
+    if not measured:
+        return f"{len(applicable)} arm(s) applicable, none compared a token"
+    worst = max(measured, key=lambda a: a.metrics["mean_abs_delta"])
+    return (
+        f"{len(measured)}/{len(applicable)} applicable arm(s) measured; largest mean|δ| "
+        f"{worst.metrics['mean_abs_delta']:.3g} in {worst.arm}"
     )

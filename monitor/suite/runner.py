@@ -84,7 +84,7 @@ def run_suite(
 ) -> SuiteResult:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    package = config.engine.split("==", 1)[0]
+    package = config.engine.package
     versions = installed_versions(package)
     emit("stage", message=f"vLLM {versions.vllm}, torch {versions.torch} on {versions.device}")
 

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from monitor.detection.errors import DetectionError
+from monitor.series import series_label
 
 Severity = Literal["info", "minor", "major", "critical"]
 FindingKind = Literal["gate", "drift", "change_point"]
@@ -73,7 +74,7 @@ class Finding(_Model):
 
     @property
     def series(self) -> str:
-        return f"{self.probe}/{self.arm}/{self.metric}"
+        return series_label(self.probe, self.arm, self.metric)
 
 
 class IncidentDraft(_Model):

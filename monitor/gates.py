@@ -1,8 +1,5 @@
 """Tolerance gates per metric: the field's defaults, and overrides per probe, arm and metric.
-
-Only the standard library and `monitor.metrics` are imported here: the suite judges its arms with
-these gates inside release environments.
-"""
+Pure: the verdicts every surface shows and detection's gate findings both come from here."""
 
 from __future__ import annotations
 
@@ -12,10 +9,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from monitor import metrics
-from monitor.detection.errors import DetectionError
 
-Overrides = Mapping[str, float | None]
+Tolerances = Mapping[str, float | None]
+"""Gate limits keyed "metric", "probe/metric" or "probe/arm/metric", validated once by
+`check_tolerances` (the settings do it); None switches a gate off at its scope."""
 KEY_SEPARATOR = "/"
+
+
+class ToleranceError(ValueError):
+    """A tolerance key or limit that cannot be used; the message is one line naming it."""
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,6 @@ DEFAULT_GATES: tuple[Gate, ...] = (
 )
 
 
-def verdict(
-    metrics: Mapping[str, float], gates: tuple[Gate, ...] = DEFAULT_GATES
-) -> tuple[str, list[str]]:
-    """Judge one arm: "pass" when every gate present in the metrics holds, else "fail"."""
-    reasons = [
-        reason
-        for gate in gates
-        if gate.metric in metrics and (reason := gate.check(metrics[gate.metric])) is not None
-    ]
-    return ("fail" if reasons else "pass"), reasons
-
-
 @lru_cache(maxsize=1)
 def known_metrics() -> frozenset[str]:
     """Every scalar metric name an arm can carry, read from the metric functions themselves."""
@@ -76,25 +66,25 @@ def check_override_key(key: str) -> tuple[str, ...]:
     """Split "metric", "probe/metric" or "probe/arm/metric", rejecting anything else."""
     parts = tuple(key.split(KEY_SEPARATOR))
     if not 1 <= len(parts) <= 3 or any(not part or part != part.strip() for part in parts):
-        raise DetectionError(
+        raise ToleranceError(
             f"tolerance key {key!r} is not 'metric', 'probe/metric' or 'probe/arm/metric'"
         )
     if parts[-1] not in known_metrics():
-        raise DetectionError(f"tolerance key {key!r} names unknown metric {parts[-1]!r}")
+        raise ToleranceError(f"tolerance key {key!r} names unknown metric {parts[-1]!r}")
     return parts
 
 
-def check_overrides(overrides: Overrides) -> dict[str, float | None]:
-    """Validated overrides: well-formed keys, finite limits or None (gate switched off)."""
+def check_tolerances(tolerances: Mapping[str, object]) -> dict[str, float | None]:
+    """Validated tolerances: well-formed keys, finite limits or None (gate switched off)."""
     checked: dict[str, float | None] = {}
-    for key, limit in overrides.items():
+    for key, limit in tolerances.items():
         check_override_key(key)
         if limit is not None and (
             isinstance(limit, bool)
             or not isinstance(limit, int | float)
             or not math.isfinite(limit)
         ):
-            raise DetectionError(
+            raise ToleranceError(
                 f"tolerance {key!r} must be a finite number or null, got {limit!r}"
             )
         checked[key] = None if limit is None else float(limit)
@@ -102,30 +92,30 @@ def check_overrides(overrides: Overrides) -> dict[str, float | None]:
 
 
 def _most_specific(
-    probe: str, arm: str, metric: str, overrides: Overrides
+    probe: str, arm: str, metric: str, tolerances: Tolerances
 ) -> tuple[str, float | None] | None:
     for key in (
         KEY_SEPARATOR.join((probe, arm, metric)),
         KEY_SEPARATOR.join((probe, metric)),
         metric,
     ):
-        if key in overrides:
-            return key, overrides[key]
+        if key in tolerances:
+            return key, tolerances[key]
     return None
 
 
 def resolve_gates(
-    probe: str, arm: str, overrides: Overrides, defaults: tuple[Gate, ...] = DEFAULT_GATES
+    probe: str, arm: str, tolerances: Tolerances, defaults: tuple[Gate, ...] = DEFAULT_GATES
 ) -> tuple[Gate, ...]:
     """The gates one arm is judged by: "probe/arm/metric" beats "probe/metric" beats "metric"
-    beats the default; a null override switches that gate off at its scope."""
-    checked = check_overrides(overrides)
+    beats the default; a null tolerance switches that gate off at its scope. `tolerances` must
+    have passed `check_tolerances`."""
     by_metric = {gate.metric: gate for gate in defaults}
-    extra = sorted({check_override_key(key)[-1] for key in checked} - set(by_metric))
+    extra = sorted({key.rsplit(KEY_SEPARATOR, 1)[-1] for key in tolerances} - set(by_metric))
     gates: list[Gate] = []
     for metric in [*by_metric, *extra]:
         default = by_metric.get(metric)
-        chosen = _most_specific(probe, arm, metric, checked)
+        chosen = _most_specific(probe, arm, metric, tolerances)
         if chosen is None:
             if default is not None:
                 gates.append(default)

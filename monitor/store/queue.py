@@ -2,41 +2,36 @@
 reads they decide by. A run moves queued → running → succeeded | failed | timed_out; `running`
 is held under a lease (an owner token and an expiry the worker renews). Claims and lease updates
 are single guarded UPDATEs, so two schedulers never run the same run and a worker that lost its
-lease can no longer touch the run."""
+lease can no longer touch the run. What a run is asked to do arrives as a finished SuiteConfig
+(monitor.requests builds it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from packaging.version import Version
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from monitor.engines import EngineSpec, EngineSpecError, parse_package, parse_version
-from monitor.releases import Release as PublishedRelease
-from monitor.runners.base import RUNNER_KINDS, RunOptions, run_config, timed_out
+from monitor.engines import EngineSpec
 from monitor.schema import SuiteConfig, SuiteResult
 from monitor.series import config_hash
 from monitor.store import models as m
 from monitor.store.db import Store
 from monitor.store.errors import IngestError, StoreError
-from monitor.store.ingest import INGEST_TRIES, IngestOutcome, ingest, record_release, result_hash
-from monitor.store.models import RunStatus, utcnow
-from monitor.suite.models import ModelError
-from monitor.suite.prompts import PromptError
+from monitor.store.ingest import INGEST_TRIES, IngestOutcome, ingest, result_hash
+from monitor.store.models import SCHEDULED_REQUESTERS, RunStatus, utcnow
 
-SYSTEM_REQUESTERS = ("discovery", "nightly")
-"""Requesters of scheduled runs; any other `requested_by` is a person (served first)."""
 CLAIM_CANDIDATES = 5
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+MAX_REQUESTER = 255
 
 
 class QueueError(StoreError):
-    """A run request that cannot be queued: unknown release or runner, bad options."""
+    """A run that cannot be queued (its release is unknown); one line naming the problem."""
 
 
 class LeaseLost(StoreError):
@@ -48,8 +43,6 @@ class ClaimedRun:
     """A running run as its worker needs it."""
 
     run_id: int
-    package: str
-    version: str
     config: SuiteConfig
     runner: str
     attempt: int
@@ -59,81 +52,35 @@ class ClaimedRun:
 
     @property
     def spec(self) -> EngineSpec:
-        return EngineSpec(self.package, parse_version(self.version))
+        return self.config.engine
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _options_problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "options"
-    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
-
-
-def requested_config(
-    package: str, version: str, config: SuiteConfig | dict[str, Any]
-) -> SuiteConfig:
-    """The full suite config of a request: a SuiteConfig (or its JSON form) for this release, or
-    run options (`RunOptions` fields, defaults for the rest)."""
-    spec = EngineSpec(package, parse_version(version))
-    if isinstance(config, dict) and "prompts_sha256" in config:
-        try:
-            config = SuiteConfig.model_validate(config)
-        except ValidationError as exc:
-            raise QueueError(f"suite config {_options_problem(exc)}") from None
-    if isinstance(config, SuiteConfig):
-        if config.engine != str(spec):
-            raise QueueError(f"suite config is for {config.engine}, the request for {spec}")
-        return config
-    try:
-        return run_config(spec, RunOptions.model_validate(config))
-    except ValidationError as exc:
-        raise QueueError(f"run options {_options_problem(exc)}") from None
-    except (ModelError, PromptError, OSError) as exc:
-        raise QueueError(f"run options: {_first_line(exc)}") from None
-
-
-def _release(session: Session, package: str, version: str) -> m.Release | None:
-    """The stored release equal to `version` under PEP 440 (0.32 is 0.32.0)."""
+def release_row(session: Session, spec: EngineSpec) -> m.ReleaseRow | None:
+    """The stored release equal to `spec` under PEP 440 (0.32 is 0.32.0)."""
     exact = session.scalars(
-        select(m.Release).where(m.Release.package == package, m.Release.version == version)
+        select(m.ReleaseRow).where(
+            m.ReleaseRow.package == spec.package, m.ReleaseRow.version == str(spec.version)
+        )
     ).one_or_none()
     if exact is not None:
         return exact
-    wanted = parse_version(version)
-    releases = session.scalars(select(m.Release).where(m.Release.package == package))
-    return next((r for r in releases if parse_version(r.version) == wanted), None)
+    releases = session.scalars(select(m.ReleaseRow).where(m.ReleaseRow.package == spec.package))
+    return next((r for r in releases if Version(r.version) == spec.version), None)
 
 
-def queue_run(
-    session: Session,
-    package: str,
-    version: str,
-    config: SuiteConfig | dict[str, Any],
-    runner: str,
-    requested_by: str | None = None,
+def insert_run(
+    session: Session, config: SuiteConfig, runner: str, requested_by: str | None = None
 ) -> int:
-    """Queue one run of a known release (within the caller's transaction); returns its id.
-    `config` is a full SuiteConfig or run options such as {"model": "tiny", "probes": [...]}."""
-    try:
-        package, version = parse_package(package), str(parse_version(version))
-    except EngineSpecError as exc:
-        raise QueueError(str(exc)) from None
-    if runner not in RUNNER_KINDS:
-        raise QueueError(f"runner must be one of {', '.join(RUNNER_KINDS)}, not {runner!r}")
-    if requested_by is not None and not 0 < len(requested_by) <= 255:
-        raise QueueError("requested_by must be 1 to 255 characters")
-    release = _release(session, package, version)
+    """Queue one run of a known release (within the caller's transaction); returns its id."""
+    release = release_row(session, config.engine)
     if release is None:
-        raise QueueError(f"{package}=={version} is not a known release (not discovered yet?)")
-    suite = requested_config(package, release.version, config)
-    run = m.Run(
+        raise QueueError(f"{config.engine} is not a known release (not discovered yet?)")
+    if requested_by is not None and not 0 < len(requested_by) <= MAX_REQUESTER:
+        raise QueueError(f"requested_by must be 1 to {MAX_REQUESTER} characters")
+    run = m.RunRow(
         release_id=release.id,
-        config_hash=config_hash(suite),
-        config=suite.model_dump(mode="json"),
+        config_hash=config_hash(config),
+        config=config.model_dump(mode="json"),
         runner=runner,
         status=RunStatus.QUEUED,
         attempt=1,
@@ -147,11 +94,9 @@ def queue_run(
     return run.id
 
 
-def _claimed(run: m.Run, release: m.Release) -> ClaimedRun:
+def _claimed(run: m.RunRow) -> ClaimedRun:
     return ClaimedRun(
         run_id=run.id,
-        package=release.package,
-        version=release.version,
         config=SuiteConfig.model_validate(run.config),
         runner=run.runner,
         attempt=run.attempt,
@@ -162,7 +107,8 @@ def _claimed(run: m.Run, release: m.Release) -> ClaimedRun:
 
 
 def _is_person() -> Any:
-    return m.Run.requested_by.is_not(None) & m.Run.requested_by.not_in(SYSTEM_REQUESTERS)
+    """People's requests and confirmation runs: served before routine scheduled runs."""
+    return m.RunRow.requested_by.is_not(None) & m.RunRow.requested_by.not_in(SCHEDULED_REQUESTERS)
 
 
 def claim_next(
@@ -177,15 +123,15 @@ def claim_next(
     running under `owner`'s lease; None when nothing is due. Atomic: the UPDATE only succeeds
     on a run that is still queued, so a run is claimed once however many schedulers ask."""
     now = now or utcnow()
-    due = or_(m.Run.not_before.is_(None), m.Run.not_before <= now)
-    query = select(m.Run.id).where(m.Run.status == RunStatus.QUEUED, due)
+    due = or_(m.RunRow.not_before.is_(None), m.RunRow.not_before <= now)
+    query = select(m.RunRow.id).where(m.RunRow.status == RunStatus.QUEUED, due)
     if requested_only:
         query = query.where(_is_person())
-    query = query.order_by(case((_is_person(), 0), else_=1), m.Run.queued_at, m.Run.id)
+    query = query.order_by(case((_is_person(), 0), else_=1), m.RunRow.queued_at, m.RunRow.id)
     for run_id in session.scalars(query.limit(CLAIM_CANDIDATES)).all():
         claimed = session.execute(
-            update(m.Run)
-            .where(m.Run.id == run_id, m.Run.status == RunStatus.QUEUED)
+            update(m.RunRow)
+            .where(m.RunRow.id == run_id, m.RunRow.status == RunStatus.QUEUED)
             .values(
                 status=RunStatus.RUNNING,
                 claimed_by=owner,
@@ -202,22 +148,23 @@ def claim_next(
 
 def held_run(session: Session, run_id: int) -> ClaimedRun | None:
     """A run as its worker needs it; None when there is no such run."""
-    row = session.execute(
-        select(m.Run, m.Release)
-        .join(m.Release, m.Release.id == m.Run.release_id)
-        .where(m.Run.id == run_id)
-        .execution_options(populate_existing=True)
+    row = session.scalars(
+        select(m.RunRow).where(m.RunRow.id == run_id).execution_options(populate_existing=True)
     ).one_or_none()
-    return _claimed(*row) if row else None
+    return _claimed(row) if row else None
 
 
 def _held(run_id: int, owner: str) -> Any:
-    return (m.Run.id == run_id) & (m.Run.status == RunStatus.RUNNING) & (m.Run.claimed_by == owner)
+    return (
+        (m.RunRow.id == run_id)
+        & (m.RunRow.status == RunStatus.RUNNING)
+        & (m.RunRow.claimed_by == owner)
+    )
 
 
 def _update_held(session: Session, run_id: int, owner: str, **values: Any) -> bool:
     done = session.execute(
-        update(m.Run)
+        update(m.RunRow)
         .where(_held(run_id, owner))
         .values(**values)
         .execution_options(synchronize_session=False)
@@ -265,7 +212,7 @@ def retry_or_fail(
     """A run whose runner was lost: queued again after a backoff (doubling per attempt), or
     failed with the reason once `max_attempts` are spent. None when `owner` does not hold it."""
     now = now or utcnow()
-    run = session.get(m.Run, run_id, with_for_update=True, populate_existing=True)
+    run = session.get(m.RunRow, run_id, with_for_update=True, populate_existing=True)
     if run is None or run.status != RunStatus.RUNNING or run.claimed_by != owner:
         return None
     if run.attempt < max_attempts:
@@ -308,35 +255,41 @@ def fail_run(
     )
 
 
-def finish(store: Store, run_id: int, owner: str, result: SuiteResult) -> IngestOutcome:
+def store_held_result(
+    store: Store, run_id: int, owner: str, result: SuiteResult, status: RunStatus
+) -> IngestOutcome:
     """Store the result of a held run in it (one transaction: the run, its probes, arms and
-    metrics) and end its lease; a timed-out result ends the run `timed_out`. Finishing the same
-    result again is a no-op; a run no longer held raises LeaseLost, an unstorable result
-    IngestError (nothing written)."""
+    metrics), end its lease and give it `status`. Storing the same result again is a no-op; a
+    run no longer held raises LeaseLost, an unstorable result IngestError (nothing written)."""
     digest = result_hash(result)
     for attempt in range(1, INGEST_TRIES + 1):
         try:
             with store.writing() as session:
-                return _finish(session, run_id, owner, result, digest)
+                return _store_held(session, run_id, owner, result, digest, status)
         except IntegrityError as exc:
             if attempt == INGEST_TRIES:
                 raise IngestError(f"result could not be stored: {exc.orig}") from None
     raise AssertionError("unreachable")
 
 
-def _finish(
-    session: Session, run_id: int, owner: str, result: SuiteResult, digest: str
+def _store_held(
+    session: Session,
+    run_id: int,
+    owner: str,
+    result: SuiteResult,
+    digest: str,
+    status: RunStatus,
 ) -> IngestOutcome:
-    run = session.get(m.Run, run_id, with_for_update=True, populate_existing=True)
+    run = session.get(m.RunRow, run_id, with_for_update=True, populate_existing=True)
     if run is not None and run.result_hash == digest:
         return IngestOutcome(run_id, created=False)
     if run is None or run.status != RunStatus.RUNNING or run.claimed_by != owner:
         raise LeaseLost(f"run {run_id} is no longer held by this worker")
-    outcome = ingest(session, result, runner=run.runner, run_id=run_id, digest=digest)
+    outcome = ingest(
+        session, result, runner=run.runner, run_id=run_id, digest=digest, status=status
+    )
     if outcome.run_id != run_id:
         raise IngestError(f"this result is already stored as run {outcome.run_id}")
-    if timed_out(result):
-        run.status = RunStatus.TIMED_OUT
     run.not_before = None
     session.flush()
     return outcome
@@ -344,13 +297,12 @@ def _finish(
 
 def expired_runs(session: Session, *, now: datetime | None = None) -> list[ClaimedRun]:
     """Running runs whose lease has expired: their worker is gone (or cut off)."""
-    rows = session.execute(
-        select(m.Run, m.Release)
-        .join(m.Release, m.Release.id == m.Run.release_id)
-        .where(m.Run.status == RunStatus.RUNNING, m.Run.lease_expires_at < (now or utcnow()))
-        .order_by(m.Run.id)
-    ).all()
-    return [_claimed(run, release) for run, release in rows]
+    rows = session.scalars(
+        select(m.RunRow)
+        .where(m.RunRow.status == RunStatus.RUNNING, m.RunRow.lease_expires_at < (now or utcnow()))
+        .order_by(m.RunRow.id)
+    )
+    return [_claimed(run) for run in rows]
 
 
 def take_over(
@@ -366,14 +318,16 @@ def take_over(
     someone renewed or took it first."""
     now = now or utcnow()
     owned = (
-        m.Run.claimed_by.is_(None) if previous_owner is None else m.Run.claimed_by == previous_owner
+        m.RunRow.claimed_by.is_(None)
+        if previous_owner is None
+        else m.RunRow.claimed_by == previous_owner
     )
     done = session.execute(
-        update(m.Run)
+        update(m.RunRow)
         .where(
-            m.Run.id == run_id,
-            m.Run.status == RunStatus.RUNNING,
-            m.Run.lease_expires_at < now,
+            m.RunRow.id == run_id,
+            m.RunRow.status == RunStatus.RUNNING,
+            m.RunRow.lease_expires_at < now,
             owned,
         )
         .values(claimed_by=owner, lease_expires_at=now + timedelta(seconds=lease_s))
@@ -383,38 +337,26 @@ def take_over(
 
 
 def running_count(session: Session) -> int:
-    return session.scalar(select(func.count()).where(m.Run.status == RunStatus.RUNNING)) or 0
-
-
-def record_discovered(session: Session, releases: Iterable[PublishedRelease]) -> list[str]:
-    """Store what PyPI says of each release; returns the versions not known before."""
-    new = []
-    for release in releases:
-        version = str(release.version)
-        if _release(session, release.package, version) is None:
-            new.append(version)
-        record_release(
-            session,
-            release.package,
-            version,
-            published_at=release.published,
-            yanked=release.yanked,
-        )
-    return new
+    return session.scalar(select(func.count()).where(m.RunRow.status == RunStatus.RUNNING)) or 0
 
 
 def known_versions(session: Session, package: str) -> list[str]:
-    return list(session.scalars(select(m.Release.version).where(m.Release.package == package)))
+    return list(
+        session.scalars(select(m.ReleaseRow.version).where(m.ReleaseRow.package == package))
+    )
 
 
-def has_run(session: Session, package: str, version: str, digest: str) -> bool:
-    """Whether a run of this release with this suite-config hash is queued, running or done
-    (failed ones included: discovery does not queue a release twice)."""
-    release = _release(session, package, version)
+def has_run(session: Session, config: SuiteConfig) -> bool:
+    """Whether a run of this config's release and hash is queued, running or done (failed
+    ones included: discovery does not queue a release twice)."""
+    release = release_row(session, config.engine)
+    digest = config_hash(config)
     if release is None:
         return False
     found = session.scalar(
-        select(m.Run.id).where(m.Run.release_id == release.id, m.Run.config_hash == digest).limit(1)
+        select(m.RunRow.id)
+        .where(m.RunRow.release_id == release.id, m.RunRow.config_hash == digest)
+        .limit(1)
     )
     return found is not None
 
@@ -424,12 +366,12 @@ def newest_release(
 ) -> str | None:
     """The newest known release of `package` (by PEP 440) that may run, or None."""
     rows = session.execute(
-        select(m.Release.version, m.Release.yanked, m.Release.installable).where(
-            m.Release.package == package
+        select(m.ReleaseRow.version, m.ReleaseRow.yanked, m.ReleaseRow.installable).where(
+            m.ReleaseRow.package == package
         )
     ).all()
     versions = [
-        parse_version(version)
+        Version(version)
         for version, is_yanked, installable in rows
         if (yanked or not is_yanked) and installable is not False
     ]
@@ -438,25 +380,42 @@ def newest_release(
 
 
 def run_status(session: Session, run_id: int) -> RunStatus | None:
-    return session.scalar(select(m.Run.status).where(m.Run.id == run_id))
+    return session.scalar(select(m.RunRow.status).where(m.RunRow.id == run_id))
 
 
 def is_finished(status: RunStatus | None) -> bool:
     return status in FINISHED
 
 
-def has_pending(session: Session, package: str, version: str, requested_by: str) -> bool:
+def has_pending(session: Session, spec: EngineSpec, requested_by: str) -> bool:
     """Whether `requested_by` already has a queued or running run of this release."""
-    release = _release(session, package, version)
+    release = release_row(session, spec)
     if release is None:
         return False
     found = session.scalar(
-        select(m.Run.id)
+        select(m.RunRow.id)
         .where(
-            m.Run.release_id == release.id,
-            m.Run.requested_by == requested_by,
-            m.Run.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+            m.RunRow.release_id == release.id,
+            m.RunRow.requested_by == requested_by,
+            m.RunRow.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
         )
         .limit(1)
     )
     return found is not None
+
+
+def succeeded_run(session: Session, config: SuiteConfig) -> int | None:
+    """A succeeded run of this config's release with the same config hash, if one is stored."""
+    release = release_row(session, config.engine)
+    if release is None:
+        return None
+    return session.scalar(
+        select(m.RunRow.id)
+        .where(
+            m.RunRow.release_id == release.id,
+            m.RunRow.config_hash == config_hash(config),
+            m.RunRow.status == RunStatus.SUCCEEDED,
+        )
+        .order_by(m.RunRow.id)
+        .limit(1)
+    )

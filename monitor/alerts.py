@@ -17,9 +17,9 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from monitor.config import Settings
+from monitor.incidents.outbox import target_hash
 from monitor.store import models as m
 from monitor.store.db import Store
-from monitor.store.incidents import target_hash
 from monitor.store.models import AlertState, utcnow
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,9 @@ def backoff_s(attempts: int, base_s: float) -> float:
 
 def _due(now: datetime) -> ColumnElement[bool]:
     return (
-        (m.Alert.state == AlertState.PENDING)
-        & (m.Alert.next_attempt_at <= now)
-        & or_(m.Alert.claimed_until.is_(None), m.Alert.claimed_until < now)
+        (m.AlertRow.state == AlertState.PENDING)
+        & (m.AlertRow.next_attempt_at <= now)
+        & or_(m.AlertRow.claimed_until.is_(None), m.AlertRow.claimed_until < now)
     )
 
 
@@ -63,13 +63,13 @@ def claim_due(session: Session, owner: str, now: datetime, limit: int = BATCH) -
     """Claim up to `limit` due pending rows for `owner`; each claim is one guarded UPDATE, so a
     row another sender holds (or just took) is skipped."""
     candidates = session.scalars(
-        select(m.Alert.id).where(_due(now)).order_by(m.Alert.next_attempt_at, m.Alert.id)
+        select(m.AlertRow.id).where(_due(now)).order_by(m.AlertRow.next_attempt_at, m.AlertRow.id)
     ).all()
     claimed = []
     for alert_id in candidates[:limit]:
         done = session.execute(
-            update(m.Alert)
-            .where(m.Alert.id == alert_id, _due(now))
+            update(m.AlertRow)
+            .where(m.AlertRow.id == alert_id, _due(now))
             .values(claimed_by=owner, claimed_until=now + timedelta(seconds=CLAIM_S))
             .execution_options(synchronize_session=False)
         )
@@ -102,7 +102,7 @@ def settle(
 ) -> AlertState | None:
     """Record a delivery attempt on a row `owner` holds: sent, pending again after a backoff,
     or failed for good. None when the claim was lost (another sender took the row over)."""
-    row = session.get(m.Alert, alert_id, with_for_update=True, populate_existing=True)
+    row = session.get(m.AlertRow, alert_id, with_for_update=True, populate_existing=True)
     if row is None or row.claimed_by != owner or row.state != AlertState.PENDING:
         return None
     row.attempts += 1
@@ -133,7 +133,7 @@ def send_due(
     counts = {AlertState.SENT: 0, AlertState.PENDING: 0, AlertState.FAILED: 0}
     for alert_id in claimed:
         with store.reading() as session:
-            row = session.get_one(m.Alert, alert_id)
+            row = session.get_one(m.AlertRow, alert_id)
             digest, title, body = row.target_hash, row.title, row.body
         url = targets.get(digest)
         if url is None:

@@ -15,12 +15,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.engines import EngineSpec
+from monitor.config import Settings
+from monitor.engines import EngineSpec, parse_release
 
 EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
 EXTRAS = ("gguf>=0.10",)
@@ -261,3 +262,57 @@ def _uv_reason(stderr: str) -> str:
             if line.startswith(prefix):
                 return line
     return lines[-1] if lines else "uv failed without a message"
+
+
+def index_config(
+    settings: Settings, index_url: str | None = None, find_links: Sequence[str] = ()
+) -> IndexConfig:
+    """pip's configuration, then settings, then command-line options; later ones win."""
+    configured = pip_index_config() if settings.use_pip_config else IndexConfig()
+    from_settings = IndexConfig(
+        settings.index_url, tuple(settings.extra_index_urls), tuple(settings.find_links)
+    )
+    return configured.merged(from_settings).merged(IndexConfig(index_url, (), tuple(find_links)))
+
+
+def release_env(
+    spec: EngineSpec,
+    settings: Settings,
+    index: IndexConfig | None = None,
+    log: Log = lambda _: None,
+    *,
+    here: bool = True,
+) -> ReleaseEnv:
+    """The release's prebuilt environment when the settings name one (`PARITY_PREBUILT_ENVS`),
+    else the cached or newly built one of the data dir. A prebuilt one is checked only when
+    the run is `here` (a Ray node's environments are not visible from this machine)."""
+    prebuilt = next(
+        (path for key, path in settings.prebuilt_envs.items() if parse_release(key) == spec),
+        None,
+    )
+    if prebuilt is not None:
+        if here and not (prebuilt / "bin" / "python").exists():
+            raise EnvBuildError(f"prebuilt environment {prebuilt} of {spec} has no bin/python")
+        log(f"{spec}: prebuilt environment {prebuilt}")
+        return ReleaseEnv(spec, prebuilt, reused=True, build_seconds=0.0)
+    chosen = index if index is not None else index_config(settings)
+    return ensure_env(spec, settings.envs_dir, chosen, settings.env_python, log)
+
+
+def first_installable(
+    candidates: Sequence[EngineSpec],
+    settings: Settings,
+    index: IndexConfig | None = None,
+    log: Log = lambda _: None,
+    *,
+    here: bool = True,
+) -> ReleaseEnv:
+    """The environment of the first candidate that has one or builds."""
+    errors = []
+    for spec in candidates:
+        try:
+            return release_env(spec, settings, index, log, here=here)
+        except EnvBuildError as exc:
+            errors.append(str(exc))
+            log(f"{spec} does not install here")
+    raise EnvBuildError(errors[0] if len(errors) == 1 else "; ".join(errors))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -10,9 +11,11 @@ import httpx
 from packaging.version import InvalidVersion, Version
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from monitor.engines import parse_package
+from monitor.config import Settings
+from monitor.engines import EngineSpec, parse_engine, parse_package
 
 logger = logging.getLogger(__name__)
+NEWEST_TRIES = 3
 
 
 class DiscoveryError(RuntimeError):
@@ -20,7 +23,7 @@ class DiscoveryError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Release:
+class PublishedRelease:
     package: str
     version: Version
     published: datetime | None
@@ -41,7 +44,7 @@ def _get_json(url: str, timeout: float) -> object:
     return response.json()
 
 
-def fetch_releases(package: str, pypi_url: str, timeout: float = 20.0) -> list[Release]:
+def fetch_releases(package: str, pypi_url: str, timeout: float = 20.0) -> list[PublishedRelease]:
     """All releases of `package`, oldest first; versions that are not PEP 440 are skipped."""
     package = parse_package(package)
     url = f"{pypi_url.rstrip('/')}/pypi/{package}/json"
@@ -67,7 +70,7 @@ def fetch_releases(package: str, pypi_url: str, timeout: float = 20.0) -> list[R
         stamps = sorted(u for u in uploads if u is not None)
         published = stamps[0] if stamps else None
         yanked = all(isinstance(f, dict) and f.get("yanked") for f in files)
-        found.append(Release(package, version, published, yanked))
+        found.append(PublishedRelease(package, version, published, yanked))
     return sorted(found, key=lambda r: r.version)
 
 
@@ -82,19 +85,21 @@ def _upload_time(stamp: object) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def installable_candidates(releases: list[Release], prereleases: bool = False) -> list[Release]:
+def installable_candidates(
+    releases: list[PublishedRelease], prereleases: bool = False
+) -> list[PublishedRelease]:
     """Newest first, without yanked releases and (by default) without pre-releases."""
     kept = [r for r in releases if not r.yanked and (prereleases or not r.version.is_prerelease)]
     return sorted(kept, key=lambda r: r.version, reverse=True)
 
 
 def in_range(
-    releases: list[Release],
+    releases: list[PublishedRelease],
     since: Version | None = None,
     until: Version | None = None,
     prereleases: bool = False,
     yanked: bool = False,
-) -> list[Release]:
+) -> list[PublishedRelease]:
     """Oldest first: the releases with since <= version <= until (by default neither yanked nor
     pre-releases)."""
     return sorted(
@@ -108,3 +113,22 @@ def in_range(
         ),
         key=lambda r: r.version,
     )
+
+
+def candidate_releases(
+    engine: str | None, settings: Settings, log: Callable[[str], None] = lambda _: None
+) -> list[EngineSpec]:
+    """The release `engine` names (PACKAGE==VERSION), else the newest few installable
+    releases of its package (or of PARITY_ENGINE_PACKAGE), newest first."""
+    package = parse_package(settings.engine_package)
+    if engine:
+        package, version = parse_engine(engine)
+        if version is not None:
+            return [EngineSpec(package, version)]
+    log(f"asking {settings.pypi_url} for the newest {package} release")
+    found = installable_candidates(
+        fetch_releases(package, settings.pypi_url, settings.http_timeout_s)
+    )
+    if not found:
+        raise DiscoveryError(f"no installable {package} release found on {settings.pypi_url}")
+    return [EngineSpec(package, release.version) for release in found[:NEWEST_TRIES]]

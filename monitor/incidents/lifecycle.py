@@ -1,0 +1,195 @@
+"""An incident's life as detection drives it: opened from a regressed run's draft (with one
+confirmation re-run of the failing probes queued), updated by later runs of its release,
+confirmed or not by its confirmation run (a confirmation writes the alerts in the same
+transaction), and every step recorded as an event."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from monitor.config import Settings
+from monitor.detection.baseline import ReleaseStatus
+from monitor.detection.findings import IncidentDraft
+from monitor.incidents.outbox import write_outbox
+from monitor.requests import rerun_config
+from monitor.schema import SuiteConfig
+from monitor.store import models as m
+from monitor.store.incident_reads import StoredRun
+from monitor.store.models import CONFIRMATION, Confirmation, IncidentStatus, utcnow
+from monitor.store.queue import insert_run
+
+DETECTION = "detection"
+"""`by` of the events detection itself records."""
+Action = Literal[
+    "skipped", "clean", "opened", "updated", "unchanged", "confirmed", "not_confirmed", "waiting"
+]
+
+
+def release_state(incident: m.IncidentRow | None) -> ReleaseStatus:
+    """How a release of the series counts for the baseline choice: intended releases are the new
+    reference, refuted and false-positive incidents leave it good, open or fixed ones failing."""
+    if incident is None or incident.status == IncidentStatus.FALSE_POSITIVE:
+        return "good"
+    if incident.status == IncidentStatus.INTENDED:
+        return "intended"
+    if incident.confirmation == Confirmation.NOT_CONFIRMED:
+        return "good"
+    return "failing"
+
+
+def record_event(
+    session: Session,
+    incident: m.IncidentRow,
+    to_status: str,
+    note: str,
+    *,
+    by: str = DETECTION,
+    from_status: str | None = None,
+    owner: str | None = None,
+) -> None:
+    session.add(
+        m.IncidentEventRow(
+            incident_id=incident.id,
+            at=utcnow(),
+            by=by,
+            from_status=from_status,
+            to_status=to_status,
+            owner=owner,
+            note=note,
+        )
+    )
+
+
+def _queue_confirmation(
+    session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
+) -> int:
+    """Queue one re-run of the release's failing probes with the candidate's suite config."""
+    candidate = SuiteConfig.model_validate(session.get_one(m.RunRow, run.run_id).config)
+    config = rerun_config(candidate, draft.probes)
+    return insert_run(session, config, settings.runner, requested_by=CONFIRMATION)
+
+
+def _needs_confirmation_run(session: Session, incident: m.IncidentRow) -> bool:
+    """A pending incident whose confirmation run is gone or ended without a result."""
+    if incident.confirmation != Confirmation.PENDING:
+        return False
+    if incident.confirmation_run_id is None:
+        return True
+    status = session.scalar(
+        select(m.RunRow.status).where(m.RunRow.id == incident.confirmation_run_id)
+    )
+    return status in (m.RunStatus.FAILED, m.RunStatus.TIMED_OUT, m.RunStatus.CANCELLED)
+
+
+def open_or_update(
+    session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
+) -> tuple[Action, m.IncidentRow]:
+    """The incident of the run's release and series configuration: opened (its confirmation
+    run queued), updated with this run's draft, or left as it is."""
+    incident = session.scalars(
+        select(m.IncidentRow)
+        .where(
+            m.IncidentRow.release_id == run.release_id,
+            m.IncidentRow.series_config == run.series_config,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    baseline = int(draft.baseline_run_id) if draft.baseline_run_id else None
+    if incident is None:
+        now = utcnow()
+        incident = m.IncidentRow(
+            release_id=run.release_id,
+            engine_package=run.package,
+            version=run.version,
+            series_config=run.series_config,
+            model=run.model,
+            device=run.device,
+            severity=draft.severity,
+            status=IncidentStatus.NEW,
+            draft=draft.model_dump(mode="json"),
+            baseline_run_id=baseline,
+            candidate_run_id=run.run_id,
+            confirmation=Confirmation.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(incident)
+        session.flush()
+        incident.confirmation_run_id = _queue_confirmation(session, run, draft, settings)
+        record_event(
+            session,
+            incident,
+            IncidentStatus.NEW,
+            f"opened from run {run.run_id} ({draft.severity}); confirmation run "
+            f"{incident.confirmation_run_id} queued for {', '.join(draft.probes)}",
+        )
+        return "opened", incident
+    action: Action = "unchanged"
+    if incident.candidate_run_id != run.run_id:
+        incident.draft = draft.model_dump(mode="json")
+        incident.severity = draft.severity
+        incident.candidate_run_id = run.run_id
+        incident.baseline_run_id = baseline
+        incident.updated_at = utcnow()
+        record_event(
+            session,
+            incident,
+            incident.status,
+            f"findings updated from run {run.run_id} ({draft.severity})",
+        )
+        action = "updated"
+    if _needs_confirmation_run(session, incident):
+        incident.confirmation_run_id = _queue_confirmation(session, run, draft, settings)
+        record_event(
+            session,
+            incident,
+            incident.status,
+            f"confirmation run {incident.confirmation_run_id} queued again",
+        )
+        action = "updated"
+    return action, incident
+
+
+def confirmation_failed(session: Session, incident_id: int, run_id: int, status: str) -> None:
+    """The confirmation run ended without a result: the incident stays pending."""
+    incident = session.get_one(m.IncidentRow, incident_id, with_for_update=True)
+    record_event(
+        session,
+        incident,
+        incident.status,
+        f"confirmation run {run_id} ended {status} without a result",
+    )
+
+
+def settle_confirmation(
+    session: Session,
+    incident_id: int,
+    run_id: int,
+    reproduced: list[str],
+    draft: IncidentDraft,
+    settings: Settings,
+) -> Action:
+    """Confirm the incident (and write its alerts) when its confirmation run reproduced some
+    regressed series, else mark it not confirmed; unchanged when it was settled already."""
+    incident = session.get_one(
+        m.IncidentRow, incident_id, with_for_update=True, populate_existing=True
+    )
+    if incident.confirmation != Confirmation.PENDING:
+        return "unchanged"
+    incident.updated_at = utcnow()
+    if reproduced:
+        incident.confirmation = Confirmation.CONFIRMED
+        sent = write_outbox(session, incident, draft, settings)
+        note = f"confirmed by run {run_id}: {', '.join(reproduced)} regressed again"
+        note += f"; {sent} alert(s) queued"
+        action: Action = "confirmed"
+    else:
+        incident.confirmation = Confirmation.NOT_CONFIRMED
+        note = f"not confirmed: run {run_id} did not reproduce any regressed series"
+        action = "not_confirmed"
+    record_event(session, incident, incident.status, note)
+    return action

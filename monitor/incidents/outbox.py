@@ -1,0 +1,71 @@
+"""The alert outbox: one message per confirmed incident and alert target, written in the
+transaction that confirms the incident (monitor.alerts delivers them)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from monitor.config import Settings
+from monitor.detection.findings import IncidentDraft
+from monitor.detection.render import render_alert
+from monitor.store import models as m
+from monitor.store.models import utcnow
+
+TITLE_LENGTH = 255
+
+
+def target_hash(url: str) -> str:
+    """The outbox's name for an alert target: the Apprise URL's sha256 (URLs hold secrets)."""
+    return hashlib.sha256(url.strip().encode()).hexdigest()
+
+
+def alert_message(
+    incident_id: int, draft: IncidentDraft, confirmation_run_id: int, dashboard_url: str
+) -> tuple[str, str]:
+    """(title, body) of a confirmed incident's alert: the rendered draft, the confirmation and a
+    link to the incident's page."""
+    title, body = render_alert(draft, dashboard_url)
+    base = dashboard_url.strip().rstrip("/")
+    body += (
+        f"\nConfirmed by run {confirmation_run_id} (a re-run of {', '.join(draft.probes)})."
+        f"\nIncident {incident_id}: {base}/incidents?incident={incident_id}"
+    )
+    return title[:TITLE_LENGTH], body
+
+
+def write_outbox(
+    session: Session, incident: m.IncidentRow, draft: IncidentDraft, settings: Settings
+) -> int:
+    """One pending alert per configured target not yet alerted for this incident; returns how
+    many were written. Called inside the transaction that confirms the incident."""
+    assert incident.confirmation_run_id is not None
+    title, body = alert_message(
+        incident.id, draft, incident.confirmation_run_id, settings.dashboard_url
+    )
+    existing = set(
+        session.scalars(select(m.AlertRow.target_hash).where(m.AlertRow.incident_id == incident.id))
+    )
+    written = 0
+    for index, url in enumerate(settings.alert_urls):
+        digest = target_hash(url)
+        if digest in existing:
+            continue
+        existing.add(digest)
+        session.add(
+            m.AlertRow(
+                incident_id=incident.id,
+                target_index=index,
+                target_hash=digest,
+                title=title,
+                body=body,
+                state=m.AlertState.PENDING,
+                attempts=0,
+                next_attempt_at=utcnow(),
+                created_at=utcnow(),
+            )
+        )
+        written += 1
+    return written

@@ -1,0 +1,77 @@
+"""Triage: people set an incident's status and owner, recorded with who, when, from which
+status and why. "intended" makes the release the series' new reference."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from monitor.incidents.lifecycle import record_event
+from monitor.store import models as m
+from monitor.store.errors import StoreError
+from monitor.store.incident_reads import IncidentView, incident_view
+from monitor.store.models import IncidentStatus, utcnow
+
+MAX_NAME = 255
+MAX_NOTE = 4000
+
+
+class IncidentError(StoreError):
+    """Bad triage input or an incident the store does not hold (one line naming the problem)."""
+
+
+def _checked_name(value: str | None, what: str, *, required: bool) -> str | None:
+    if value is None or not value.strip():
+        if required:
+            raise IncidentError(f"{what} must not be empty")
+        return None
+    text = value.strip()
+    if len(text) > MAX_NAME or "\n" in text:
+        raise IncidentError(f"{what} must be one line of at most {MAX_NAME} characters")
+    return text
+
+
+def parse_status(status: str) -> IncidentStatus:
+    """A triage status from user input ("false positive" and "false-positive" accepted)."""
+    text = status.strip().lower().replace(" ", "_").replace("-", "_")
+    try:
+        return IncidentStatus(text)
+    except ValueError:
+        allowed = ", ".join(s.value for s in IncidentStatus)
+        raise IncidentError(f"status must be one of {allowed}, not {status!r}") from None
+
+
+def triage(
+    session: Session,
+    incident_id: int,
+    status: str,
+    owner: str | None,
+    note: str,
+    by: str,
+) -> IncidentView:
+    """Set an incident's status (and owner, when given) and record who did it, when, from which
+    status, and why. "intended" makes the release the baseline of later detection."""
+    new = parse_status(status)
+    who = _checked_name(by, "the triaging user", required=True)
+    assigned = _checked_name(owner, "owner", required=False)
+    if len(note) > MAX_NOTE:
+        raise IncidentError(f"note is {len(note)} characters long (at most {MAX_NOTE})")
+    incident = session.get(m.IncidentRow, incident_id, with_for_update=True)
+    if incident is None:
+        raise IncidentError(f"no incident {incident_id} in the store")
+    old = str(incident.status)
+    incident.status = new
+    if assigned is not None:
+        incident.owner = assigned
+    incident.updated_at = utcnow()
+    session.flush()
+    record_event(
+        session,
+        incident,
+        new,
+        note.strip(),
+        by=str(who),
+        from_status=old,
+        owner=incident.owner,
+    )
+    session.flush()
+    return incident_view(incident)

@@ -1,0 +1,236 @@
+"""Judging a stored run: detection (monitor.detection, pure) against the run's baseline, its
+release's repeats and its series' history, all read from the store, then the incident of its
+release opened, updated or confirmed (monitor.incidents). The pipeline calls it on every run it
+finishes, with the settings it was given; `parity detect` calls it on demand. Idempotent: a run
+judged twice records nothing more the second time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from monitor.config import Settings
+from monitor.detection.baseline import ReleaseState, choose_baseline
+from monitor.detection.detect import (
+    ArmInput,
+    DetectionPolicy,
+    RunInput,
+    SeriesName,
+    draft_incident,
+    evaluate_release,
+)
+from monitor.detection.findings import SEVERITY_RANK, Finding, IncidentDraft
+from monitor.incidents.lifecycle import (
+    Action,
+    confirmation_failed,
+    open_or_update,
+    release_state,
+    settle_confirmation,
+)
+from monitor.store import models as m
+from monitor.store.db import Store
+from monitor.store.incident_reads import (
+    StoredRun,
+    arm_metric_values,
+    release_incidents,
+    series_runs,
+    stored_run,
+)
+from monitor.store.models import CONFIRMATION, Confirmation
+from monitor.store.queries import run_detail, version_key
+
+WRITE_TRIES = 2
+MAX_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class DetectionOutcome:
+    """What judging one run did: the action taken, the incident and its draft (None when
+    nothing regressed), the findings judged and the runs involved."""
+
+    run_id: int
+    release: str
+    action: Action
+    incident_id: int | None = None
+    draft: IncidentDraft | None = None
+    findings: list[Finding] = field(default_factory=list)
+    baseline_run_id: int | None = None
+    confirmation_run_id: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything detection needs for one run, read from the store."""
+
+    candidate: RunInput
+    baseline: RunInput | None
+    repeats: list[RunInput]
+    history: dict[SeriesName, list[float]]
+
+
+def run_input(session: Session, run: StoredRun) -> RunInput:
+    """A stored run as detection takes it: its arms' metrics and decoded token arrays."""
+    detail = run_detail(session, run.run_id, traces=True)
+    return RunInput(
+        release=run.version,
+        run_id=str(run.run_id),
+        prompts_sha256=str(detail.config["prompts_sha256"]),
+        arms={
+            (arm.probe, arm.arm): ArmInput(arm.applicable, arm.gated, arm.metrics, arm.trace)
+            for arm in detail.arms
+        },
+    )
+
+
+def _representatives(runs: Sequence[StoredRun]) -> dict[str, StoredRun]:
+    """The newest full run (not a confirmation re-run) of each release, by version."""
+    return {run.version: run for run in runs if run.requested_by != CONFIRMATION}
+
+
+def detection_inputs(
+    session: Session,
+    run: StoredRun,
+    policy: DetectionPolicy,
+    *,
+    baseline_run_id: int | None = None,
+    choose: bool = True,
+) -> Inputs:
+    """The candidate, its baseline (chosen, or the given run), repeat runs for the noise floor
+    (the baseline release's, else the candidate release's) and earlier releases' values."""
+    runs = series_runs(session, run.package, run.series_config)
+    releases = _representatives(runs)
+    if choose:
+        incidents = release_incidents(session, run.series_config)
+        states = [
+            ReleaseState(version, release_state(incidents.get(each.release_id)))
+            for version, each in releases.items()
+            if version != run.version
+        ]
+        version = choose_baseline(states, run.version)
+        baseline_run_id = releases[version].run_id if version is not None else None
+    base = next((r for r in runs if r.run_id == baseline_run_id), None)
+    repeats = [r for r in runs if base is not None and r.version == base.version]
+    if len(repeats) < 2:
+        repeats = [r for r in runs if r.version == run.version]
+    repeats = repeats[-MAX_REPEATS:] if len(repeats) >= 2 else []
+    earlier = [
+        each.run_id
+        for version, each in releases.items()
+        if version_key(version) < version_key(run.version)
+    ]
+    values = arm_metric_values(session, earlier)
+    history: dict[SeriesName, list[float]] = {}
+    for run_id in earlier:
+        for (probe, arm, metric), value in values[run_id].items():
+            if metric in policy.metrics:
+                history.setdefault((probe, arm, metric), []).append(value)
+    loaded = {
+        each.run_id: run_input(session, each) for each in [run, *repeats, *([base] if base else [])]
+    }
+    return Inputs(
+        candidate=loaded[run.run_id],
+        baseline=loaded[base.run_id] if base else None,
+        repeats=[loaded[each.run_id] for each in repeats],
+        history=history,
+    )
+
+
+def _findings(inputs: Inputs, settings: Settings, policy: DetectionPolicy) -> list[Finding]:
+    return evaluate_release(
+        inputs.candidate,
+        inputs.baseline,
+        repeats=inputs.repeats,
+        history=inputs.history,
+        tolerances=settings.tolerances,
+        policy=policy,
+    )
+
+
+def judge_run(
+    store: Store, run_id: int, settings: Settings, *, policy: DetectionPolicy | None = None
+) -> DetectionOutcome:
+    """Judge a run's release and record the result once: a new incident (with its confirmation
+    run queued), an updated one, or nothing. A confirmation run is judged as a confirmation."""
+    policy = policy or DetectionPolicy()
+    with store.reading() as session:
+        run = stored_run(session, run_id)
+        status = session.scalar(select(m.RunRow.status).where(m.RunRow.id == run_id))
+    if run.requested_by == CONFIRMATION:
+        return confirm(store, run_id, settings, policy=policy)
+    release = f"{run.package}=={run.version}"
+    if status != m.RunStatus.SUCCEEDED:
+        return DetectionOutcome(run_id, release, "skipped", reason=f"run is {status}")
+    with store.reading() as session:
+        inputs = detection_inputs(session, run, policy)
+    draft = draft_incident(inputs.candidate, _findings(inputs, settings, policy), policy)
+    baseline_id = int(inputs.baseline.run_id) if inputs.baseline else None
+    if draft is None:
+        return DetectionOutcome(run_id, release, "clean", baseline_run_id=baseline_id)
+    for attempt in range(1, WRITE_TRIES + 1):
+        try:
+            with store.writing() as session:
+                action, incident = open_or_update(session, run, draft, settings)
+                return DetectionOutcome(
+                    run_id,
+                    release,
+                    action,
+                    incident.id,
+                    draft,
+                    list(draft.findings),
+                    baseline_id,
+                    incident.confirmation_run_id,
+                )
+        except IntegrityError:
+            if attempt == WRITE_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _regressed(findings: Sequence[Finding]) -> set[str]:
+    return {f.series for f in findings if SEVERITY_RANK[f.severity] > 0}
+
+
+def confirm(
+    store: Store, run_id: int, settings: Settings, *, policy: DetectionPolicy | None = None
+) -> DetectionOutcome:
+    """Judge a confirmation run: when it reproduces a regressed series of its incident (against
+    the incident's baseline), confirm the incident and write its alerts in one transaction;
+    otherwise mark it not confirmed. A confirmation run that failed leaves it pending (the next
+    judgement of the release queues another)."""
+    policy = policy or DetectionPolicy()
+    with store.reading() as session:
+        run = stored_run(session, run_id)
+        release = f"{run.package}=={run.version}"
+        row = session.scalars(
+            select(m.IncidentRow).where(m.IncidentRow.confirmation_run_id == run_id)
+        ).one_or_none()
+        if row is None:
+            return DetectionOutcome(run_id, release, "skipped", reason="confirms no incident")
+        incident_id, baseline_run_id = row.id, row.baseline_run_id
+        draft = IncidentDraft.model_validate(row.draft)
+        if row.confirmation != Confirmation.PENDING:
+            return DetectionOutcome(run_id, release, "unchanged", incident_id, draft)
+        status = session.scalar(select(m.RunRow.status).where(m.RunRow.id == run_id))
+        inputs = None
+        if status == m.RunStatus.SUCCEEDED:
+            inputs = detection_inputs(
+                session, run, policy, baseline_run_id=baseline_run_id, choose=False
+            )
+    if inputs is None:
+        with store.writing() as session:
+            confirmation_failed(session, incident_id, run_id, str(status))
+        return DetectionOutcome(run_id, release, "waiting", incident_id, draft)
+    findings = _findings(inputs, settings, policy)
+    reproduced = sorted(_regressed(findings) & _regressed(draft.findings))
+    with store.writing() as session:
+        action = settle_confirmation(session, incident_id, run_id, reproduced, draft, settings)
+    if action == "unchanged":
+        return DetectionOutcome(run_id, release, action, incident_id, draft)
+    return DetectionOutcome(
+        run_id, release, action, incident_id, draft, findings, baseline_run_id, run_id
+    )

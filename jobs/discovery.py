@@ -16,17 +16,14 @@ from packaging.version import Version
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.config import Settings
-from monitor.releases import DiscoveryError, fetch_releases, in_range
-from monitor.releases import Release as PublishedRelease
-from monitor.series import config_hash
+from monitor.engines import EngineSpec
+from monitor.releases import DiscoveryError, PublishedRelease, fetch_releases, in_range
+from monitor.requests import RunRequest, check_options, request_config
+from monitor.schema import SuiteOptions
 from monitor.store import Store, StoreError
-from monitor.store.jobs import (
-    has_run,
-    known_versions,
-    queue_run,
-    record_discovered,
-    requested_config,
-)
+from monitor.store.ingest import record_published
+from monitor.store.models import DISCOVERY
+from monitor.store.queue import has_run, insert_run, known_versions
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +38,13 @@ class Discovered:
     error: str | None = None
 
 
-def scheduled_options(settings: Settings) -> dict[str, Any]:
-    """Run options of scheduled (discovery and nightly) runs."""
-    options: dict[str, Any] = {
-        "model": settings.scheduled_model,
-        "kv_cache_gib": settings.kv_cache_gib,
-    }
+def scheduled_options(settings: Settings) -> SuiteOptions:
+    """Suite options of scheduled (discovery and nightly) runs; RequestError when the settings
+    name a model or probe that cannot run."""
+    options: dict[str, Any] = {"model": settings.scheduled_model}
     if settings.scheduled_probes:
         options["probes"] = list(settings.scheduled_probes)
-    return options
+    return check_options(options)
 
 
 def newly_published(
@@ -86,16 +81,18 @@ def discover_package(store: Store, settings: Settings, package: str) -> Discover
     options = scheduled_options(settings)
     with store.writing() as session:
         known = set(known_versions(session, package))
-        outcome.new_versions = record_discovered(session, published)
+        outcome.new_versions = record_published(session, published)
         to_queue = [r for r in runnable if str(r.version) in outcome.new_versions]
         to_queue = newly_published(to_queue, known, published)
         for release in to_queue:
-            version = str(release.version)
-            digest = config_hash(requested_config(package, version, options))
-            if has_run(session, package, version, digest):
+            request = RunRequest(
+                EngineSpec(package, release.version), options, settings.runner, None, DISCOVERY
+            )
+            config = request_config(request, settings)
+            if has_run(session, config):
                 continue
-            outcome.queued[version] = queue_run(
-                session, package, version, options, settings.runner, requested_by="discovery"
+            outcome.queued[str(release.version)] = insert_run(
+                session, config, request.runner, request.requested_by
             )
     if outcome.new_versions:
         logger.info(

@@ -18,14 +18,16 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs import tasks
+from jobs.discovery import scheduled_options
 from jobs.tasks import Service
 from monitor.alerts import send_due
 from monitor.config import Settings
-from monitor.runners.base import RunOptions, make_runner
+from monitor.errors import one_line
+from monitor.requests import RequestError
+from monitor.runners import make_runner
 from monitor.store import Store, open_store
 from monitor.store.db import create_store_engine, database_url
 from monitor.store.migrate import SQLITE_IMMEDIATE
@@ -51,20 +53,15 @@ class PatientJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         try:
             super().update_job(job)
         except SQLAlchemyError as exc:
-            logger.warning("job store: next run of %s not saved yet: %s", job.id, _line(exc))
+            logger.warning("job store: next run of %s not saved yet: %s", job.id, one_line(exc))
 
     def get_next_run_time(self) -> datetime | None:
         try:
             found: datetime | None = super().get_next_run_time()
             return found
         except SQLAlchemyError as exc:
-            logger.warning("job store unreadable, retrying: %s", _line(exc))
+            logger.warning("job store unreadable, retrying: %s", one_line(exc))
             return datetime.now(UTC) + timedelta(seconds=JOBSTORE_RETRY_S)
-
-
-def _line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_settings(settings: Settings) -> None:
@@ -72,17 +69,12 @@ def check_settings(settings: Settings) -> None:
     try:
         make_runner(settings.runner, settings)
     except Exception as exc:
-        raise SchedulerConfigError(f"PARITY_RUNNER={settings.runner}: {_line(exc)}") from None
-    options: dict[str, Any] = {"model": settings.scheduled_model}
-    if settings.scheduled_probes:
-        options["probes"] = settings.scheduled_probes
+        raise SchedulerConfigError(f"PARITY_RUNNER={settings.runner}: {one_line(exc)}") from None
     try:
-        RunOptions.model_validate(options)
-    except ValidationError as exc:
-        first = str(exc.errors()[0]["msg"])
+        scheduled_options(settings)
+    except RequestError as exc:
         raise SchedulerConfigError(
-            f"scheduled runs: {first.removeprefix('Value error, ')} "
-            "(PARITY_SCHEDULED_MODEL / PARITY_SCHEDULED_PROBES)"
+            f"scheduled runs: {exc} (PARITY_SCHEDULED_MODEL / PARITY_SCHEDULED_PROBES)"
         ) from None
     if not settings.discovery_packages:
         raise SchedulerConfigError("PARITY_DISCOVERY_PACKAGES is empty")

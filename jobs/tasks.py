@@ -18,25 +18,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from packaging.version import Version
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.discovery import Discovered, discover, scheduled_options
-from jobs.hooks import after_run
 from jobs.worker import spawn
 from monitor.config import Settings
-from monitor.runners.base import RunnerUnavailable, attempt_dir, make_runner
+from monitor.engines import EngineSpec
+from monitor.pipeline import Held, end_without_result, finish
+from monitor.requests import RunRequest, queue_request
+from monitor.runners import make_runner
+from monitor.runners.base import RunnerUnavailable, attempt_dir
 from monitor.schema import SchemaError, load_result
 from monitor.store import IngestError, Store, StoreError
-from monitor.store.jobs import (
+from monitor.store.models import NIGHTLY
+from monitor.store.queue import (
     ClaimedRun,
     LeaseLost,
     claim_next,
     expired_runs,
-    finish,
     has_pending,
     newest_release,
-    queue_run,
-    retry_or_fail,
     running_count,
     take_over,
 )
@@ -91,22 +93,15 @@ class Service:
             self.workers[run.run_id] = self.spawn(run.run_id, owner, self.settings, log)
         except OSError as exc:
             reason = f"cannot start a worker: {exc.strerror or exc}"
-            with self.store.writing() as session:
-                retry_or_fail(
-                    session,
-                    run.run_id,
-                    owner,
-                    reason,
-                    max_attempts=self.settings.max_attempts,
-                    backoff_s=self.settings.retry_backoff_s,
-                )
+            end_without_result(
+                self.store, self.settings, Held(run.run_id, owner), reason, retry=True
+            )
             logger.error("run %d: %s", run.run_id, reason)
             return
         logger.info(
-            "run %d (%s==%s, attempt %d, %s) started in worker %d; log %s",
+            "run %d (%s, attempt %d, %s) started in worker %d; log %s",
             run.run_id,
-            run.package,
-            run.version,
+            run.spec,
             run.attempt,
             run.runner,
             self.workers[run.run_id].pid,
@@ -147,10 +142,17 @@ class Service:
                     logger.warning(
                         "run %d: stopped job %s left by its worker", run.run_id, run.runner_job_id
                     )
+        held = Held(run.run_id, owner)
         result_file = run_dir / "result.json"
         if result_file.is_file():
             try:
-                finish(self.store, run.run_id, owner, load_result(result_file))
+                finish(
+                    self.store,
+                    self.settings,
+                    load_result(result_file),
+                    runner=run.runner,
+                    held=held,
+                )
             except (SchemaError, IngestError, LeaseLost) as exc:
                 logger.error(
                     "run %d: result left in %s not stored: %s", run.run_id, result_file, exc
@@ -159,23 +161,12 @@ class Service:
                 logger.info(
                     "run %d: stored the result its worker left in %s", run.run_id, result_file
                 )
-                after_run(self.store, run.run_id, self.settings.after_run_hooks)
                 return
         reason = "worker lost: its lease expired without a result"
-        with self.store.writing() as session:
-            status = retry_or_fail(
-                session,
-                run.run_id,
-                owner,
-                reason,
-                max_attempts=self.settings.max_attempts,
-                backoff_s=self.settings.retry_backoff_s,
-            )
+        ended = end_without_result(self.store, self.settings, held, reason, retry=True)
         logger.warning(
-            "run %d attempt %d: %s; run is now %s", run.run_id, run.attempt, reason, status
+            "run %d attempt %d: %s; run is now %s", run.run_id, run.attempt, reason, ended.status
         )
-        if status is not None and status != "queued":
-            after_run(self.store, run.run_id, self.settings.after_run_hooks)
 
     def _kill_worker(self, run_id: int) -> None:
         process = self.workers.pop(run_id, None)
@@ -197,14 +188,14 @@ class Service:
                 if version is None:
                     logger.info("nightly: no %s release known yet", package)
                     continue
-                if has_pending(session, package, version, "nightly"):
-                    logger.info("nightly: %s==%s still has a run waiting", package, version)
+                spec = EngineSpec(package, Version(version))
+                if has_pending(session, spec, NIGHTLY):
+                    logger.info("nightly: %s still has a run waiting", spec)
                     continue
-                run_id = queue_run(
-                    session, package, version, options, self.settings.runner, requested_by="nightly"
-                )
+                request = RunRequest(spec, options, self.settings.runner, None, NIGHTLY)
+                run_id = queue_request(session, request, self.settings)
             queued[package] = run_id
-            logger.info("nightly: queued run %d of %s==%s", run_id, package, version)
+            logger.info("nightly: queued run %d of %s", run_id, spec)
         return queued
 
     def stop_workers(self, grace_s: float = STOP_GRACE_S) -> None:

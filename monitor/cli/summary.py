@@ -1,4 +1,5 @@
-"""The readable summary of one result: a table per arm and each probe's finding."""
+"""The readable summary of one result: a row per arm with its numbers and its verdict under
+the configured tolerances, and each probe's finding."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from monitor.gates import Tolerances
 from monitor.schema import SuiteResult
+from monitor.verdicts import judge_arm
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "n/a": "dim"}
 COLUMNS = (
@@ -17,10 +20,15 @@ COLUMNS = (
 )
 
 
-def _number(value: float | None) -> str:
+def number(value: float | None) -> str:
+    """A metric value for a table: 4 significant digits, small values in scientific notation."""
     if value is None:
         return "-"
-    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+
+
+def verdict_text(verdict: str | None) -> Text:
+    return Text(verdict or "-", style=VERDICT_STYLE.get(verdict or "", "dim"))
 
 
 def _short(reason: str) -> str:
@@ -30,7 +38,7 @@ def _short(reason: str) -> str:
     return f"{metric}>{limit}" if rest else reason
 
 
-def summary(result: SuiteResult) -> Group:
+def summary(result: SuiteResult, tolerances: Tolerances) -> Group:
     title = f"{result.config.engine} · {result.config.model} · {result.status}"
     if result.versions:
         title += f" · vLLM {result.versions.vllm} on {result.versions.device}"
@@ -43,17 +51,16 @@ def summary(result: SuiteResult) -> Group:
     for probe in result.probes:
         for index, arm in enumerate(probe.arms):
             name = probe.name if index == 0 else ""
+            cells = [number(arm.metrics.get(key)) for key, _ in COLUMNS]
+            judged = judge_arm(arm, tolerances)
             if not arm.applicable:
-                cells = ["-"] * len(COLUMNS)
                 verdict = Text(f"n/a: {arm.reason}", style="dim")
             elif not arm.gated:
-                cells = [_number(arm.metrics.get(key)) for key, _ in COLUMNS]
                 verdict = Text("contrast", style="dim")
             else:
-                cells = [_number(arm.metrics.get(key)) for key, _ in COLUMNS]
-                verdict = Text(arm.verdict, style=VERDICT_STYLE[arm.verdict])
-                if arm.verdict_reasons:
-                    verdict.append(f" {_short(arm.verdict_reasons[0])}", style="dim")
+                verdict = verdict_text(judged.verdict)
+                if judged.reasons:
+                    verdict.append(f" {_short(judged.reasons[0])}", style="dim")
             table.add_row(name, arm.arm, *cells, verdict)
         table.add_section()
     findings = Text()
@@ -66,8 +73,7 @@ def summary(result: SuiteResult) -> Group:
     return Group(*parts)
 
 
-def print_summary(result: SuiteResult, console: Console | None = None) -> None:
-    console = console or Console()
+def print_summary(result: SuiteResult, tolerances: Tolerances, console: Console) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 130)
-    console.print(summary(result))
+    console.print(summary(result, tolerances))

@@ -1,17 +1,22 @@
-"""How the CLI shows detection: the findings table, one outcome line, and detection of a result
-the moment a command stores it (`parity run`, `ingest`, `backfill`), so every stored run is
-judged against its baseline without waiting for the scheduler."""
+"""How the CLI shows what the pipeline did with a run: stored or not, and what judging it
+found (the findings table, one outcome line)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from monitor.cli.common import fail
 from monitor.config import Settings
-from monitor.detection.errors import DetectionError
-from monitor.detection.incidents import Finding
+from monitor.detection.findings import Finding
+from monitor.pipeline import Finished, finish
+from monitor.schema import SuiteResult
 from monitor.store import Store, StoreError
-from monitor.store.incidents import DetectionOutcome, detect_and_record
+
+if TYPE_CHECKING:
+    from monitor.judge import DetectionOutcome
 
 SEVERITY_STYLE = {"info": "dim", "minor": "yellow", "major": "bold red", "critical": "bold red"}
 
@@ -53,13 +58,26 @@ def print_outcome(console: Console, outcome: DetectionOutcome, prefix: str = "")
         console.print(findings_table(list(outcome.draft.findings)))
 
 
-def detect_stored(store: Store, run_id: int, settings: Settings, console: Console) -> None:
-    """Judge a run a command has just stored. Detection that cannot judge it is one line; the
-    stored run is kept either way (`parity detect` judges it again later)."""
+def print_finished(finished: Finished, console: Console) -> None:
+    """ "stored as run N" (or already stored), then what judging it did, or why it could not."""
+    verb = "stored as" if finished.created else "already stored as"
+    console.print(f"{verb} run {finished.run_id}", highlight=False)
+    if finished.problem is not None:
+        console.print(f"detection: run {finished.run_id} not judged: {finished.problem}")
+    elif finished.judged is not None and finished.judged.action != "skipped":
+        print_outcome(console, finished.judged, prefix="detection: ")
+
+
+def store_and_judge(
+    opened: Store, chosen: Settings, result: SuiteResult, runner: str, where: str
+) -> None:
+    """Take a result through the pipeline's finish step (the store is closed after) and show
+    what it did; a result that cannot be stored ends the command with one line naming `where`
+    it is kept."""
     try:
-        outcome = detect_and_record(store, run_id, settings)
-    except (DetectionError, StoreError) as exc:
-        console.print(f"detection: run {run_id} not judged: {exc}", highlight=False)
-        return
-    if outcome.action != "skipped":
-        print_outcome(console, outcome, prefix="detection: ")
+        finished = finish(opened, chosen, result, runner=runner)
+    except StoreError as exc:
+        fail(f"{where}: {exc} (nothing stored; `parity ingest` stores it later)")
+    finally:
+        opened.close()
+    print_finished(finished, Console())

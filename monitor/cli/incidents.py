@@ -10,14 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from monitor.cli_findings import SEVERITY_STYLE, print_outcome
-from monitor.cli_jobs import _settings
-from monitor.cli_store import fail, open_cli_store
+from monitor.cli.common import fail, settings, store
+from monitor.cli.findings import SEVERITY_STYLE, print_outcome
 from monitor.detection.errors import DetectionError
 from monitor.engines import EngineSpecError, parse_package, parse_version
+from monitor.incidents.triage import parse_status, triage
 from monitor.store import StoreError
-from monitor.store.incident_queries import list_incidents, release_runs
-from monitor.store.incidents import detect_and_record, parse_status, triage
+from monitor.store.incident_reads import list_incidents, release_runs
 
 out = Console(width=200)
 
@@ -32,25 +31,27 @@ def detect(
 ) -> None:
     """Judge a release's newest run of each configuration against its baseline now; a new
     regression opens an incident and queues its confirmation run."""
-    settings = _settings()
+    from monitor.judge import judge_run  # its statistics take seconds to import: only here
+
+    chosen = settings()
     try:
-        package = parse_package(engine or settings.engine_package)
+        package = parse_package(engine or chosen.engine_package)
         version = str(parse_version(release)) if release is not None else None
     except EngineSpecError as exc:
         fail(str(exc))
-    store = open_cli_store(settings)
+    opened = store(chosen)
     try:
-        with store.reading() as session:
+        with opened.reading() as session:
             runs = release_runs(session, package, version)
         if not runs:
             what = f"{package}=={version}" if version else package
             fail(f"no succeeded run of {what} in the store to judge")
         for run in runs:
-            print_outcome(out, detect_and_record(store, run.run_id, settings))
+            print_outcome(out, judge_run(opened, run.run_id, chosen))
     except (DetectionError, StoreError) as exc:
         fail(str(exc))
     finally:
-        store.close()
+        opened.close()
 
 
 def incidents(
@@ -63,18 +64,18 @@ def incidents(
     ] = False,
 ) -> None:
     """The stored incidents, newest release first."""
-    settings = _settings()
+    chosen = settings()
     try:
         statuses = [str(parse_status(s)) for s in status or []]
         package = parse_package(engine) if engine else None
     except (StoreError, EngineSpecError) as exc:
         fail(str(exc))
-    store = open_cli_store(settings)
+    opened = store(chosen)
     try:
-        with store.reading() as session:
+        with opened.reading() as session:
             rows = list_incidents(session, status=statuses, package=package, open_only=open_only)
     finally:
-        store.close()
+        opened.close()
     if not rows:
         out.print("no incidents")
         return
@@ -106,15 +107,14 @@ def triage_command(
 ) -> None:
     """Set an incident's status, owner and note (recorded with who and when); "intended"
     makes the release the baseline of later detection."""
-    settings = _settings()
-    store = open_cli_store(settings)
+    opened = store(settings())
     try:
-        with store.writing() as session:
+        with opened.writing() as session:
             view = triage(session, incident_id, status, owner, note, by or getpass.getuser())
     except StoreError as exc:
         fail(str(exc))
     finally:
-        store.close()
+        opened.close()
     out.print(
         f"incident {view.id} ({view.release}) is now {view.status}"
         + (f", owner {view.owner}" if view.owner else ""),

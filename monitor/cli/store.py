@@ -1,34 +1,34 @@
 """The `parity` commands that read and write the results store: `db upgrade`, `ingest`, `runs`,
-`show`, `compare`, `export`. Every one opens (and so upgrades) the store first."""
+`show`, `compare`, `export`. Every one opens (and so upgrades) the store first; verdicts are
+judged with the configured tolerances (monitor.verdicts), as everywhere."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, fields
+from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, Any, NoReturn
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.orm import Session
 
-from monitor.cli_findings import detect_stored
-from monitor.config import Settings, get_settings
+from monitor.cli.common import errors, fail, reading, run_number, settings, store
+from monitor.cli.findings import store_and_judge
+from monitor.cli.summary import COLUMNS, number, verdict_text
 from monitor.engines import EngineSpecError, parse_version
-from monitor.report import COLUMNS, VERDICT_STYLE
-from monitor.schema import SchemaError, SuiteResult, load_result
-from monitor.store import Store, StoreError, ingest_result, open_store
+from monitor.gates import Tolerances
+from monitor.schema import SchemaError, Stratum, load_result
 from monitor.store.models import RunStatus
 from monitor.store.queries import compare_runs, export_rows, list_runs, run_detail
 from monitor.store.views import (
+    EXPORT_COLUMNS,
     ArmComparison,
     ArmView,
     Change,
@@ -36,10 +36,9 @@ from monitor.store.views import (
     RunComparison,
     RunDetail,
     RunSummary,
-    StratumView,
 )
+from monitor.verdicts import judge_arm, judge_probe, judged_metrics
 
-errors = Console(stderr=True)
 STATUS_STYLE = {
     "succeeded": "green",
     "failed": "bold red",
@@ -56,69 +55,15 @@ class ExportFormat(StrEnum):
     json = "json"
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def open_cli_store(settings: Settings) -> Store:
-    """Open and upgrade the store, or end the command with one line saying why not."""
-    try:
-        return open_store(settings)
-    except StoreError as exc:
-        fail(str(exc))
-
-
-def store_run_result(store: Store, result: SuiteResult, path: Path, settings: Settings) -> None:
-    """Store the result `parity run` just wrote and judge it; if storing fails the file is
-    still there."""
-    try:
-        outcome = ingest_result(store, result, runner="local")
-    except StoreError as exc:
-        fail(f"{exc}; the result is kept in {path} (store it later with `parity ingest {path}`)")
-    verb = "stored as" if outcome.created else "already stored as"
-    errors.print(f"{verb} run {outcome.run_id}", highlight=False)
-    if outcome.created:
-        detect_stored(store, outcome.run_id, settings, Console())
-
-
-@contextmanager
-def reading(settings: Settings) -> Iterator[Session]:
-    store = open_cli_store(settings)
-    try:
-        with store.reading() as session:
-            yield session
-    except StoreError as exc:
-        fail(str(exc))
-    finally:
-        store.close()
-
-
-def _run_number(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        fail(f"RUN must be a run number such as 12, not {text!r}")
-    return int(text)
-
-
 def _time(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
-
-
-def _verdict(verdict: str | None) -> Text:
-    return Text(verdict or "-", style=VERDICT_STYLE.get(verdict or "", "dim"))
-
-
 def db_upgrade() -> None:
     """Create or upgrade the results database to this monitor's schema."""
-    store = open_cli_store(get_settings())
-    typer.echo(f"database {store.url} is up to date")
-    store.close()
+    opened = store(settings())
+    typer.echo(f"database {opened.url} is up to date")
+    opened.close()
 
 
 def ingest(
@@ -131,19 +76,8 @@ def ingest(
         result = load_result(result_file)
     except SchemaError as exc:
         fail(str(exc))
-    settings = get_settings()
-    store = open_cli_store(settings)
-    try:
-        try:
-            outcome = ingest_result(store, result, runner=runner)
-        except StoreError as exc:
-            fail(f"{result_file}: {exc}")
-        verb = "stored as" if outcome.created else "already stored as"
-        typer.echo(f"{verb} run {outcome.run_id}")
-        if outcome.created:
-            detect_stored(store, outcome.run_id, settings, Console())
-    finally:
-        store.close()
+    chosen = settings()
+    store_and_judge(store(chosen), chosen, result, runner, str(result_file))
 
 
 def runs(
@@ -162,7 +96,8 @@ def runs(
             version = str(parse_version(version))
         except EngineSpecError as exc:
             fail(f"--version: {exc}")
-    with reading(get_settings()) as session:
+    chosen = settings()
+    with reading(chosen) as session:
         found = list_runs(
             session,
             package=package,
@@ -171,11 +106,12 @@ def runs(
             model=model,
             probe=probe,
             limit=limit,
+            metrics=judged_metrics(chosen.tolerances),
         )
-    Console().print(_runs_table(found))
+    Console().print(_runs_table(found, chosen.tolerances))
 
 
-def _runs_table(found: list[RunSummary]) -> Table:
+def _runs_table(found: list[RunSummary], tolerances: Tolerances) -> Table:
     table = Table(title=f"{len(found)} run(s)", title_justify="left")
     widths = {"run": 3, "release": 16, "status": 9, "runner": 5, "model": 7, "device": 4}
     for header, width in {**widths, "finished": 16}.items():
@@ -185,6 +121,7 @@ def _runs_table(found: list[RunSummary]) -> Table:
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=40)
     for run in found:
         style = STATUS_STYLE.get(run.status, "")
+        verdicts = Counter(judge_arm(arm, tolerances).verdict for arm in run.arms)
         table.add_row(
             str(run.id),
             run.release,
@@ -193,9 +130,9 @@ def _runs_table(found: list[RunSummary]) -> Table:
             run.model or "-",
             (run.device or "-").split(":")[0],
             _time(run.finished_at),
-            str(run.n_pass),
-            Text(str(run.n_fail), style="bold red" if run.n_fail else ""),
-            str(run.n_not_applicable),
+            str(verdicts["pass"]),
+            Text(str(verdicts["fail"]), style="bold red" if verdicts["fail"] else ""),
+            str(verdicts["n/a"]),
             run.error or "",
         )
     return table
@@ -208,8 +145,9 @@ def show(
     strata: Annotated[bool, typer.Option("--strata", help="metrics per bucket")] = False,
 ) -> None:
     """One stored run: release, environment, model, every probe and arm."""
-    run_id = _run_number(run)
-    with reading(get_settings()) as session:
+    run_id = run_number(run)
+    chosen = settings()
+    with reading(chosen) as session:
         detail = run_detail(session, run_id, traces=False)
     if probe is not None and probe not in {p.probe for p in detail.probes}:
         fail(f"run {run_id} has no probe {probe!r}")
@@ -219,7 +157,7 @@ def show(
     for probe_view in detail.probes:
         if probe is not None and probe_view.probe != probe:
             continue
-        out.print(_arms_table(probe_view.probe, probe_view.verdict, probe_view.arms))
+        out.print(_arms_table(probe_view.probe, probe_view.arms, chosen.tolerances))
         if probe_view.finding:
             out.print(Text(probe_view.finding, style="italic"))
         for arm in probe_view.arms:
@@ -253,8 +191,9 @@ def _header(detail: RunDetail) -> list[str]:
     return lines
 
 
-def _arms_table(probe: str, verdict: str, arms: list[ArmView]) -> Table:
-    table = Table(title=Text.assemble(f"{probe} · ", _verdict(verdict)), title_justify="left")
+def _arms_table(probe: str, arms: list[ArmView], tolerances: Tolerances) -> Table:
+    verdict = judge_probe(arms, tolerances)
+    table = Table(title=Text.assemble(f"{probe} · ", verdict_text(verdict)), title_justify="left")
     table.add_column("arm", no_wrap=True)
     for _, header in COLUMNS:
         table.add_column(header, justify="right")
@@ -265,15 +204,16 @@ def _arms_table(probe: str, verdict: str, arms: list[ArmView]) -> Table:
         if not arm.applicable:
             table.add_row(arm.arm, *["-"] * (len(COLUMNS) + 2), Text(f"n/a: {arm.reason}", "dim"))
             continue
-        verdict_text = _verdict(arm.verdict)
-        if arm.verdict_reasons:
-            verdict_text.append(f" ({'; '.join(arm.verdict_reasons)})")
+        judged = judge_arm(arm, tolerances)
+        shown = verdict_text(judged.verdict)
+        if judged.reasons:
+            shown.append(f" ({'; '.join(judged.reasons)})")
         table.add_row(
             arm.arm,
-            *[_number(arm.metrics.get(key)) for key, _ in COLUMNS],
+            *[number(arm.metrics.get(key)) for key, _ in COLUMNS],
             str(arm.trace_tokens),
             _took_effect(arm.effective_config),
-            verdict_text,
+            shown,
         )
     return table
 
@@ -290,18 +230,18 @@ def _metrics_table(arm: ArmView) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(arm.metrics.items()):
-        table.add_row(name, _number(value))
+        table.add_row(name, number(value))
     return table
 
 
-def _strata_table(arm: ArmView, kind: str, rows: list[StratumView]) -> Table:
+def _strata_table(arm: ArmView, kind: str, rows: list[Stratum]) -> Table:
     table = Table(title=f"{arm.probe}/{arm.arm} by {kind}", title_justify="left")
     names = ("n_tokens", "fraction", "mean_abs_delta", "k1", "k3", "token_mult_prob_error")
     table.add_column("bucket")
     for name in names:
         table.add_column(name, justify="right")
     for row in rows:
-        table.add_row(row.bucket, *[_number(getattr(row, name)) for name in names])
+        table.add_row(row.bucket, *[number(getattr(row, name)) for name in names])
     return table
 
 
@@ -311,8 +251,9 @@ def compare(
     all_metrics: Annotated[bool, typer.Option("--all-metrics", help="every metric")] = False,
 ) -> None:
     """Two runs side by side: metric deltas (b − a) per arm, what took effect differently."""
-    first, second = _run_number(a), _run_number(b)
-    with reading(get_settings()) as session:
+    first, second = run_number(a), run_number(b)
+    chosen = settings()
+    with reading(chosen) as session:
         comparison = compare_runs(session, first, second)
     out = Console()
     out.print(
@@ -328,7 +269,7 @@ def compare(
     if comparison.environment_changes:
         out.print(_changes_table("environment", comparison.environment_changes))
     keys = None if all_metrics else {key for key, _ in COLUMNS}
-    out.print(_deltas_table(comparison, keys))
+    out.print(_deltas_table(comparison, keys, chosen.tolerances))
     changed = [(arm, change) for arm in comparison.arms for change in arm.effective_config_changes]
     if changed:
         table = Table(title="took effect differently", title_justify="left")
@@ -350,20 +291,28 @@ def _changes_table(title: str, changes: list[Change]) -> Table:
     return table
 
 
-def _deltas_table(comparison: RunComparison, keys: set[str] | None) -> Table:
+def _deltas_table(
+    comparison: RunComparison, keys: set[str] | None, tolerances: Tolerances
+) -> Table:
     table = Table(title="metric deltas (b − a)", title_justify="left")
     for header in ("arm", "verdict", "metric"):
         table.add_column(header, no_wrap=True)
     for header in (f"run {comparison.a}", f"run {comparison.b}", "Δ"):
         table.add_column(header, justify="right")
     for arm in comparison.arms:
-        _add_deltas(table, arm, keys)
+        _add_deltas(table, arm, keys, tolerances)
     return table
 
 
-def _add_deltas(table: Table, arm: ArmComparison, keys: set[str] | None) -> None:
+def _judged(arm: ArmView | None, tolerances: Tolerances) -> Text:
+    return verdict_text(None if arm is None else judge_arm(arm, tolerances).verdict)
+
+
+def _add_deltas(
+    table: Table, arm: ArmComparison, keys: set[str] | None, tolerances: Tolerances
+) -> None:
     label = f"{arm.probe}/{arm.arm}"
-    verdict = Text.assemble(_verdict(arm.verdict_a), " → ", _verdict(arm.verdict_b))
+    verdict = Text.assemble(_judged(arm.a, tolerances), " → ", _judged(arm.b, tolerances))
     rows = [delta for delta in arm.metrics if keys is None or delta.metric in keys]
     if not rows:
         missing = "only in b" if not arm.in_a else "only in a" if not arm.in_b else "no metrics"
@@ -374,9 +323,9 @@ def _add_deltas(table: Table, arm: ArmComparison, keys: set[str] | None) -> None
             label if index == 0 else "",
             verdict if index == 0 else "",
             delta.metric,
-            _number(delta.a),
-            _number(delta.b),
-            _number(delta.delta),
+            number(delta.a),
+            number(delta.b),
+            number(delta.delta),
         )
 
 
@@ -391,7 +340,7 @@ def export(
     if format not in set(ExportFormat):
         fail(f"--format must be csv or json, not {format!r}")
     chosen = ExportFormat(format)
-    with reading(get_settings()) as session:
+    with reading(settings()) as session:
         rows = export_rows(session, package=package, probe=probe, metric=metric)
         if out is None:
             written = _write_rows(rows, chosen, sys.stdout)
@@ -415,24 +364,18 @@ def _write_file(rows: Iterable[ExportRow], format: ExportFormat, out: Path) -> i
     return written
 
 
-def _plain(row: ExportRow) -> dict[str, Any]:
-    values = asdict(row)
-    values["finished_at"] = row.finished_at.isoformat() if row.finished_at else None
-    return values
-
-
 def _write_rows(rows: Iterable[ExportRow], format: ExportFormat, stream: IO[str]) -> int:
     written = 0
     if format is ExportFormat.csv:
-        writer = csv.DictWriter(stream, fieldnames=[f.name for f in fields(ExportRow)])
+        writer = csv.DictWriter(stream, fieldnames=list(EXPORT_COLUMNS))
         writer.writeheader()
         for row in rows:
-            writer.writerow(_plain(row))
+            writer.writerow(row.columns())
             written += 1
         return written
     stream.write("[")
     for row in rows:
-        stream.write(("," if written else "") + "\n" + json.dumps(_plain(row)))
+        stream.write(("," if written else "") + "\n" + json.dumps(row.columns()))
         written += 1
     stream.write("\n]\n")
     return written

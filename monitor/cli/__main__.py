@@ -1,0 +1,5 @@
+"""`python -m monitor.cli`: the `parity` command line."""
+
+from monitor.cli import app
+
+app()

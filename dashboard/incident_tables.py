@@ -3,14 +3,14 @@ what two of them show lives here)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 import streamlit as st
 
 from dashboard import tables
+from monitor.store.incident_reads import IncidentView
 
 INCIDENTS_PAGE = "incidents"
-OPEN_STATUSES = ("new", "investigating")
 INCIDENT_LINKS = {
     "incident": st.column_config.LinkColumn("incident", display_text=r"incident=(\d+)"),
     "run": st.column_config.LinkColumn("run", display_text=r"run=(\d+)"),
@@ -22,24 +22,19 @@ def incident_link(incident_id: int) -> str:
     return f"{INCIDENTS_PAGE}?incident={incident_id}"
 
 
-def is_open(row: dict[str, Any]) -> bool:
-    """New or under investigation, and not refuted by its confirmation run."""
-    return row["status"] in OPEN_STATUSES and row["confirmation"] != "not_confirmed"
-
-
-def incident_rows(incidents: list[dict[str, Any]]) -> list[dict[str, object]]:
-    """One row per incident (as `data.incidents` returns them), linking it and its run."""
+def incident_rows(incidents: Iterable[IncidentView]) -> list[dict[str, object]]:
+    """One row per incident, linking it and its candidate run."""
     return [
         {
-            "incident": incident_link(row["id"]),
-            "release": f"{row['package']}=={row['version']}",
-            "severity": row["severity"],
-            "status": row["status"],
-            "confirmation": row["confirmation"],
-            "owner": row["owner"] or "",
-            "probes": ", ".join(row["probes"]),
-            "metrics": ", ".join(row["metrics"]),
-            "run": tables.run_link(row["candidate_run_id"]),
+            "incident": incident_link(incident.id),
+            "release": incident.release,
+            "severity": incident.severity,
+            "status": incident.status,
+            "confirmation": incident.confirmation,
+            "owner": incident.owner or "",
+            "probes": ", ".join(incident.probes),
+            "metrics": ", ".join(incident.metrics),
+            "run": tables.run_link(incident.candidate_run_id),
         }
-        for row in incidents
+        for incident in incidents
     ]

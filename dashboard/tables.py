@@ -1,5 +1,6 @@
 """Tables of the dashboard as plain rows (lists of dicts) and the status matrix as HTML, built
-from the store's views. Pure: no store, no Streamlit."""
+from the store's views; every verdict shown is judged here with the configured tolerances
+(monitor.verdicts), never read from the store. Pure: no store, no Streamlit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from dashboard.trend import version_order
+from monitor.gates import Tolerances
 from monitor.store.views import (
     ArmView,
     Change,
@@ -20,6 +22,7 @@ from monitor.store.views import (
     RunSummary,
     StatusMatrix,
 )
+from monitor.verdicts import ArmFacts, judge_arm, judge_probe
 
 Row = dict[str, Any]
 RUN_PAGE = "run_detail"
@@ -39,11 +42,20 @@ VERDICT_STYLE = {
 }
 STATUS_MARK = {"failed": "✗ failed", "timed_out": "✗ timed out", "cancelled": "cancelled"}
 STATUS_MARK |= {"queued": "queued", "running": "running"}
+CONTRAST = "contrast"
 
 
 def run_link(run_id: int, page: str = RUN_PAGE) -> str:
     """Relative link to a run's page (relative, so it works under any base path)."""
     return f"{page}?{urlencode({'run': run_id})}"
+
+
+def shown_verdict(arm: ArmFacts | None, tolerances: Tolerances) -> str:
+    """An arm's verdict as tables show it: "contrast" for a contrast arm (never gated), else
+    its judged verdict; "—" where the run has no such arm."""
+    if arm is None:
+        return "—"
+    return judge_arm(arm, tolerances).verdict if arm.gated else CONTRAST
 
 
 def _when(moment: datetime | None) -> str:
@@ -70,9 +82,10 @@ def _release_note(release: ReleaseInfo) -> str:
     return "" if release.n_runs else "no run"
 
 
-def matrix_html(matrix: StatusMatrix, *, newest_first: bool = True) -> str:
-    """Releases × probes, each cell coloured by the probe's verdict in the newest succeeded run
-    of the release and linking to that run. Every stored string is escaped."""
+def matrix_html(matrix: StatusMatrix, tolerances: Tolerances, *, newest_first: bool = True) -> str:
+    """Releases × probes, each cell coloured by the probe's verdict (judged from its arms) in
+    the newest succeeded run of the release and linking to that run. Every stored string is
+    escaped."""
     releases = sorted(
         matrix.releases, key=lambda r: (r.package, version_order(r.version)), reverse=newest_first
     )
@@ -91,9 +104,10 @@ def matrix_html(matrix: StatusMatrix, *, newest_first: bool = True) -> str:
             if cell is None:
                 cells.append('<td class="empty">·</td>')
                 continue
-            background, color = VERDICT_STYLE.get(cell.verdict, VERDICT_STYLE["n/a"])
-            label = html.escape(cell.verdict)
-            tip = html.escape(f"{release.label} {probe}: {cell.verdict} (run {cell.run_id})", True)
+            verdict = judge_probe(cell.arms, tolerances)
+            background, color = VERDICT_STYLE[verdict]
+            label = html.escape(verdict)
+            tip = html.escape(f"{release.label} {probe}: {verdict} (run {cell.run_id})", True)
             cells.append(
                 f'<td style="background:{background}"><a href="{run_link(cell.run_id)}" '
                 f'target="_self" style="color:{color}" title="{tip}">{label}</a></td>'
@@ -119,40 +133,51 @@ MATRIX_CSS = (
 )
 
 
-def run_rows(runs: Iterable[RunSummary]) -> list[Row]:
-    """One row per run for a runs table, newest first, with a link to its page."""
-    return [
-        {
-            "run": run_link(run.id),
-            "release": run.release,
-            "status": run.status,
-            "pass": run.n_pass,
-            "fail": run.n_fail,
-            "n/a": run.n_not_applicable,
-            "model": run.model or "",
-            "device": run.device or "",
-            "runner": run.runner,
-            "attempt": run.attempt,
-            "started": _when(run.started_at),
-            "finished": _when(run.finished_at),
-            "error": run.error or "",
-        }
-        for run in runs
-    ]
+def run_rows(runs: Iterable[RunSummary], tolerances: Tolerances) -> list[Row]:
+    """One row per run for a runs table, newest first, with a link to its page and how many of
+    its arms pass, fail or get no verdict (the summaries must carry the gated metrics)."""
+    rows = []
+    for run in runs:
+        verdicts = Counter(judge_arm(arm, tolerances).verdict for arm in run.arms)
+        rows.append(
+            {
+                "run": run_link(run.id),
+                "release": run.release,
+                "status": run.status,
+                "pass": verdicts["pass"],
+                "fail": verdicts["fail"],
+                "n/a": verdicts["n/a"],
+                "model": run.model or "",
+                "device": run.device or "",
+                "runner": run.runner,
+                "attempt": run.attempt,
+                "started": _when(run.started_at),
+                "finished": _when(run.finished_at),
+                "error": run.error or "",
+            }
+        )
+    return rows
 
 
-def arm_metric_rows(detail: RunDetail, metrics: Sequence[str] = KEY_METRICS) -> list[Row]:
+def arm_metric_rows(
+    detail: RunDetail, tolerances: Tolerances, metrics: Sequence[str] = KEY_METRICS
+) -> list[Row]:
     """Per arm: verdict, the chosen metrics, and why it failed or does not apply."""
     rows = []
     for arm in detail.arms:
-        shown = arm.verdict if arm.gated else "contrast"
-        row: Row = {"probe": arm.probe, "arm": arm.arm, "verdict": shown}
+        row: Row = {"probe": arm.probe, "arm": arm.arm, "verdict": shown_verdict(arm, tolerances)}
         for name in metrics:
             row[name] = arm.metrics.get(name)
         row["reference"] = arm.reference
-        row["why"] = "; ".join(arm.verdict_reasons) if arm.applicable else (arm.reason or "")
+        row["why"] = why(arm, tolerances)
         rows.append(row)
     return rows
+
+
+def why(arm: ArmFacts, tolerances: Tolerances) -> str:
+    """The reasons of an arm's verdict: the gates it breaks, why it does not apply, or that it
+    is a contrast."""
+    return "; ".join(judge_arm(arm, tolerances).reasons)
 
 
 def effective_config_rows(arms: Iterable[ArmView]) -> list[Row]:
@@ -179,7 +204,10 @@ def _text(value: Any) -> str:
 
 
 def metric_delta_rows(
-    comparison: RunComparison, metrics: Sequence[str] = KEY_METRICS, probe: str | None = None
+    comparison: RunComparison,
+    tolerances: Tolerances,
+    metrics: Sequence[str] = KEY_METRICS,
+    probe: str | None = None,
 ) -> list[Row]:
     """Per arm and metric: the value in run a, in run b, and b − a."""
     rows = []
@@ -199,8 +227,8 @@ def metric_delta_rows(
                     "a": delta.a,
                     "b": delta.b,
                     "b − a": delta.delta,
-                    "verdict a": arm.verdict_a or "—",
-                    "verdict b": arm.verdict_b or "—",
+                    "verdict a": shown_verdict(arm.a, tolerances),
+                    "verdict b": shown_verdict(arm.b, tolerances),
                 }
             )
     return rows
@@ -222,8 +250,13 @@ def effective_config_diff_rows(comparison: RunComparison) -> list[Row]:
 def changed_defaults(comparison: RunComparison) -> list[Row]:
     """Effective settings that changed the same way in every arm both runs share (with an
     engine config): what the release changed by default, not what an arm asked for."""
-    shared = [arm for arm in comparison.arms if arm.in_a and arm.in_b]
-    configured = [arm for arm in shared if arm.verdict_a != "n/a" or arm.verdict_b != "n/a"]
+    configured = [
+        arm
+        for arm in comparison.arms
+        if arm.a is not None
+        and arm.b is not None
+        and (_gets_verdict(arm.a) or _gets_verdict(arm.b))
+    ]
     counts = Counter(
         (change.key, repr(change.a), repr(change.b))
         for arm in configured
@@ -239,6 +272,12 @@ def changed_defaults(comparison: RunComparison) -> list[Row]:
         for key, n in sorted(counts.items())
         if configured and n == len(configured)
     ]
+
+
+def _gets_verdict(arm: ArmView) -> bool:
+    """Whether an arm gets a pass/fail verdict: applicable and gated (else n/a, whatever the
+    tolerances)."""
+    return arm.applicable and arm.gated
 
 
 def run_config_diff_rows(comparison: RunComparison) -> list[Row]:

@@ -13,10 +13,9 @@ import numpy as np
 import streamlit as st
 
 from monitor.config import Settings
-from monitor.detection.traces import TraceArrays as CheckedTrace
-from monitor.detection.traces import most_divergent
-from monitor.store.traces import TraceArrays
-from monitor.store.views import ModelView
+from monitor.detection.traces import checked, most_divergent
+from monitor.metrics import TokenArrays
+from monitor.schema import ModelRef
 from monitor.suite.models import ModelError, fingerprint
 
 Decode = Callable[[Sequence[int]], str]
@@ -44,7 +43,7 @@ def candidate_dirs(spec: str, models_dir: Path) -> list[Path]:
 
 def locate_model(
     spec: str,
-    model: ModelView | None,
+    model: ModelRef | None,
     models_dir: Path,
     fingerprint_of: Callable[[Path], str] = fingerprint,
 ) -> Located:
@@ -100,9 +99,7 @@ def _decoder(path: str) -> tuple[Decode | None, str]:
     return load_decoder(Path(path))
 
 
-def run_decoder(
-    spec: str, model: ModelView | None, settings: Settings
-) -> tuple[Decode | None, str]:
+def run_decoder(spec: str, model: ModelRef | None, settings: Settings) -> tuple[Decode | None, str]:
     """The decoder of a run's own model (`spec` as the run named it), or None and why not."""
     located = locate_model(spec, model, settings.models_dir, _cached_fingerprint)
     if located.path is None:
@@ -111,22 +108,17 @@ def run_decoder(
 
 
 def divergent_token_rows(
-    trace: TraceArrays, k: int, decode: Decode | None = None
+    trace: TokenArrays, k: int, decode: Decode | None = None
 ) -> list[dict[str, Any]]:
     """The k tokens with the largest |δ| (largest first): where they are, both logprobs, and
-    (with a decoder) the token and the completion text around it."""
+    (with a decoder) the token and the completion text around it. A trace that is not valid
+    (lengths differ, logprobs not finite) raises DetectionError."""
     if trace.n_tokens == 0:
         return []
-    checked = CheckedTrace.build(
-        trace.prompt_index,
-        trace.position,
-        trace.token_id,
-        trace.vllm_logprob,
-        trace.reference_logprob,
-    )
-    delta = checked.delta
+    valid = checked(trace, "arm trace")
+    delta = valid.delta
     rows = []
-    for index in most_divergent(checked, min(k, trace.n_tokens)):
+    for index in most_divergent(valid, min(k, trace.n_tokens)):
         prompt, position = int(trace.prompt_index[index]), int(trace.position[index])
         row: dict[str, Any] = {
             "prompt": prompt,
@@ -151,7 +143,7 @@ def visible(text: str, *, spaces: bool = True) -> str:
     return text.replace(" ", "␣") if spaces else text
 
 
-def _neighbours(trace: TraceArrays, prompt: int, position: int) -> tuple[list[int], list[int]]:
+def _neighbours(trace: TokenArrays, prompt: int, position: int) -> tuple[list[int], list[int]]:
     """Token ids of the same completion just before and just after a position."""
     same = trace.prompt_index == prompt
     positions, ids = trace.position[same], trace.token_id[same]

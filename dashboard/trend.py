@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -22,19 +22,10 @@ BAND_MODES: dict[BandMode, str] = {
     "minmax": "min … max of repeats",
     "2sd": "mean ± 2 sd of repeats",
 }
-KEY_FIELDS_SHOWN = (
-    "model",
-    "device",
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_tokens",
-    "seed",
-    "ignore_eos",
-    "trainer_dtype",
-    "engine_dtype",
-    "prompts_sha256",
+KEY_FIELDS_SHOWN: tuple[str, ...] = tuple(
+    f.name for f in fields(SeriesKey) if f.name not in ("probe", "arm", "metric")
 )
+"""What a legend may name besides the arm: every other part of a series' identity."""
 
 
 @dataclass(frozen=True)

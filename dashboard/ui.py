@@ -14,6 +14,7 @@ from dashboard import data
 from monitor.config import Settings
 from monitor.store.db import database_url, shown
 from monitor.store.errors import StoreError
+from monitor.verdicts import judged_metrics
 
 T = TypeVar("T")
 EMPTY_HELP = """\
@@ -36,6 +37,12 @@ class Context:
     settings: Settings
     url: str
     shown_url: str
+
+    @property
+    def judged_metrics(self) -> tuple[str, ...]:
+        """The metrics judging an arm reads with the configured tolerances: what reads of runs
+        to judge must load (sorted, so equal settings share a cache entry)."""
+        return tuple(sorted(judged_metrics(self.settings.tolerances)))
 
 
 def stop(message: str) -> NoReturn:

@@ -90,7 +90,9 @@ metric = right.selectbox(
 )
 state.keep("probe", None if probe == ALL else probe)
 state.keep("metric", metric)
-rows = tables.metric_delta_rows(comparison, probe=None if probe == ALL else probe)
+rows = tables.metric_delta_rows(
+    comparison, ctx.settings.tolerances, probe=None if probe == ALL else probe
+)
 if rows:
     st.plotly_chart(charts.metric_comparison(rows, metric, names), width="stretch", key="metrics")
     st.dataframe(

@@ -8,13 +8,16 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import streamlit as st
+from pydantic import ValidationError
 
 from dashboard import auth, data, tables, tokens, ui
 from dashboard.incident_tables import INCIDENT_LINKS, incident_rows
 from dashboard.state import PageState
+from monitor.detection.findings import IncidentDraft
+from monitor.incidents.triage import triage
+from monitor.schema import validation_problem
 from monitor.store.errors import StoreError
-from monitor.store.incident_queries import IncidentDetail, IncidentView, incident_detail
-from monitor.store.incidents import triage
+from monitor.store.incident_reads import IncidentDetail, IncidentView
 from monitor.store.models import IncidentStatus
 
 PAGE = "incidents"
@@ -22,13 +25,16 @@ STATUSES = [status.value for status in IncidentStatus]
 TRIAGED = "incidents:triaged"
 
 
-@st.cache_data(ttl=data.TTL_S, show_spinner=False)
-def detail(url: str, incident_id: int) -> IncidentDetail:
-    with data.store(url).reading() as session:
-        return incident_detail(session, incident_id)
+def _draft(shown: IncidentDetail) -> IncidentDraft | None:
+    """The stored draft as detection wrote it, or None after saying why it cannot be read."""
+    try:
+        return IncidentDraft.model_validate(shown.draft)
+    except ValidationError as exc:
+        st.error(f"The incident's stored findings cannot be read: {validation_problem(exc)}")
+        return None
 
 
-def _finding_rows(shown: IncidentDetail) -> list[dict[str, object]]:
+def _finding_rows(draft: IncidentDraft) -> list[dict[str, object]]:
     return [
         {
             "severity": f.severity,
@@ -44,12 +50,13 @@ def _finding_rows(shown: IncidentDetail) -> list[dict[str, object]]:
             "95% CI": "" if f.ci_low is None else f"[{f.ci_low:+.4g}, {f.ci_high:+.4g}]",
             "detail": f.detail,
         }
-        for f in shown.draft.findings
+        for f in draft.findings
     ]
 
 
-def _token_rows(shown: IncidentDetail, decode: tokens.Decode | None) -> list[dict[str, object]]:
-    run_id = shown.incident.candidate_run_id
+def _token_rows(
+    draft: IncidentDraft, run_id: int, decode: tokens.Decode | None
+) -> list[dict[str, object]]:
     return [
         {
             "arm": f"{t.probe}/{t.arm}",
@@ -62,7 +69,7 @@ def _token_rows(shown: IncidentDetail, decode: tokens.Decode | None) -> list[dic
             "trainer logprob": t.reference_logprob,
             "δ": t.delta,
         }
-        for t in sorted(shown.draft.divergent_tokens, key=lambda t: -abs(t.delta))
+        for t in sorted(draft.divergent_tokens, key=lambda t: -abs(t.delta))
     ]
 
 
@@ -104,8 +111,26 @@ def _triage(ctx: ui.Context, incident: IncidentView) -> None:
     _triage_form(ctx, access, incident)
 
 
+def _show_findings(ctx: ui.Context, incident: IncidentView, draft: IncidentDraft) -> None:
+    """The findings table, then the most divergent tokens decoded with the run's tokenizer."""
+    st.dataframe(_finding_rows(draft), hide_index=True)
+    st.subheader("Most divergent tokens")
+    if not draft.divergent_tokens:
+        st.caption("No token trace kept for the regressed arms.")
+        return
+    candidate = ui.read(lambda: data.run_detail(ctx.url, incident.candidate_run_id))
+    spec = str(candidate.config.get("model", "")) if candidate.config else ""
+    decode, reason = tokens.run_decoder(spec, candidate.model, ctx.settings)
+    st.caption(f"Token ids only: {reason}." if decode is None else f"Tokens {reason}.")
+    st.dataframe(
+        _token_rows(draft, incident.candidate_run_id, decode),
+        hide_index=True,
+        column_config={"in context": st.column_config.LinkColumn(display_text="run detail")},
+    )
+
+
 def show_detail(ctx: ui.Context, incident_id: int) -> None:
-    shown = ui.read(lambda: detail(ctx.url, incident_id))
+    shown = ui.read(lambda: data.incident_detail(ctx.url, incident_id))
     incident = shown.incident
     st.title(f"Incident {incident.id}: {incident.release}")
     one, two, three, four = st.columns(4)
@@ -130,22 +155,9 @@ def show_detail(ctx: ui.Context, incident_id: int) -> None:
         )
     st.markdown(" · ".join(links) + f" · model `{incident.model}` on {incident.device}")
     st.subheader("Findings")
-    st.dataframe(_finding_rows(shown), hide_index=True)
-    st.subheader("Most divergent tokens")
-    if shown.draft.divergent_tokens:
-        candidate = ui.read(lambda: data.run_detail(ctx.url, incident.candidate_run_id))
-        spec = str(candidate.config.get("model", "")) if candidate.config else ""
-        decode, reason = tokens.run_decoder(spec, candidate.model, ctx.settings)
-        st.caption(f"Token ids only: {reason}." if decode is None else f"Tokens {reason}.")
-        st.dataframe(
-            _token_rows(shown, decode),
-            hide_index=True,
-            column_config={
-                "in context": st.column_config.LinkColumn(display_text="run detail"),
-            },
-        )
-    else:
-        st.caption("No token trace kept for the regressed arms.")
+    draft = _draft(shown)
+    if draft is not None:
+        _show_findings(ctx, incident, draft)
     st.subheader("History")
     st.dataframe(
         [
@@ -192,8 +204,7 @@ else:
     st.title("Incidents")
     chosen = st.multiselect("Status", STATUSES, key=state.pick_many("status", STATUSES, []))
     state.keep("status", chosen)
-    rows = ui.read(lambda: data.incidents(ctx.url))
-    rows = [row for row in rows if not chosen or row["status"] in chosen]
+    rows = ui.read(lambda: data.incidents(ctx.url, statuses=tuple(chosen)))
     if rows:
         st.dataframe(incident_rows(rows), hide_index=True, column_config=INCIDENT_LINKS)
     else:

@@ -8,19 +8,17 @@ from collections import Counter
 import streamlit as st
 
 from dashboard import auth, data, tables, ui
-from dashboard.run_request import FORM_MODELS, RequestError, check_request
+from dashboard.request_form import ask_options
+from dashboard.run_request import check_form_request
 from dashboard.state import PageState
+from monitor.config import RUNNER_KINDS
 from monitor.engines import ENGINE_PACKAGES
-from monitor.runners.base import RUNNER_KINDS, RunOptions
+from monitor.requests import RequestError, queue_request
 from monitor.store.errors import StoreError
-from monitor.store.jobs import queue_run
 from monitor.store.models import RunStatus
 from monitor.store.views import JobView
-from monitor.suite.probes import PROBE_NAMES
 
 SHOWN_JOBS = 200
-DTYPES = ("float32", "bfloat16")
-DEFAULTS = RunOptions()
 QUEUED = "jobs:queued"
 
 
@@ -50,72 +48,40 @@ def _job_rows(jobs: list[JobView]) -> list[dict[str, object]]:
 
 
 def _request_form(ctx: ui.Context, access: auth.Access) -> None:
-    """The request form; what it accepts is checked (token, release, options) before the store
-    sees any of it."""
+    """The request form, one widget per suite option; what it accepts is checked (token,
+    release, options, requester) before the store sees any of it."""
     packages = list(ENGINE_PACKAGES)
     configured = ctx.settings.engine_package
-    with st.form("request", clear_on_submit=False):
-        left, right = st.columns(2)
-        package = left.selectbox(
+    form = st.form("request", clear_on_submit=False)
+    with form:
+        first, second, third = st.columns(3)
+        package = first.selectbox(
             "Engine package",
             packages,
             index=packages.index(configured) if configured in packages else 0,
             key="request:package",
         )
-        version = right.text_input(
+        version = second.text_input(
             "Version", placeholder="e.g. 0.32.0", max_chars=64, key="request:version"
         )
-        model = left.selectbox("Model", FORM_MODELS, key="request:model")
-        runner = right.selectbox("Runner", RUNNER_KINDS, key="request:runner")
-        probes = st.multiselect(
-            "Probes", PROBE_NAMES, default=list(PROBE_NAMES), key="request:probes"
-        )
-        one, two, three, four = st.columns(4)
-        max_tokens = one.number_input(
-            "Max tokens", min_value=1, max_value=2048, value=DEFAULTS.max_tokens, key="request:max"
-        )
-        temperature = two.number_input(
-            "Temperature", min_value=0.01, max_value=10.0, value=DEFAULTS.temperature
-        )
-        top_p = three.number_input("Top-p", min_value=0.01, max_value=1.0, value=DEFAULTS.top_p)
-        top_k = four.number_input("Top-k", min_value=-1, value=DEFAULTS.top_k)
-        seed = one.number_input("Seed", min_value=0, value=DEFAULTS.seed)
-        engine_dtype = two.selectbox("Engine dtype", DTYPES)
-        trainer_dtype = three.selectbox("Trainer dtype", DTYPES)
-        name, token = auth.identity_inputs(access, "request", left, right)
+        runner = third.selectbox("Runner", RUNNER_KINDS, key="request:runner")
+        options = ask_options(form, st.columns(4))
+        name, token = auth.identity_inputs(access, "request", *st.columns(2))
         submitted = st.form_submit_button("Queue run")
     if not submitted:
         return
     if auth.token_refused(access, token, ctx.settings.dashboard_token):
         st.error("Wrong access token: nothing was queued.")
         return
-    options = {
-        "model": model,
-        "probes": probes,
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
-        "seed": seed,
-        "engine_dtype": engine_dtype,
-        "trainer_dtype": trainer_dtype,
-    }
     try:
-        request = check_request(package, version, runner, options, name)
+        request = check_form_request(package, version, runner, options, name)
         with data.store(ctx.url).writing() as session:
-            run_id = queue_run(
-                session,
-                request.package,
-                request.version,
-                request.options.model_dump(mode="json"),
-                request.runner,
-                request.requested_by,
-            )
+            run_id = queue_request(session, request, ctx.settings)
     except (RequestError, StoreError) as exc:
         st.error(f"Not queued: {exc}")
         return
     data.clear()
-    st.session_state[QUEUED] = (run_id, request.release, request.requested_by)
+    st.session_state[QUEUED] = (run_id, str(request.release), request.requested_by)
     st.rerun()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import data, tables, ui
-from dashboard.incident_tables import INCIDENT_LINKS, incident_rows, is_open
+from dashboard.incident_tables import INCIDENT_LINKS, incident_rows
 from dashboard.state import PageState
 
 RECENT_RUNS = 15
@@ -45,43 +45,30 @@ if len(packages) > 1:
     )
     package = None if choice == ALL else choice
     state.keep("package", package)
-matrix = ui.read(lambda: data.status_matrix(ctx.url, package))
+matrix = ui.read(lambda: data.status_matrix(ctx.url, package, ctx.judged_metrics))
 if matrix.probes:
     st.caption(
         "Each cell: the probe's verdict in the newest succeeded run of that release (fail when "
         "any of its arms breaks a tolerance gate). Click a cell to open the run."
     )
-    st.html(tables.matrix_html(matrix))
+    st.html(tables.matrix_html(matrix, ctx.settings.tolerances))
 else:
     st.warning("No run has succeeded yet, so no verdict to show. See the runs below.")
 
 st.subheader("Open incidents")
-if data.incidents_stored():
-    incidents = [
-        row
-        for row in ui.read(lambda: data.incidents(ctx.url))
-        if is_open(row) and (package is None or row["package"] == package)
-    ]
-    if incidents:
-        st.caption("New or under investigation, not refuted by their confirmation run.")
-        st.dataframe(
-            incident_rows(incidents),
-            hide_index=True,
-            column_config=INCIDENT_LINKS,
-        )
-    else:
-        st.success("No open incidents.")
+incidents = ui.read(lambda: data.incidents(ctx.url, package=package, open_only=True))
+if incidents:
+    st.caption("New or under investigation, not refuted by their confirmation run.")
+    st.dataframe(incident_rows(incidents), hide_index=True, column_config=INCIDENT_LINKS)
 else:
-    st.info(
-        "Detection has not stored incidents yet: the store has no incidents to list. Until "
-        "it does, the matrix above (tolerance gates per arm) and the Trends page (change "
-        "points over releases) show where parity moved."
-    )
+    st.success("No open incidents.")
 
 st.subheader("Recent runs")
-recent = ui.read(lambda: data.runs(ctx.url, package=package, limit=RECENT_RUNS))
+recent = ui.read(
+    lambda: data.runs(ctx.url, package=package, limit=RECENT_RUNS, metrics=ctx.judged_metrics)
+)
 st.dataframe(
-    tables.run_rows(recent),
+    tables.run_rows(recent, ctx.settings.tolerances),
     hide_index=True,
     column_config={
         "run": st.column_config.LinkColumn("run", display_text=r"run=(\d+)"),

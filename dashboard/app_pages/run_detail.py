@@ -9,15 +9,17 @@ import streamlit as st
 from dashboard import charts, data, tables, tokens, ui
 from dashboard.state import PageState
 from monitor.detection.errors import DetectionError
+from monitor.gates import Tolerances
 from monitor.store.views import ArmView, RunDetail
+from monitor.verdicts import judge_arm
 
 TOP_TOKENS = (10, 25, 50, 100)
 PENDING = ("queued", "running")
 METRIC_COLUMN = st.column_config.NumberColumn(format="%.4g")
 
 
-def _default_arm(arms: list[ArmView]) -> str:
-    failing = [arm for arm in arms if arm.verdict == "fail"]
+def _default_arm(arms: list[ArmView], tolerances: Tolerances) -> str:
+    failing = [arm for arm in arms if judge_arm(arm, tolerances).verdict == "fail"]
     chosen = (failing or arms)[0]
     return f"{chosen.probe}/{chosen.arm}"
 
@@ -78,7 +80,7 @@ if not detail.arms:
 
 st.subheader("Arms")
 st.dataframe(
-    tables.arm_metric_rows(detail),
+    tables.arm_metric_rows(detail, ctx.settings.tolerances),
     hide_index=True,
     column_config={name: METRIC_COLUMN for name in tables.KEY_METRICS},
 )
@@ -89,13 +91,17 @@ if not traced:
     state.publish()
     st.stop()
 labels = [f"{arm.probe}/{arm.arm}" for arm in traced]
-chosen = st.selectbox("Arm", labels, key=state.pick("arm", labels, _default_arm(traced)))
+chosen = st.selectbox(
+    "Arm", labels, key=state.pick("arm", labels, _default_arm(traced, ctx.settings.tolerances))
+)
 state.keep("arm", chosen)
 arm = traced[labels.index(chosen)]
 trace = ui.read(lambda: data.arm_trace(ctx.url, detail.id, arm.probe, arm.arm), "reading tokens")
+reasons = tables.why(arm, ctx.settings.tolerances)
 st.markdown(
     f"**{arm.probe}/{arm.arm}**: {arm.description}  \nreference `{arm.reference}` · verdict "
-    f"**{arm.verdict}**" + (f" ({'; '.join(arm.verdict_reasons)})" if arm.verdict_reasons else "")
+    f"**{tables.shown_verdict(arm, ctx.settings.tolerances)}**"
+    + (f" ({reasons})" if reasons else "")
 )
 st.page_link(
     "app_pages/trends.py",

@@ -19,20 +19,10 @@ from dashboard.trend import (
     penalty_multiple,
     series_labels,
 )
-from monitor.detection.gates import Gate, resolve_gates
+from monitor.gates import Gate, resolve_gates
 from monitor.series import SeriesKey
-from monitor.store.incident_queries import incident_series as stored_incident_series
 
 PREFERRED_PROBE = "prefix_cache"
-
-
-@st.cache_data(ttl=data.TTL_S, show_spinner=False)
-def incident_series(url: str, package: str) -> list[tuple[int, str, str, str, list[str]]]:
-    """Every incident of the package with the series it regressed (for the chart's markers)."""
-    with data.store(url).reading() as session:
-        return stored_incident_series(session, package)
-
-
 PREFERRED_METRIC = "k3"
 SCALES: tuple[Scale, ...] = ("linear", "log")
 BANDS: tuple[BandMode, ...] = ("minmax", "2sd")
@@ -139,7 +129,7 @@ figure = charts.trend_figure(
     scale=scale,
     title=f"{probe} · {metric} · {names.get(model, model)} on {device}",
 )
-marked = ui.read(lambda: incident_series(ctx.url, package)) if data.incidents_stored() else []
+marked = ui.read(lambda: data.incident_series(ctx.url, package))
 markers = [marker for line in lines for marker in incident_markers(line, marked)]
 if markers:
     figure.add_trace(

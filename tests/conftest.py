@@ -25,16 +25,24 @@ def data_dir() -> Path:
 
 
 def parity(
-    *args: str, data_dir: Path, timeout: float = 1800, env: dict[str, str] | None = None
+    *args: str,
+    data_dir: Path,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 1800,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `parity` CLI as a user would, with no stdin."""
-    env = {**os.environ, "PARITY_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})}
+    """Run the real `parity` CLI as a user would, with no stdin, on `database_url` (else the
+    data dir's default database, never one this process's environment names); `env` goes last."""
+    environ = {**os.environ, "PARITY_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    environ.pop("PARITY_DATABASE_URL", None)
+    if database_url is not None:
+        environ["PARITY_DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "monitor.cli", *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        env=env,
+        env={**environ, **(env or {})},
         timeout=timeout,
         cwd=ROOT,
         check=False,

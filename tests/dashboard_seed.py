@@ -1,18 +1,20 @@
 """A results store for the dashboard's tests, filled through the real ingest path with
 realistic results (tests/store_factory.py): releases across 0.9.x, 0.10.x and 0.11.x (so string
 order and version order differ), three repeat runs of one release, a level shift from 0.10.1
-on, a failing arm, an engine default that changes in 0.11.0 and a failed run."""
+on, an arm that breaks its tolerance gates (nothing stores a verdict: readers judge it), an
+engine default that changes in 0.11.0 and a failed run."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from monitor.config import Settings
+from monitor.judge import judge_run
 from monitor.schema import SuiteResult
 from monitor.store import ingest_result, open_store
-from monitor.store.incidents import detect_and_record
 from tests.store_factory import T0, failed, succeeded
 
 VERSIONS = ("0.9.1", "0.9.2", "0.10.0", "0.10.1", "0.11.0")
@@ -35,6 +37,11 @@ class Seeded:
 
     def newest(self, version: str) -> int:
         return self.runs[version][-1]
+
+    def copy_to(self, path: Path) -> str:
+        """The URL of a copy of this SQLite store at `path`, for a test that writes to it."""
+        shutil.copy(self.url.removeprefix("sqlite:///"), path)
+        return f"sqlite:///{path}"
 
 
 def seeded_results() -> list[tuple[str, SuiteResult]]:
@@ -86,7 +93,7 @@ def detect_failing_release(seeded: Seeded) -> None:
     """Run real detection on the release with the failing arm: it opens incident 1."""
     store = open_store(Settings(database_url=seeded.url))
     try:
-        outcome = detect_and_record(store, seeded.newest(FAILING_ARM[0]), Settings())
+        outcome = judge_run(store, seeded.newest(FAILING_ARM[0]), Settings())
     finally:
         store.close()
     assert outcome.action == "opened" and outcome.incident_id == 1

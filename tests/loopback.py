@@ -30,11 +30,16 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") 
 
 
 @contextmanager
-def serve(routes: Mapping[str, tuple[int, bytes]]) -> Iterator[str]:
-    """Serve `routes` (path -> (status, body)); anything else is a 404. Yields the base URL."""
+def serve(
+    routes: Mapping[str, tuple[int, bytes]], on_request: Callable[[str], None] | None = None
+) -> Iterator[str]:
+    """Serve `routes` (path -> (status, body)); anything else is a 404. `on_request` is called
+    with each request's path before it is answered. Yields the base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if on_request is not None:
+                on_request(self.path)
             status, body = routes.get(self.path, (404, b"not found"))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))

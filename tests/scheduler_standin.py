@@ -13,6 +13,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = "standin.json"
@@ -30,11 +31,20 @@ def make_env(path: Path, plan: list[str], sleep_s: float = 0.0) -> Path:
     return path
 
 
-def calls(path: Path) -> list[dict[str, object]]:
+def calls(path: Path) -> list[dict[str, Any]]:
     log = path / CALLS
     if not log.is_file():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process (a stand-in suite, a worker) still runs: it exists and is no zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _succeeded(config_file: Path) -> str:
@@ -43,9 +53,9 @@ def _succeeded(config_file: Path) -> str:
     from tests.store_factory import succeeded
 
     config = SuiteConfig.model_validate_json(config_file.read_text())
-    package, version = config.engine.split("==")
     now = datetime.now(UTC)
-    result = succeeded(version, package=package).model_copy(
+    release = config.engine
+    result = succeeded(str(release.version), package=release.package).model_copy(
         update={"config": config, "started_at": now, "finished_at": now}
     )
     return result.model_dump_json()
@@ -91,7 +101,7 @@ if __name__ == "__main__":
 def record_hook(store: object, run_id: int) -> None:
     """An after-run hook for tests: appends "run_id status" to $STANDIN_HOOK_LOG."""
     from monitor.store import Store
-    from monitor.store.jobs import run_status
+    from monitor.store.queue import run_status
 
     assert isinstance(store, Store)
     with store.reading() as session:

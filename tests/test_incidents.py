@@ -6,25 +6,25 @@ the same transaction that confirms an incident (or not at all)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NamedTuple
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from monitor.config import Settings
-from monitor.schema import SuiteConfig, SuiteResult
+from monitor.incidents.outbox import target_hash
+from monitor.incidents.triage import IncidentError, triage
+from monitor.judge import DetectionOutcome, confirm, judge_run
+from monitor.pipeline import final_status
+from monitor.schema import SuiteResult
 from monitor.store import Store, ingest_result
 from monitor.store import models as m
-from monitor.store.incident_queries import CONFIRMATION, incident_detail, list_incidents
-from monitor.store.incidents import (
-    IncidentError,
-    confirm,
-    detect_and_record,
-    target_hash,
-    triage,
-)
-from monitor.store.jobs import claim_next, finish
+from monitor.store.incident_reads import incident_detail, list_incidents
+from monitor.store.models import CONFIRMATION
+from monitor.store.queue import claim_next, store_held_result
 from tests.store_factory import T0, failed, succeeded
+from tests.store_fixtures import count_rows
 
 FAILING = "prefix_cache/cache_on"
 URLS = ["json://127.0.0.1:9/hook-a", "json://127.0.0.1:9/hook-b"]
@@ -45,36 +45,41 @@ def put(store: Store, version: str, *, failing: tuple[str, ...] = (), hours: int
     return ingest_result(store, result, runner="local").run_id
 
 
-def count(store: Store, model: type[m.Base], *where: object) -> int:
+def confirmation_runs(store: Store) -> list[m.RunRow]:
     with store.reading() as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
-
-
-def confirmation_runs(store: Store) -> list[m.Run]:
-    with store.reading() as session:
-        query = select(m.Run).where(m.Run.requested_by == CONFIRMATION).order_by(m.Run.id)
+        query = select(m.RunRow).where(m.RunRow.requested_by == CONFIRMATION).order_by(m.RunRow.id)
         return list(session.scalars(query))
 
 
 def run_confirmation(store: Store, result: SuiteResult) -> int:
-    """Claim the queued confirmation run and finish it with `result` (for its config), as a
-    worker would; returns its id."""
+    """Claim the queued confirmation run and store `result` (for its config) in it, as a
+    worker does before the run is judged; returns its id."""
     with store.writing() as session:
         claimed = claim_next(session, "worker-1", 60.0)
     assert claimed is not None and claimed.requested_by == CONFIRMATION
-    config = SuiteConfig.model_validate(claimed.config.model_dump())
-    finish(store, claimed.run_id, "worker-1", result.model_copy(update={"config": config}))
+    done = result.model_copy(update={"config": claimed.config})
+    store_held_result(store, claimed.run_id, "worker-1", done, final_status(done))
     return claimed.run_id
+
+
+class Regression(NamedTuple):
+    base: int
+    candidate: int
+    opened: DetectionOutcome
+
+
+def regress(store: Store, settings: Settings) -> Regression:
+    """A good 0.31.0 run, then a 0.32.0 run failing FAILING, judged once."""
+    base = put(store, "0.31.0")
+    candidate = put(store, "0.32.0", failing=(FAILING,))
+    return Regression(base, candidate, judge_run(store, candidate, settings))
 
 
 def test_a_regressed_release_opens_one_incident_and_one_confirmation_run(
     store: Store, settings: Settings
 ) -> None:
-    base = put(store, "0.31.0")
-    candidate = put(store, "0.32.0", failing=(FAILING,))
-
-    first = detect_and_record(store, candidate, settings)
-    again = detect_and_record(store, candidate, settings)
+    base, candidate, first = regress(store, settings)
+    again = judge_run(store, candidate, settings)
 
     assert first.action == "opened" and again.action == "unchanged"
     assert first.incident_id == again.incident_id and first.baseline_run_id == base
@@ -84,17 +89,17 @@ def test_a_regressed_release_opens_one_incident_and_one_confirmation_run(
         "token_mult_prob_error",
         "clip_fraction",
     }
-    assert count(store, m.Incident) == 1 and count(store, m.IncidentEvent) == 1
+    assert count_rows(store, m.IncidentRow) == 1 and count_rows(store, m.IncidentEventRow) == 1
     (queued,) = confirmation_runs(store)
     assert queued.status == m.RunStatus.QUEUED and queued.id == first.confirmation_run_id
     assert queued.config["probes"] == ["prefix_cache"]
     assert queued.config["prompts_sha256"] == "ab" * 32
-    assert count(store, m.Alert) == 0
+    assert count_rows(store, m.AlertRow) == 0
     with store.reading() as session:
         detail = incident_detail(session, first.incident_id or 0)
     assert detail.incident.status == "new" and detail.incident.confirmation == "pending"
     assert detail.incident.baseline_run_id == base and detail.incident.version == "0.32.0"
-    assert detect_and_record(store, base, settings).action == "clean"
+    assert judge_run(store, base, settings).action == "clean"
 
 
 def test_a_clean_release_opens_nothing_and_a_failed_run_is_skipped(
@@ -102,28 +107,26 @@ def test_a_clean_release_opens_nothing_and_a_failed_run_is_skipped(
 ) -> None:
     put(store, "0.31.0")
     clean = put(store, "0.32.0")
-    assert detect_and_record(store, clean, settings).action == "clean"
+    assert judge_run(store, clean, settings).action == "clean"
     broken = ingest_result(store, failed("0.33.0"), runner="local").run_id
-    skipped = detect_and_record(store, broken, settings)
+    skipped = judge_run(store, broken, settings)
     assert skipped.action == "skipped" and skipped.reason == "run is failed"
-    assert count(store, m.Incident) == 0 and confirmation_runs(store) == []
+    assert count_rows(store, m.IncidentRow) == 0 and confirmation_runs(store) == []
 
 
 def test_a_confirmed_incident_writes_one_alert_per_target_with_the_confirmation(
     store: Store, settings: Settings
 ) -> None:
-    base = put(store, "0.31.0")
-    candidate = put(store, "0.32.0", failing=(FAILING,))
-    opened = detect_and_record(store, candidate, settings)
+    base, candidate, opened = regress(store, settings)
     rerun = run_confirmation(store, succeeded("0.32.0", failing=(FAILING,)))
 
-    outcome = detect_and_record(store, rerun, settings)
+    outcome = judge_run(store, rerun, settings)
     assert outcome.action == "confirmed" and outcome.incident_id == opened.incident_id
-    assert detect_and_record(store, rerun, settings).action == "unchanged"
+    assert judge_run(store, rerun, settings).action == "unchanged"
 
     with store.reading() as session:
         detail = incident_detail(session, opened.incident_id or 0)
-        rows = list(session.scalars(select(m.Alert).order_by(m.Alert.target_index)))
+        rows = list(session.scalars(select(m.AlertRow).order_by(m.AlertRow.target_index)))
     assert detail.incident.confirmation == "confirmed"
     assert [(a.target_index, a.target_hash) for a in rows] == [
         (0, target_hash(URLS[0])),
@@ -146,13 +149,11 @@ def test_a_confirmed_incident_writes_one_alert_per_target_with_the_confirmation(
 def test_a_confirmation_that_does_not_reproduce_alerts_nobody(
     store: Store, settings: Settings
 ) -> None:
-    put(store, "0.31.0")
-    candidate = put(store, "0.32.0", failing=(FAILING,))
-    opened = detect_and_record(store, candidate, settings)
+    opened = regress(store, settings).opened
     rerun = run_confirmation(store, succeeded("0.32.0"))
 
-    assert detect_and_record(store, rerun, settings).action == "not_confirmed"
-    assert count(store, m.Alert) == 0
+    assert judge_run(store, rerun, settings).action == "not_confirmed"
+    assert count_rows(store, m.AlertRow) == 0
     with store.reading() as session:
         (shown,) = list_incidents(session)
         assert list_incidents(session, open_only=True) == []
@@ -162,13 +163,11 @@ def test_a_confirmation_that_does_not_reproduce_alerts_nobody(
 def test_confirmation_and_its_alerts_commit_together_after_a_failed_try(
     store: Store, settings: Settings
 ) -> None:
-    put(store, "0.31.0")
-    candidate = put(store, "0.32.0", failing=(FAILING,))
-    opened = detect_and_record(store, candidate, settings)
+    opened = regress(store, settings).opened
     rerun = run_confirmation(store, succeeded("0.32.0", failing=(FAILING,)))
 
     def refuse(session: Session, _context: object, _instances: object) -> None:
-        if any(isinstance(obj, m.Alert) for obj in session.new):
+        if any(isinstance(obj, m.AlertRow) for obj in session.new):
             raise RuntimeError("disk full while writing the outbox")
 
     event.listen(Session, "before_flush", refuse)
@@ -180,18 +179,16 @@ def test_confirmation_and_its_alerts_commit_together_after_a_failed_try(
     with store.reading() as session:
         pending = incident_detail(session, opened.incident_id or 0)
     assert pending.incident.confirmation == "pending" and len(pending.events) == 1
-    assert count(store, m.Alert) == 0
+    assert count_rows(store, m.AlertRow) == 0
 
     assert confirm(store, rerun, settings).action == "confirmed"
-    assert count(store, m.Alert, m.Alert.incident_id == opened.incident_id) == 2
+    assert count_rows(store, m.AlertRow, m.AlertRow.incident_id == opened.incident_id) == 2
 
 
 def test_triage_records_who_when_what_and_validates_its_input(
     store: Store, settings: Settings
 ) -> None:
-    put(store, "0.31.0")
-    opened = detect_and_record(store, put(store, "0.32.0", failing=(FAILING,)), settings)
-    incident_id = opened.incident_id or 0
+    incident_id = regress(store, settings).opened.incident_id or 0
     with store.writing() as session:
         triage(session, incident_id, "investigating", "alice", "looking at the KV cache", "bob")
     with store.writing() as session:
@@ -217,7 +214,7 @@ def test_triage_records_who_when_what_and_validates_its_input(
         with pytest.raises(IncidentError) as info, store.writing() as session:
             triage(session, *args)
         assert message in str(info.value) and "\n" not in str(info.value)
-    assert count(store, m.IncidentEvent) == 3
+    assert count_rows(store, m.IncidentEventRow) == 3
 
 
 def test_an_intended_release_becomes_the_baseline_of_later_detection(
@@ -225,17 +222,17 @@ def test_an_intended_release_becomes_the_baseline_of_later_detection(
 ) -> None:
     good = put(store, "0.30.0")
     moved = put(store, "0.31.0", failing=(FAILING,))
-    changed = detect_and_record(store, moved, settings)
+    changed = judge_run(store, moved, settings)
     assert changed.action == "opened" and changed.baseline_run_id == good
 
     later = put(store, "0.32.0", failing=(FAILING,))
-    before = detect_and_record(store, later, settings)
+    before = judge_run(store, later, settings)
     assert before.action == "opened" and before.baseline_run_id == good
 
     with store.writing() as session:
         triage(session, changed.incident_id or 0, "intended", "carol", "new default", "carol")
     repeat = put(store, "0.32.0", failing=(FAILING,), hours=5)
-    after = detect_and_record(store, repeat, settings)
+    after = judge_run(store, repeat, settings)
     assert after.baseline_run_id == moved
     assert after.action == "clean"
     with store.reading() as session:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from monitor.cli import app
 from monitor.config import Settings, get_settings
 from monitor.store import Store
-from monitor.store.incident_queries import incident_detail
+from monitor.store.incident_reads import incident_detail
 from tests.store_fixtures import error_line
 from tests.test_incidents import FAILING, put
 

@@ -4,7 +4,6 @@ contents, the detail's findings and history, and triage only for signed-in users
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from monitor.config import Settings
 from monitor.store import open_store
-from monitor.store.incident_queries import incident_detail
+from monitor.store.incident_reads import incident_detail
 from tests.dashboard_seed import FAILING_ARM, Seeded, detect_failing_release, seed_store
 from tests.test_dashboard import TOKEN, figure, no_errors, open_page, table
 from tests.test_dashboard import env as env
@@ -28,9 +27,7 @@ def detected(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 
 @pytest.fixture
 def own_copy(detected: Seeded, tmp_path: Path) -> str:
-    path = tmp_path / "triage.db"
-    shutil.copy(detected.url.removeprefix("sqlite:///"), path)
-    return f"sqlite:///{path}"
+    return detected.copy_to(tmp_path / "triage.db")
 
 
 def test_the_incidents_page_lists_the_regressed_release(

@@ -1,8 +1,9 @@
 """The confirmation flow through the scheduler's own machinery: a regressed release opens an
-incident from the after-run hook, its confirmation run is dispatched to a real worker process
-(the stand-in release environment of tests/scheduler_standin.py plays the suite), the worker's
-after-run hook judges it, and the scheduler's `alerts` job delivers to a real HTTP receiver on
-127.0.0.1. A finding the re-run reproduces alerts once; one it does not, never."""
+incident when the pipeline finishes its run, its confirmation run is dispatched to a real worker
+process (the stand-in release environment of tests/scheduler_standin.py plays the suite), the
+worker's pipeline judges it with the settings it was given, and the scheduler's `alerts` job
+delivers to a real HTTP receiver on 127.0.0.1. A finding the re-run reproduces alerts once; one
+it does not, never."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from jobs import tasks
-from jobs.hooks import after_run
 from jobs.scheduler import alerts_job
+from monitor.judge import judge_run
+from monitor.pipeline import finish
 from monitor.store import ingest_result
 from monitor.store import models as m
-from monitor.store.incident_queries import CONFIRMATION, incident_detail
-from monitor.store.models import RunStatus
+from monitor.store.incident_reads import incident_detail
+from monitor.store.models import CONFIRMATION, RunStatus
 from tests.loopback import free_port
 from tests.scheduler_standin import calls
 from tests.store_factory import PROBE_ARMS, succeeded
@@ -44,18 +45,11 @@ def tolerance_the_candidate_alone_breaks() -> tuple[str, float]:
     raise AssertionError("no arm of 0.32.0 is worse than 0.31.0")
 
 
-def start(
-    make: Callable[..., Harness],
-    monkeypatch: pytest.MonkeyPatch,
-    tolerances: dict[str, float | None],
-) -> tuple[Harness, int]:
-    """A harness whose settings (and environment, which workers inherit) name a receiver and
-    the tolerances; returns it and the receiver's port."""
+def start(make: Callable[..., Harness], tolerances: dict[str, float | None]) -> tuple[Harness, int]:
+    """A harness whose settings (passed on to its workers, not their environment) name a
+    receiver and the tolerances; returns it and the receiver's port."""
     port = free_port()
     url = f"json://127.0.0.1:{port}/alerts"
-    monkeypatch.setenv("PARITY_ALERT_URLS", json.dumps([url]))
-    monkeypatch.setenv("PARITY_TOLERANCES", json.dumps(tolerances))
-    monkeypatch.setenv("PARITY_DASHBOARD_URL", "http://dash.example:8501")
     h = make(
         ["succeed"],
         alert_urls=[url],
@@ -65,19 +59,22 @@ def start(
     return h, port
 
 
-def open_incident(h: Harness, candidate_failing: tuple[str, ...]) -> tuple[int, int]:
-    """Store 0.31.0 and a 0.32.0 run, run the after-run hooks on the latter as the scheduler
-    does; returns (incident id, confirmation run id)."""
+def open_incident(h: Harness, candidate_failing: tuple[str, ...]) -> tuple[int, int, int]:
+    """Store 0.31.0, then finish a 0.32.0 result through the pipeline, which judges it; judging
+    it again changes nothing. Returns (candidate run id, incident id, confirmation run id)."""
     ingest_result(h.store, succeeded("0.31.0"), runner="local")
     result = succeeded("0.32.0", failing=candidate_failing)
-    candidate = ingest_result(h.store, result, runner="local").run_id
-    after_run(h.store, candidate)
-    after_run(h.store, candidate)
+    candidate = finish(h.store, h.settings, result, runner="local")
+    assert candidate.created and candidate.judged is not None, candidate.problem
+    assert candidate.judged.action == "opened"
+    assert judge_run(h.store, candidate.run_id, h.settings).action == "unchanged"
     with h.store.reading() as session:
-        (incident,) = session.scalars(select(m.Incident)).all()
-        (rerun,) = session.scalars(select(m.Run).where(m.Run.requested_by == CONFIRMATION)).all()
+        (incident,) = session.scalars(select(m.IncidentRow)).all()
+        (rerun,) = session.scalars(
+            select(m.RunRow).where(m.RunRow.requested_by == CONFIRMATION)
+        ).all()
     assert incident.confirmation_run_id == rerun.id and rerun.status == RunStatus.QUEUED
-    return incident.id, rerun.id
+    return candidate.run_id, incident.id, rerun.id
 
 
 def deliver(h: Harness, port: int) -> list[dict[str, Any]]:
@@ -94,11 +91,11 @@ def deliver(h: Harness, port: int) -> list[dict[str, Any]]:
 
 
 def test_a_confirmed_regression_alerts_once_through_the_scheduler(
-    harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+    harness: Callable[..., Harness],
 ) -> None:
     key, limit = tolerance_the_candidate_alone_breaks()
-    h, port = start(harness, monkeypatch, {key: limit})
-    incident_id, rerun = open_incident(h, ())
+    h, port = start(harness, {key: limit})
+    candidate, incident_id, rerun = open_incident(h, ())
 
     run = h.settle(rerun)
     assert run.status == RunStatus.SUCCEEDED and len(calls(h.env)) == 1
@@ -116,18 +113,18 @@ def test_a_confirmed_regression_alerts_once_through_the_scheduler(
     assert key in received[0]["message"]
     with h.store.reading() as session:
         assert [a.state for a in incident_detail(session, incident_id).alerts] == ["sent"]
-    assert h.hooks() == [f"{rerun} succeeded"]
+    assert h.hooks() == [f"{candidate} succeeded", f"{rerun} succeeded"]
 
 
 def test_a_regression_the_rerun_does_not_reproduce_never_alerts(
-    harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+    harness: Callable[..., Harness],
 ) -> None:
-    h, port = start(harness, monkeypatch, {})
-    incident_id, rerun = open_incident(h, (FAILING,))
+    h, port = start(harness, {})
+    _, incident_id, rerun = open_incident(h, (FAILING,))
 
     assert h.settle(rerun).status == RunStatus.SUCCEEDED
     with h.store.reading() as session:
         detail = incident_detail(session, incident_id)
     assert detail.incident.confirmation == "not_confirmed" and detail.alerts == []
     assert deliver(h, port) == []
-    assert set(PROBE_ARMS) >= set(detail.draft.probes) == {FAILING.split("/")[0]}
+    assert set(PROBE_ARMS) >= set(detail.draft["probes"]) == {FAILING.split("/")[0]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
@@ -12,9 +13,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from monitor.metrics import (
+    MEAN_METRICS,
     POSITION_BUCKET_EDGES,
     PROB_BUCKET_EDGES,
+    TOKEN_TERMS,
     MetricsError,
+    TokenArrays,
     agreement_metrics,
     arm_metrics,
     by_position,
@@ -155,6 +159,31 @@ def test_token_metrics_masks_by_hand() -> None:
     assert tight["clip_fraction"] == pytest.approx(3 / 5)
 
 
+def test_each_mean_metric_is_the_mean_of_its_token_term() -> None:
+    """One formula per metric: the per-token terms (which detection averages per prompt) are
+    the hand-computed ones, and the arm's value is their mean."""
+    # ρ = [1, 2, 1/4, 8, e^0.1]; ρ = 2 = C is not truncated (TIS needs ρ > C)
+    delta = np.array([0.0, LN2, -2 * LN2, 3 * LN2, 0.1])
+    rho = np.exp(delta)
+    expected = {
+        "mean_abs_delta": np.abs(delta),
+        "mean_delta": delta,
+        "k1": -delta,
+        "k2": delta**2 / 2,
+        "k3": np.array([0.0, 1 - LN2, 2 * LN2 - 0.75, 7 - 3 * LN2, math.exp(0.1) - 1.1]),
+        "token_mult_prob_error": np.array([1.0, 2.0, 4.0, 8.0, math.exp(0.1)]),
+        "clip_fraction": np.array([0.0, 1.0, 1.0, 1.0, 0.0]),
+        "tis_fraction": np.array([0.0, 0.0, 0.0, 1.0, 0.0]),
+        "icepop_fraction": np.array([0.0, 0.0, 1.0, 1.0, 0.0]),
+    }
+    assert set(TOKEN_TERMS) == set(MEAN_METRICS) == set(expected)
+    assert np.allclose(expected["k3"], rho - 1 - delta)
+    m = token_metrics(delta, np.zeros(delta.size))
+    for name, term in TOKEN_TERMS.items():
+        assert term(delta) == pytest.approx(expected[name], rel=1e-12, abs=1e-15), name
+        assert m[name] == float(np.mean(term(delta))), name
+
+
 def test_k3_is_accurate_for_tiny_delta() -> None:
     # ρ − 1 − δ ≈ δ²/2 for small δ; the naive exp(δ) − 1 − δ loses it entirely at δ = 1e-9.
     delta = -1e-9
@@ -215,14 +244,40 @@ def test_identical_logprobs_give_zero_divergence(lp: np.ndarray) -> None:
     assert s["seq_ratio_clip_fraction"] == 0.0
 
 
+def exact_mean(delta: np.ndarray, term: Callable[[Decimal], Decimal]) -> float:
+    """The mean of a per-token term in decimal arithmetic with 40 digits to spare beyond the
+    cancellation a tiny δ causes, as a reference."""
+    total = Decimal(0)
+    for value in delta:
+        d = Decimal(float(value))
+        with localcontext() as context:
+            context.prec = 40 + 2 * max(0, -d.adjusted())
+            total += term(d)
+    return float(total / len(delta))
+
+
+@PROPERTY
+@given(
+    delta=arrays(np.float64, st.integers(1, 64), elements=st.floats(-30.0, 30.0)),
+    scale=st.integers(-9, 0),
+)
+def test_kl_estimators_match_exact_arithmetic_at_every_scale(delta: np.ndarray, scale: int) -> None:
+    """k3 keeps its digits where ρ − 1 − δ cancels (small δ), where exp(δ) − 1 − δ would not."""
+    delta = delta * 10.0**scale
+    m = token_metrics(delta, np.zeros(delta.size))
+    rounding = (
+        16 * np.finfo(np.float64).eps * float(np.mean(np.abs(delta) + np.abs(np.expm1(delta))))
+    )
+    assert m["k3"] == pytest.approx(exact_mean(delta, lambda d: d.exp() - 1 - d), abs=rounding)
+    assert m["k2"] == pytest.approx(exact_mean(delta, lambda d: d * d / 2), rel=1e-12)
+
+
 @PROPERTY
 @given(logprob_pairs)
-def test_kl_estimators_nonnegative_and_ess_in_unit_interval(
+def test_ratio_statistics_are_consistent_and_ess_in_unit_interval(
     pair: tuple[np.ndarray, np.ndarray],
 ) -> None:
     m = token_metrics(*pair)
-    assert m["k2"] >= 0.0
-    assert m["k3"] >= 0.0
     # mean(ρ²) ≥ mean(ρ)² > 0, so chi2 ≥ ratio_mean² − 1 ≥ −1
     assert m["chi2"] >= -1.0
     assert m["chi2"] + 1 == pytest.approx(max(m["chi2"] + 1, m["ratio_mean"] ** 2), rel=1e-9)
@@ -393,6 +448,28 @@ def test_arm_metrics_merges_all_parts() -> None:
     assert full["first_divergence_min"] == 1.0
 
 
+# ---- token arrays ----
+
+
+def test_token_arrays_are_checked_and_grouped_by_prompt() -> None:
+    arrays = TokenArrays.checked(
+        [9, 4, 9, 4, 4],
+        [0, 0, 1, 1, 2],
+        [7, 8, 9, 10, 11],
+        [-1.0] * 5,
+        [-1.5, -1.0, 0.0, -1.0, -3.0],
+    )
+    assert arrays.prompt_index.dtype == np.int64 and arrays.reference_logprob.dtype == np.float64
+    assert arrays.n_tokens == 5
+    assert arrays.delta.tolist() == [-0.5, 0.0, 1.0, 0.0, -2.0]
+    prompts, inverse, counts = arrays.groups
+    assert prompts.tolist() == [4, 9]
+    assert inverse.tolist() == [1, 0, 1, 0, 0] and counts.tolist() == [3, 2]
+    unchecked = TokenArrays(*(np.asarray(a) for a in ([0], [0, 1], [5], [-1.0], [-1.0])))
+    with pytest.raises(MetricsError, match=r"^candidate p/a arrays differ in length: .*position=2"):
+        unchecked.check("candidate p/a")
+
+
 # ---- bad input ----
 
 GOOD = np.log([0.5, 0.25, 0.1])
@@ -411,6 +488,25 @@ GOOD = np.log([0.5, 0.25, 0.1])
         (lambda: token_metrics(["a"], [0.0]), "not numeric"),
         (lambda: token_metrics(GOOD, GOOD, clip_eps=1.5), "clip_eps"),
         (lambda: token_metrics(GOOD, GOOD, icepop_low=5, icepop_high=0.5), "icepop"),
+        (lambda: token_metrics(GOOD, GOOD, tis_c=0.0), "tis_c must be positive"),
+        (lambda: TokenArrays.checked([], [], [], [], [], label="x"), "x prompt_index is empty"),
+        (
+            lambda: TokenArrays.checked([0, 1], [0, 1], [1, 2], [-1.0, np.nan], [-1.0, -1.0]),
+            "trace vllm_logprob has 1 non-finite",
+        ),
+        (
+            lambda: TokenArrays.checked([0, 1], [0, 1], [1, 2], [-1.0, -1.0], [-1.0, np.inf]),
+            "reference_logprob has 1 non-finite",
+        ),
+        (
+            lambda: TokenArrays.checked([0.5, 1], [0, 1], [1, 2], [-1.0, -1.0], [-1.0, -1.0]),
+            "prompt_index must hold integers, got fractional",
+        ),
+        (
+            lambda: TokenArrays.checked(["a"], [0], [1], [-1.0], [-1.0]),
+            "prompt_index must hold integers, got dtype",
+        ),
+        (lambda: TokenArrays.checked([[0, 1]], [0], [1], [-1.0], [-1.0]), "must be 1-D"),
         (lambda: sequence_metrics([0.1, 0.2], [0]), "length mismatch"),
         (lambda: sequence_metrics([0.1, np.nan], [0, 1]), "delta has 1 non-finite"),
         (lambda: sequence_metrics([0.1, 0.2], [0, 0.5]), "seq_index must hold integers"),

@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,35 +57,44 @@ def test_import_is_light() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-def test_resolve_missing_path(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-model"
-    with pytest.raises(ModelError, match="does not exist") as info:
-        resolve_model(str(missing), tmp_path / "cache")
-    assert str(missing) in str(info.value)
+def _missing(tmp_path: Path) -> Path:
+    return tmp_path / "no-such-model"
 
 
-def test_resolve_file_not_dir(tmp_path: Path) -> None:
+def _a_file(tmp_path: Path) -> Path:
     file = tmp_path / "model.bin"
     file.write_bytes(b"x")
-    with pytest.raises(ModelError, match="not a directory") as info:
-        resolve_model(str(file), tmp_path / "cache")
-    assert str(file) in str(info.value)
+    return file
 
 
-def test_resolve_dir_without_config(tmp_path: Path) -> None:
-    model_dir = _fake_model(tmp_path / "m", {"w": [2, 2]})
-    (model_dir / "config.json").unlink()
-    with pytest.raises(ModelError, match=r"no config\.json") as info:
-        resolve_model(str(model_dir), tmp_path / "cache")
-    assert str(model_dir) in str(info.value)
+def _without(name: str) -> Callable[[Path], Path]:
+    """A maker of a model dir that lacks `name`."""
+
+    def make(tmp_path: Path) -> Path:
+        model_dir = _fake_model(tmp_path / "m", {"w": [2, 2]})
+        (model_dir / name).unlink()
+        return model_dir
+
+    return make
 
 
-def test_resolve_dir_without_weights(tmp_path: Path) -> None:
-    model_dir = _fake_model(tmp_path / "m", {"w": [2, 2]})
-    (model_dir / "model.safetensors").unlink()
-    with pytest.raises(ModelError, match=r"no \*\.safetensors") as info:
-        resolve_model(str(model_dir), tmp_path / "cache")
-    assert str(model_dir) in str(info.value)
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_missing, "does not exist"),
+        (_a_file, "not a directory"),
+        (_without("config.json"), r"no config\.json"),
+        (_without("model.safetensors"), r"no \*\.safetensors"),
+    ],
+    ids=["missing-path", "file-not-dir", "dir-without-config", "dir-without-weights"],
+)
+def test_resolve_refuses_what_is_not_a_model_and_names_it(
+    make: Callable[[Path], Path], message: str, tmp_path: Path
+) -> None:
+    path = make(tmp_path)
+    with pytest.raises(ModelError, match=message) as info:
+        resolve_model(str(path), tmp_path / "cache")
+    assert str(path) in str(info.value)
 
 
 def test_check_model_spec(tmp_path: Path) -> None:

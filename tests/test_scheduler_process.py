@@ -28,21 +28,13 @@ from monitor.store.ingest import ingest_result
 from monitor.store.models import RunStatus
 from tests.conftest import ROOT
 from tests.loopback import free_port, serve, wait_for
-from tests.scheduler_standin import calls, make_env
+from tests.scheduler_standin import alive, calls, make_env
 from tests.store_factory import succeeded
 
 VERSION = "0.32.0"
 PYPI_ANSWER = json.dumps(
     {"releases": {VERSION: [{"upload_time_iso_8601": "2026-01-01T00:00:00Z", "yanked": False}]}}
 ).encode()
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Deployment:
@@ -86,11 +78,11 @@ class Deployment:
     def log(self, index: int = -1) -> str:
         return sorted(self.dir.glob("scheduler-*.log"))[index].read_text()
 
-    def runs(self) -> list[m.Run]:
+    def runs(self) -> list[m.RunRow]:
         store = open_store(self.settings)
         try:
             with store.reading() as session:
-                return list(session.scalars(select(m.Run).order_by(m.Run.id)))
+                return list(session.scalars(select(m.RunRow).order_by(m.RunRow.id)))
         finally:
             store.close()
 
@@ -226,7 +218,7 @@ def test_serve_runs_the_scheduler_and_the_dashboard_and_stops_both(
     assert "dashboard stopped" in log and "scheduler stopped" in log
     store = open_store(d.settings)
     with store.reading() as session:
-        assert session.scalar(select(func.count()).select_from(m.Release)) == 1
+        assert session.scalar(select(func.count()).select_from(m.ReleaseRow)) == 1
     store.close()
 
 

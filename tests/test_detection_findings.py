@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from monitor.detection.baseline import ReleaseState, choose_baseline
 from monitor.detection.errors import DetectionError
-from monitor.detection.incidents import (
+from monitor.detection.findings import (
     SEVERITY_RANK,
     DivergentToken,
     Finding,

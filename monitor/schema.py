@@ -327,10 +327,6 @@ class SuiteConfig(SuiteOptions):
     n_prompts: int = Field(ge=1)
     kv_cache_gib: float = Field(gt=0, le=4096)
 
-    @property
-    def options(self) -> SuiteOptions:
-        return SuiteOptions.model_validate(self.model_dump(include=set(SuiteOptions.model_fields)))
-
 
 class SuiteResult(_Model):
     """Everything one suite run produced; the single file the monitor ingests."""

@@ -26,8 +26,7 @@ from monitor.store.ingest import INGEST_TRIES, IngestOutcome, ingest, result_has
 from monitor.store.models import SCHEDULED_REQUESTERS, RunStatus, utcnow
 
 CLAIM_CANDIDATES = 5
-FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
-MAX_REQUESTER = 255
+MAX_REQUESTER: int = m.RunRow.__table__.c.requested_by.type.length  # type: ignore[attr-defined]
 
 
 class QueueError(StoreError):
@@ -381,10 +380,6 @@ def newest_release(
 
 def run_status(session: Session, run_id: int) -> RunStatus | None:
     return session.scalar(select(m.RunRow.status).where(m.RunRow.id == run_id))
-
-
-def is_finished(status: RunStatus | None) -> bool:
-    return status in FINISHED
 
 
 def has_pending(session: Session, spec: EngineSpec, requested_by: str) -> bool:

@@ -12,7 +12,7 @@ from packaging.version import InvalidVersion, Version
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from monitor.config import Settings
-from monitor.engines import EngineSpec, parse_engine, parse_package
+from monitor.engines import EngineSpec, parse_package
 
 logger = logging.getLogger(__name__)
 NEWEST_TRIES = 3
@@ -116,19 +116,18 @@ def in_range(
 
 
 def candidate_releases(
-    engine: str | None, settings: Settings, log: Callable[[str], None] = lambda _: None
+    package: str,
+    version: Version | None,
+    settings: Settings,
+    log: Callable[[str], None] = lambda _: None,
 ) -> list[EngineSpec]:
-    """The release `engine` names (PACKAGE==VERSION), else the newest few installable
-    releases of its package (or of PARITY_ENGINE_PACKAGE), newest first."""
-    package = parse_package(settings.engine_package)
-    if engine:
-        package, version = parse_engine(engine)
-        if version is not None:
-            return [EngineSpec(package, version)]
+    """The release asked for, or (no version) the newest few installable releases of the
+    package on the index, newest first."""
+    if version is not None:
+        return [EngineSpec(package, version)]
     log(f"asking {settings.pypi_url} for the newest {package} release")
-    found = installable_candidates(
-        fetch_releases(package, settings.pypi_url, settings.http_timeout_s)
-    )
+    published = fetch_releases(package, settings.pypi_url, settings.http_timeout_s)
+    found = installable_candidates(published)
     if not found:
         raise DiscoveryError(f"no installable {package} release found on {settings.pypi_url}")
     return [EngineSpec(package, release.version) for release in found[:NEWEST_TRIES]]

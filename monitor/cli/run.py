@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from packaging.version import Version
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -99,7 +100,7 @@ def _runner(chosen: Settings, runner: str | None) -> str:
 
 
 def _environment(
-    engine: str | None,
+    release: tuple[str, Version | None],
     chosen: Settings,
     runner: str,
     index: str | None,
@@ -111,7 +112,7 @@ def _environment(
     def log(message: str) -> None:
         progress.update(task, description=message)
 
-    candidates = candidate_releases(engine, chosen, log)
+    candidates = candidate_releases(*release, chosen, log)
     env = first_installable(
         candidates, chosen, index_config(chosen, index, find_links), log, here=runner == "local"
     )
@@ -142,15 +143,14 @@ def run(
     kind = _runner(chosen, runner)
     try:
         read_prompts(prompts)
-        if engine:
-            parse_engine(engine)
+        release = parse_engine(engine) if engine else (parse_package(chosen.engine_package), None)
     except BAD_INPUT as exc:
         fail(one_line(exc))
     opened = store(chosen)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     try:
         with progress_bar() as progress:
-            env = _environment(engine, chosen, kind, index, find_links or [], progress)
+            env = _environment(release, chosen, kind, index, find_links or [], progress)
             config = suite_config(env.spec, options, prompts, chosen)
             run_dir = chosen.runs_dir / f"{stamp}-{env.spec.slug}"
             result = execute(
@@ -273,7 +273,9 @@ def env(
     try:
         spec = parse_release(engine)
         with progress_bar() as progress:
-            built = _environment(str(spec), chosen, "local", index, find_links or [], progress)
+            built = _environment(
+                (spec.package, spec.version), chosen, "local", index, find_links or [], progress
+            )
     except BAD_INPUT as exc:
         fail(one_line(exc))
     typer.echo(f"{built.path}\t{'reused' if built.reused else 'built'}\t{built.build_seconds:.2f}s")

@@ -161,19 +161,14 @@ def arm_summaries(
             )
         ):
             values[arm_id][name] = value
-    for arm in session.scalars(
-        select(m.ArmRow).where(m.ArmRow.run_id.in_(list(run_ids))).order_by(m.ArmRow.id)
-    ):
-        found[arm.run_id].append(
-            ArmSummary(
-                probe=arm.probe,
-                arm=arm.arm,
-                applicable=arm.applicable,
-                gated=arm.gated,
-                reason=arm.reason,
-                metrics=values[arm.id],
-            )
-        )
+    arms = m.ArmRow
+    rows = session.execute(
+        select(arms.id, arms.run_id, arms.probe, arms.arm, arms.applicable, arms.gated, arms.reason)
+        .where(arms.run_id.in_(list(run_ids)))
+        .order_by(arms.id)
+    )
+    for arm_id, run_id, probe, arm, applicable, gated, reason in rows:
+        found[run_id].append(ArmSummary(probe, arm, applicable, gated, reason, values[arm_id]))
     return found
 
 

@@ -22,7 +22,7 @@ from monitor.store.views import (
     RunSummary,
     StatusMatrix,
 )
-from monitor.verdicts import ArmFacts, judge_arm, judge_probe
+from monitor.verdicts import ArmFacts, judge_arm, judge_probe, verdict_counts
 
 Row = dict[str, Any]
 RUN_PAGE = "run_detail"
@@ -138,7 +138,7 @@ def run_rows(runs: Iterable[RunSummary], tolerances: Tolerances) -> list[Row]:
     its arms pass, fail or get no verdict (the summaries must carry the gated metrics)."""
     rows = []
     for run in runs:
-        verdicts = Counter(judge_arm(arm, tolerances).verdict for arm in run.arms)
+        verdicts = verdict_counts(run.arms, tolerances)
         rows.append(
             {
                 "run": run_link(run.id),

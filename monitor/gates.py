@@ -33,9 +33,10 @@ class Gate:
         return abs(value) if self.absolute else value
 
     def check(self, value: float) -> str | None:
-        """Return a one-line reason when the value breaks the gate, else None."""
+        """Return a one-line reason when the value breaks the gate (a value that is not finite
+        always does), else None."""
         measured = self.measured(value)
-        if measured <= self.limit:
+        if math.isfinite(measured) and measured <= self.limit:
             return None
         shown = f"|{self.metric}|" if self.absolute else self.metric
         return f"{shown} = {measured:.4g} > {self.limit:g} ({self.source})"
@@ -52,14 +53,18 @@ DEFAULT_GATES: tuple[Gate, ...] = (
 
 
 @lru_cache(maxsize=1)
+def carried_by_every_arm() -> frozenset[str]:
+    """The metrics every measured arm carries (token and sequence statistics), read from the
+    metric functions themselves: a gate on one of them that finds it missing fails."""
+    one, index = [0.0, 0.0], [0, 1]
+    return frozenset({*metrics.token_metrics(one, one), *metrics.sequence_metrics(one, index)})
+
+
+@lru_cache(maxsize=1)
 def known_metrics() -> frozenset[str]:
-    """Every scalar metric name an arm can carry, read from the metric functions themselves."""
-    one = [0.0, 0.0]
+    """Every scalar metric name an arm can carry (agreement only in vLLM-vs-vLLM arms)."""
     index = [0, 1]
-    names = set(metrics.token_metrics(one, one))
-    names |= set(metrics.sequence_metrics(one, index))
-    names |= set(metrics.agreement_metrics(index, index, index, index))
-    return frozenset(names)
+    return carried_by_every_arm() | set(metrics.agreement_metrics(index, index, index, index))
 
 
 def check_override_key(key: str) -> tuple[str, ...]:

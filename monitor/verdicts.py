@@ -4,11 +4,19 @@ pages, the CLI and detection's gate findings always say the same. Pure, no I/O."
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from monitor.gates import DEFAULT_GATES, KEY_SEPARATOR, Gate, Tolerances, resolve_gates
+from monitor.gates import (
+    DEFAULT_GATES,
+    KEY_SEPARATOR,
+    Gate,
+    Tolerances,
+    carried_by_every_arm,
+    resolve_gates,
+)
 from monitor.schema import Verdict
 
 CONTRAST = "contrast: its two sides differ on purpose; it sizes that mismatch, not gated"
@@ -39,15 +47,34 @@ class Judgement:
     reasons: tuple[str, ...] = ()
 
 
-def broken_gates(
+@dataclass(frozen=True)
+class GateProblem:
+    """A gate an arm fails: its value breaks it, or (value None) the arm lacks a metric every
+    measured arm carries, so the measurement is partial."""
+
+    gate: Gate
+    value: float | None
+
+    @property
+    def reason(self) -> str:
+        if self.value is None:
+            return f"not measured: {self.gate.metric} missing"
+        return str(self.gate.check(self.value))
+
+
+def gate_problems(
     probe: str, arm: str, metrics: Mapping[str, float], tolerances: Tolerances
-) -> list[tuple[Gate, float]]:
-    """The gates of one arm that its metrics break, with the value that breaks each."""
-    return [
-        (gate, metrics[gate.metric])
-        for gate in resolve_gates(probe, arm, tolerances)
-        if gate.metric in metrics and gate.check(metrics[gate.metric]) is not None
-    ]
+) -> list[GateProblem]:
+    """Every gate of one measured arm that its metrics fail. A gate on a metric only some arms
+    carry (e.g. token agreement) applies where the metric is."""
+    problems = []
+    for gate in resolve_gates(probe, arm, tolerances):
+        value = metrics.get(gate.metric)
+        if value is None and gate.metric in carried_by_every_arm():
+            problems.append(GateProblem(gate, None))
+        elif value is not None and gate.check(value) is not None:
+            problems.append(GateProblem(gate, value))
+    return problems
 
 
 def judged_metrics(tolerances: Tolerances) -> frozenset[str]:
@@ -71,8 +98,8 @@ def judge_arm(arm: ArmFacts, tolerances: Tolerances) -> Judgement:
         return Judgement("n/a", (CONTRAST,))
     if not measured(arm.metrics):
         return Judgement("fail", (NOT_MEASURED,))
-    broken = broken_gates(arm.probe, arm.arm, arm.metrics, tolerances)
-    reasons = tuple(str(gate.check(value)) for gate, value in broken)
+    problems = gate_problems(arm.probe, arm.arm, arm.metrics, tolerances)
+    reasons = tuple(problem.reason for problem in problems)
     return Judgement("fail" if reasons else "pass", reasons)
 
 
@@ -86,3 +113,8 @@ def probe_verdict(verdicts: Iterable[Verdict]) -> Verdict:
 
 def judge_probe(arms: Iterable[ArmFacts], tolerances: Tolerances) -> Verdict:
     return probe_verdict(judge_arm(arm, tolerances).verdict for arm in arms)
+
+
+def verdict_counts(arms: Iterable[ArmFacts], tolerances: Tolerances) -> Counter[Verdict]:
+    """How many of a run's arms pass, fail or get no verdict."""
+    return Counter(judge_arm(arm, tolerances).verdict for arm in arms)

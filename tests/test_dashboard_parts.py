@@ -38,6 +38,7 @@ from monitor.store.views import (
     SeriesView,
     StatusMatrix,
 )
+from monitor.verdicts import judged_metrics
 from tests.store_factory import MODEL, series_of, succeeded
 
 
@@ -157,8 +158,13 @@ def summary(
     probe: str, arm: str, *, gated: bool = True, reason: str | None = None, **metrics: float
 ) -> ArmSummary:
     """A stored arm as run and matrix reads return it (not applicable when given a reason),
-    having compared 64 tokens."""
-    return ArmSummary(probe, arm, reason is None, gated, reason, {"n_tokens": 64.0, **metrics})
+    having compared 64 tokens, every judged metric inside its default gate but for `metrics`."""
+    within = {
+        **dict.fromkeys(judged_metrics({}), 0.0),
+        "n_tokens": 64.0,
+        "token_mult_prob_error": 1.0,
+    }
+    return ArmSummary(probe, arm, reason is None, gated, reason, {**within, **metrics})
 
 
 def test_matrix_html_escapes_stored_text_and_links_runs() -> None:

@@ -237,3 +237,29 @@ def test_an_arm_that_measured_nothing_is_a_finding_as_its_verdict_is_a_fail() ->
         f for f in evaluate_release(run_input(result, "0.32.0", "r"), same) if f.kind == "gate"
     ]
     assert known.severity == "info"
+
+
+def test_an_arm_missing_a_metric_every_arm_carries_is_a_finding() -> None:
+    result = succeeded("0.32.0")
+    partial = next(a for a in result.arms() if (a.probe, a.arm) == ("prefix_cache", "cache_on"))
+    del partial.metrics["k3"]
+    assert judge_arm(partial, {}).reasons == ("not measured: k3 missing",)
+    clean = run_input(succeeded("0.31.0"), "0.31.0", "b")
+    found = evaluate_release(run_input(result, "0.32.0", "r"), clean)
+    [gate] = [f for f in found if f.kind == "gate"]
+    assert (gate.arm, gate.metric, gate.severity, gate.candidate_value) == (
+        "cache_on",
+        "k3",
+        "major",
+        None,
+    )
+    assert gate.detail == "not measured: k3 missing"
+    assert (
+        "k3 [gate, major, worse]: not measured: k3 missing"
+        in render_alert(
+            build_incident([gate]),  # type: ignore[arg-type]
+            "http://dash",
+        )[1]
+    )
+    again = evaluate_release(run_input(result, "0.32.0", "r"), run_input(result, "0.31.0", "b"))
+    assert [f.severity for f in again if f.kind == "gate"] == ["info"]

@@ -7,13 +7,14 @@ import math
 
 import pytest
 
-from monitor.gates import Gate, Tolerances
+from monitor.gates import Gate, Tolerances, carried_by_every_arm
 from monitor.schema import ArmResult, Verdict
 from monitor.verdicts import (
     CONTRAST,
     NOT_MEASURED,
+    GateProblem,
     Judgement,
-    broken_gates,
+    gate_problems,
     judge_arm,
     judge_probe,
     judged_metrics,
@@ -23,13 +24,13 @@ from monitor.verdicts import (
 from tests.store_factory import succeeded
 
 WITHIN = {
+    **dict.fromkeys(carried_by_every_arm(), 0.0),
     "n_tokens": 64.0,
     "token_mult_prob_error": 1.01,
     "k1": -0.05,
-    "k3": 0.0,
-    "clip_fraction": 0.0,
 }
-"""Metrics of an arm that compared tokens, inside every default gate."""
+"""Metrics of an arm that compared tokens (every metric such an arm carries), inside every
+default gate."""
 BROKEN = {**WITHIN, "token_mult_prob_error": 1.387, "k1": -0.2}
 """Metrics that break two default gates, one of them absolute."""
 
@@ -67,10 +68,25 @@ def test_a_limit_is_inclusive() -> None:
     assert verdict({"clip_fraction": 0.06}, {}) == "fail"
 
 
-def test_a_gate_whose_metric_the_arm_lacks_is_skipped() -> None:
-    sparse = arm({"n_tokens": 8.0, "mean_abs_delta": 99.0})
-    assert judge_arm(sparse, {}) == Judgement("pass", ())
-    assert judge_arm(sparse, {"mean_abs_delta": 1.0}).verdict == "fail"
+def test_an_arm_lacking_a_gated_metric_every_arm_carries_fails_as_not_measured() -> None:
+    partial = {name: value for name, value in WITHIN.items() if name not in ("k3", "tis_fraction")}
+    assert judge_arm(arm(partial), {}) == Judgement(
+        "fail", ("not measured: k3 missing", "not measured: tis_fraction missing")
+    )
+    assert judge_arm(arm(partial), {"k3": None, "tis_fraction": None}).verdict == "pass"
+
+
+def test_a_gate_on_a_metric_only_some_arms_carry_applies_where_it_is() -> None:
+    """Token agreement exists only in vLLM-vs-vLLM arms: a gate on it leaves trainer arms."""
+    tolerances = {"token_agreement": 0.5}
+    assert verdict({}, tolerances) == "pass"
+    assert verdict({"token_agreement": 0.9}, tolerances) == "fail"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_value_that_is_not_finite_breaks_its_gate(value: float) -> None:
+    assert verdict({"k3": value}, {}) == "fail"
+    assert verdict({"k1": value}, {}) == "fail"
 
 
 def test_an_arm_that_does_not_apply_is_na_whatever_its_numbers() -> None:
@@ -140,15 +156,15 @@ def test_absolute_gates_judge_the_size_and_other_gates_the_signed_value() -> Non
     assert verdict({"mean_delta": 0.2}, {"mean_delta": 0.1}) == "fail"
 
 
-def test_broken_gates_name_each_gate_with_the_value_that_broke_it() -> None:
+def test_gate_problems_name_each_gate_with_the_value_that_broke_it() -> None:
     tolerances = {"p/mean_abs_delta": 0.02, "k3": 0.5}
     values = {**BROKEN, "mean_abs_delta": 0.03, "k3": 0.4}
-    assert broken_gates("p", "a", values, tolerances) == [
-        (Gate("token_mult_prob_error", 1.05, "NeMo-RL gate"), 1.387),
-        (Gate("k1", 0.1, "verl mismatch-KL warning", absolute=True), -0.2),
-        (Gate("mean_abs_delta", 0.02, "override p/mean_abs_delta"), 0.03),
+    assert gate_problems("p", "a", values, tolerances) == [
+        GateProblem(Gate("token_mult_prob_error", 1.05, "NeMo-RL gate"), 1.387),
+        GateProblem(Gate("k1", 0.1, "verl mismatch-KL warning", absolute=True), -0.2),
+        GateProblem(Gate("mean_abs_delta", 0.02, "override p/mean_abs_delta"), 0.03),
     ]
-    assert broken_gates("p", "a", WITHIN, tolerances) == []
+    assert gate_problems("p", "a", WITHIN, tolerances) == []
 
 
 @pytest.mark.parametrize(
@@ -189,9 +205,9 @@ def test_a_realistic_result_is_judged_probe_by_probe() -> None:
         "v0_vs_v1": "n/a",
     }
     failing = next(a for a in result.arms() if a.arm == "repeat_run")
-    broken = broken_gates(failing.probe, failing.arm, failing.metrics, {})
+    broken = gate_problems(failing.probe, failing.arm, failing.metrics, {})
     assert len(broken) > 1
-    lenient = {f"batch_invariance/repeat_run/{gate.metric}": None for gate, _ in broken}
+    lenient = {f"batch_invariance/repeat_run/{problem.gate.metric}": None for problem in broken}
     assert judge_probe(result.probes[2].arms, lenient) == "pass"
     one_off = dict(list(lenient.items())[:1])
     assert judge_probe(result.probes[2].arms, one_off) == "fail"

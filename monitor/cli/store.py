@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
@@ -37,7 +36,7 @@ from monitor.store.views import (
     RunDetail,
     RunSummary,
 )
-from monitor.verdicts import judge_arm, judge_probe, judged_metrics
+from monitor.verdicts import judge_arm, judge_probe, judged_metrics, verdict_counts
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -121,7 +120,7 @@ def _runs_table(found: list[RunSummary], tolerances: Tolerances) -> Table:
     table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=40)
     for run in found:
         style = STATUS_STYLE.get(run.status, "")
-        verdicts = Counter(judge_arm(arm, tolerances).verdict for arm in run.arms)
+        verdicts = verdict_counts(run.arms, tolerances)
         table.add_row(
             str(run.id),
             run.release,

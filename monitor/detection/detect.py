@@ -36,7 +36,7 @@ from monitor.detection.traces import (
 from monitor.gates import Tolerances
 from monitor.metrics import TokenArrays
 from monitor.series import series_label
-from monitor.verdicts import MEASURED_BY, NOT_MEASURED, broken_gates, measured
+from monitor.verdicts import MEASURED_BY, NOT_MEASURED, gate_problems, measured
 
 DRIFT_METRICS: tuple[str, ...] = (
     "mean_abs_delta",
@@ -304,47 +304,53 @@ def drift_findings(
     return findings
 
 
+def _failures(
+    probe: str, arm: str, metrics: Mapping[str, float], tolerances: Tolerances
+) -> dict[str, tuple[float | None, float | None, str]]:
+    """metric -> (value, limit, why) of everything an arm's verdict fails on: no token compared,
+    a partial measurement, a broken gate (monitor.verdicts)."""
+    if not measured(metrics):
+        return {MEASURED_BY: (metrics.get(MEASURED_BY, 0.0), None, NOT_MEASURED)}
+    return {
+        problem.gate.metric: (
+            problem.value,
+            problem.gate.limit,
+            problem.gate.source if problem.value is not None else problem.reason,
+        )
+        for problem in gate_problems(probe, arm, metrics, tolerances)
+    }
+
+
 def gate_findings(
     candidate: RunInput, baseline: RunInput | None, tolerances: Tolerances
 ) -> list[Finding]:
-    """What the candidate's verdicts fail on (monitor.verdicts): every gate an arm breaks, and
-    every arm that compared no token; info when the baseline failed the same way, else major.
+    """What the candidate's verdicts fail on: every arm that compared no token or lacks a
+    metric, every gate an arm breaks; info when the baseline failed the same way, else major.
     Contrast arms are never gated."""
     before = _arms(baseline) if baseline is not None else {}
-    baseline_release = baseline.release if baseline is not None else None
-    baseline_run_id = baseline.run_id if baseline is not None else None
     findings = []
     for (probe, arm_name), arm in _arms(candidate).items():
         if not arm.gated:
             continue
         old_arm = before.get((probe, arm_name))
-        broken: list[tuple[str, float, float | None, bool, float | None, str]] = []
-        if not measured(arm.metrics):
-            known = old_arm is not None and not measured(old_arm.metrics)
-            count = arm.metrics.get(MEASURED_BY, 0.0)
-            old_count = None if old_arm is None else old_arm.metrics.get(MEASURED_BY, 0.0)
-            detail = NOT_MEASURED + ("; the baseline measured nothing either" if known else "")
-            broken.append((MEASURED_BY, count, old_count, not known, None, detail))
-        else:
-            for gate, value in broken_gates(probe, arm_name, arm.metrics, tolerances):
-                old = None if old_arm is None else old_arm.metrics.get(gate.metric)
-                newly = old is None or gate.check(old) is None
-                detail = gate.source if newly else f"{gate.source}; the baseline broke it too"
-                broken.append((gate.metric, value, old, newly, gate.limit, detail))
-        for metric, value, old, newly, limit, detail in broken:
+        known = _failures(probe, arm_name, old_arm.metrics, tolerances) if old_arm else {}
+        for metric, (value, limit, why) in _failures(
+            probe, arm_name, arm.metrics, tolerances
+        ).items():
+            old = None if old_arm is None else old_arm.metrics.get(metric)
             findings.append(
                 candidate.finding(
                     "gate",
                     (probe, arm_name, metric),
                     direction="worse",
-                    severity=gate_severity(newly),
+                    severity=gate_severity(metric not in known),
                     candidate_value=value,
                     baseline_value=old,
-                    effect=None if old is None else value - old,
+                    effect=None if old is None or value is None else value - old,
                     limit=limit,
-                    detail=detail,
-                    baseline_release=baseline_release,
-                    baseline_run_id=baseline_run_id,
+                    detail=why if metric not in known else f"{why}; the baseline failed it too",
+                    baseline_release=baseline.release if baseline is not None else None,
+                    baseline_run_id=baseline.run_id if baseline is not None else None,
                 )
             )
     return findings

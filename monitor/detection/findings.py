@@ -47,7 +47,8 @@ class DivergentToken(_Model):
 
 class Finding(_Model):
     """One series (probe/arm/metric) of one release that broke a gate, drifted from the
-    baseline, or started a new level. Numbers a kind does not produce are None."""
+    baseline, or started a new level. Numbers a kind does not produce are None; a gate finding
+    on a metric the arm lacks has no candidate value."""
 
     release: str
     run_id: str
@@ -57,7 +58,7 @@ class Finding(_Model):
     metric: str
     direction: Direction
     severity: Severity
-    candidate_value: float
+    candidate_value: float | None
     baseline_release: str | None = None
     baseline_run_id: str | None = None
     baseline_value: float | None = None

@@ -11,8 +11,8 @@ MAX_FINDING_LINES = 12
 MAX_TOKEN_LINES = 5
 
 
-def _num(value: float) -> str:
-    return f"{value:.4g}"
+def _num(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 
 def _signed(value: float) -> str:
@@ -30,7 +30,7 @@ def run_link(dashboard_url: str, run_id: str) -> str:
 def finding_line(finding: Finding) -> str:
     """One readable line: the series, what happened, and the numbers against the baseline."""
     head = f"{finding.series} [{finding.kind}, {finding.severity}, {finding.direction}]"
-    if finding.kind == "gate" and finding.limit is None:
+    if finding.kind == "gate" and (finding.limit is None or finding.candidate_value is None):
         return f"{head}: {finding.detail}"
     if finding.kind == "gate":
         text = f"{head}: {_num(finding.candidate_value)} breaks limit {finding.limit:g}"

@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.logs import configure as configure_logging
 from monitor.config import Settings
@@ -32,11 +32,11 @@ from monitor.pipeline import (
     execute,
     finish,
     not_installable,
-    patiently,
+    write_patiently,
 )
 from monitor.runners.base import RunnerLost, RunnerUnavailable, attempt_dir
 from monitor.schema import SuiteResult
-from monitor.store import IngestError, Store, open_store
+from monitor.store import IngestError, Store, StoreError, open_store
 from monitor.store.queue import (
     ClaimedRun,
     LeaseLost,
@@ -95,7 +95,7 @@ class Lease(threading.Thread):
             try:
                 with self.store.writing() as session:
                     held = renew_lease(session, self.run_id, self.owner, self.lease_s)
-            except TRANSIENT as exc:
+            except (SQLAlchemyError, StoreError) as exc:
                 logger.warning(
                     "cannot renew the lease of run %d yet: %s", self.run_id, one_line(exc)
                 )
@@ -110,16 +110,6 @@ class Lease(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=self.lease_s)
-
-
-def _in_transaction(store: Store, function: Callable[..., T], *args: Any) -> T:
-    """One write of the run's lifecycle, retried while the database is locked or unreachable."""
-
-    def once() -> T:
-        with store.writing() as session:
-            return function(session, *args)
-
-    return patiently(STORE_PATIENCE_S, once)
 
 
 class Worker:
@@ -153,7 +143,9 @@ class Worker:
     def _record_job(self, job_id: str) -> None:
         logger.info("run %d job %s", self.run.run_id, job_id)
         try:
-            _in_transaction(self.store, record_job_id, self.run.run_id, self.owner, job_id)
+            write_patiently(
+                self.store, STORE_PATIENCE_S, record_job_id, self.run.run_id, self.owner, job_id
+            )
         except TRANSIENT as exc:
             logger.warning("could not record job %s of run %d: %s", job_id, self.run.run_id, exc)
 
@@ -239,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         lease.stop()
         if lease.lost.is_set():
             return 0
-        _in_transaction(store, release_claim, run.run_id, args.owner)
+        write_patiently(store, STORE_PATIENCE_S, release_claim, run.run_id, args.owner)
         logger.warning("run %d stopped (pid %d); back in the queue", run.run_id, os.getpid())
         return 0
     except Exception as exc:

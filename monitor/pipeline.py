@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 from tenacity import (
     RetryCallState,
     retry,
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Log = Callable[[str], None]
-TRANSIENT = (SQLAlchemyError, StoreUnavailable)
+TRANSIENT = (OperationalError, InterfaceError, StoreUnavailable)
+"""A database that is locked, restarting or unreachable: worth waiting for."""
 STORE_PATIENCE_S = 60.0
 """How long a finish step waits for a locked or unreachable database by default."""
 
@@ -105,7 +107,8 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 def patiently(patience_s: float, call: Callable[[], T]) -> T:
-    """One store write, retried with backoff while the database is locked or unreachable."""
+    """A store operation, retried with backoff while the database is locked or unreachable;
+    past `patience_s`, StoreUnavailable with one line saying so."""
     retrying = retry(
         retry=retry_if_exception_type(TRANSIENT),
         stop=stop_after_delay(patience_s),
@@ -113,7 +116,22 @@ def patiently(patience_s: float, call: Callable[[], T]) -> T:
         before_sleep=_log_retry,
         reraise=True,
     )
-    return retrying(call)()
+    try:
+        return retrying(call)()
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailable(
+            f"database busy or unreachable for {patience_s:g} s: {one_line(exc)}"
+        ) from None
+
+
+def write_patiently(store: Store, patience_s: float, function: Callable[..., T], *args: Any) -> T:
+    """`function(session, *args)` in one write transaction, retried as `patiently` does."""
+
+    def once() -> T:
+        with store.writing() as session:
+            return function(session, *args)
+
+    return patiently(patience_s, once)
 
 
 def finish(
@@ -152,30 +170,24 @@ def end_without_result(
     reason: str,
     *,
     retry: bool,
-    max_attempts: int | None = None,
     patience_s: float = STORE_PATIENCE_S,
 ) -> Finished:
     """A held run that ended without a result: with `retry`, queued again after a backoff
     while attempts remain, else failed with the reason. A run that ends is judged and hooked."""
 
-    def write() -> RunStatus | None:
-        with store.writing() as session:
-            if not retry:
-                done = fail_run(session, held.run_id, held.owner, reason)
-                return RunStatus.FAILED if done else None
+    def end(session: Session) -> RunStatus | None:
+        if retry:
             return retry_or_fail(
                 session,
                 held.run_id,
                 held.owner,
                 reason,
-                max_attempts=max_attempts or settings.max_attempts,
+                max_attempts=settings.max_attempts,
                 backoff_s=settings.retry_backoff_s,
             )
+        return RunStatus.FAILED if fail_run(session, held.run_id, held.owner, reason) else None
 
-    status = patiently(patience_s, write)
-    if status is None or status == RunStatus.QUEUED:
-        return Finished(held.run_id, False, status)
-    return _ended(store, settings, Finished(held.run_id, False, status))
+    return _end_held(store, settings, held, end, patience_s)
 
 
 def not_installable(
@@ -190,20 +202,28 @@ def not_installable(
     """A held run whose release does not install here: the release is marked so and the run
     fails for good (in one transaction), then it is judged and hooked."""
 
-    def write() -> bool:
-        with store.writing() as session:
-            record_release(
-                session,
-                config.engine.package,
-                str(config.engine.version),
-                installable=False,
-                install_error=reason,
-            )
-            return fail_run(session, held.run_id, held.owner, f"not installable: {reason}")
+    def end(session: Session) -> RunStatus | None:
+        package, version = config.engine.package, str(config.engine.version)
+        record_release(session, package, version, installable=False, install_error=reason)
+        failed = fail_run(session, held.run_id, held.owner, f"not installable: {reason}")
+        return RunStatus.FAILED if failed else None
 
-    if not patiently(patience_s, write):
-        return Finished(held.run_id, False, None)
-    return _ended(store, settings, Finished(held.run_id, False, RunStatus.FAILED))
+    return _end_held(store, settings, held, end, patience_s)
+
+
+def _end_held(
+    store: Store,
+    settings: Settings,
+    held: Held,
+    end: Callable[[Session], RunStatus | None],
+    patience_s: float,
+) -> Finished:
+    """End a held run with `end` (its new status; None when the run is no longer held); a run
+    that ended rather than going back to the queue is judged and hooked."""
+    status = write_patiently(store, patience_s, end)
+    if status is None or status == RunStatus.QUEUED:
+        return Finished(held.run_id, False, status)
+    return _ended(store, settings, Finished(held.run_id, False, status))
 
 
 def _ended(store: Store, settings: Settings, finished: Finished) -> Finished:

@@ -23,7 +23,7 @@ from monitor.schema import SuiteOptions
 from monitor.store import Store, StoreError
 from monitor.store.ingest import record_published
 from monitor.store.models import DISCOVERY
-from monitor.store.queue import has_run, insert_run, known_versions
+from monitor.store.queue import insert_run, known_versions, run_with_config
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def discover_package(store: Store, settings: Settings, package: str) -> Discover
                 EngineSpec(package, release.version), options, settings.runner, None, DISCOVERY
             )
             config = request_config(request, settings)
-            if has_run(session, config):
+            if run_with_config(session, config) is not None:
                 continue
             outcome.queued[str(release.version)] = insert_run(
                 session, config, request.runner, request.requested_by

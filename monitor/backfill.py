@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 from packaging.version import Version
@@ -18,11 +17,12 @@ from monitor.envs import EnvBuildError, IndexConfig
 from monitor.errors import one_line
 from monitor.pipeline import Finished, execute, finish
 from monitor.releases import PublishedRelease, fetch_releases, in_range
-from monitor.requests import suite_config
+from monitor.requests import PromptSet, suite_config
 from monitor.runners.base import OnEvent, RunnerLost, RunnerUnavailable
 from monitor.schema import SuiteOptions
 from monitor.store import Store, record_release
-from monitor.store.queue import succeeded_run
+from monitor.store.models import RunStatus
+from monitor.store.queue import run_with_config
 
 Outcome = Literal["stored", "already stored", "not installable", "failed"]
 
@@ -44,7 +44,7 @@ class BackfillPlan:
     since: Version | None
     until: Version | None
     options: SuiteOptions
-    prompts: Path | None
+    prompts: PromptSet
     runner: str
     force: bool = False
 
@@ -73,7 +73,7 @@ def backfill_release(
     config = suite_config(spec, plan.options, plan.prompts, settings)
     if not plan.force:
         with store.reading() as session:
-            stored = succeeded_run(session, config)
+            stored = run_with_config(session, config, status=RunStatus.SUCCEEDED)
         if stored is not None:
             return BackfillItem(str(spec), "already stored", stored, "same suite config")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")

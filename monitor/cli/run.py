@@ -142,7 +142,7 @@ def run(
     chosen = settings()
     kind = _runner(chosen, runner)
     try:
-        read_prompts(prompts)
+        prompt_set = read_prompts(prompts)
         release = parse_engine(engine) if engine else (parse_package(chosen.engine_package), None)
     except BAD_INPUT as exc:
         fail(one_line(exc))
@@ -151,7 +151,7 @@ def run(
     try:
         with progress_bar() as progress:
             env = _environment(release, chosen, kind, index, find_links or [], progress)
-            config = suite_config(env.spec, options, prompts, chosen)
+            config = suite_config(env.spec, options, prompt_set, chosen)
             run_dir = chosen.runs_dir / f"{stamp}-{env.spec.slug}"
             result = execute(
                 config,
@@ -195,13 +195,12 @@ def backfill(
     """Run, store and judge the suite for every release of a package in a version range."""
     chosen = settings()
     try:
-        read_prompts(prompts)
         plan = BackfillPlan(
             package=parse_package(engine),
             since=parse_version(since) if since else None,
             until=parse_version(until) if until else None,
             options=options,
-            prompts=prompts,
+            prompts=read_prompts(prompts),
             runner=_runner(chosen, runner),
             force=force,
         )

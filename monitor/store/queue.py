@@ -345,21 +345,6 @@ def known_versions(session: Session, package: str) -> list[str]:
     )
 
 
-def has_run(session: Session, config: SuiteConfig) -> bool:
-    """Whether a run of this config's release and hash is queued, running or done (failed
-    ones included: discovery does not queue a release twice)."""
-    release = release_row(session, config.engine)
-    digest = config_hash(config)
-    if release is None:
-        return False
-    found = session.scalar(
-        select(m.RunRow.id)
-        .where(m.RunRow.release_id == release.id, m.RunRow.config_hash == digest)
-        .limit(1)
-    )
-    return found is not None
-
-
 def newest_release(
     session: Session, package: str, *, prereleases: bool = False, yanked: bool = False
 ) -> str | None:
@@ -399,18 +384,18 @@ def has_pending(session: Session, spec: EngineSpec, requested_by: str) -> bool:
     return found is not None
 
 
-def succeeded_run(session: Session, config: SuiteConfig) -> int | None:
-    """A succeeded run of this config's release with the same config hash, if one is stored."""
+def run_with_config(
+    session: Session, config: SuiteConfig, *, status: RunStatus | None = None
+) -> int | None:
+    """The first run of this config's release with the same config hash (and `status`, when
+    given): discovery queues a release once whatever became of its run, backfill skips one
+    that succeeded."""
     release = release_row(session, config.engine)
     if release is None:
         return None
-    return session.scalar(
-        select(m.RunRow.id)
-        .where(
-            m.RunRow.release_id == release.id,
-            m.RunRow.config_hash == config_hash(config),
-            m.RunRow.status == RunStatus.SUCCEEDED,
-        )
-        .order_by(m.RunRow.id)
-        .limit(1)
+    query = select(m.RunRow.id).where(
+        m.RunRow.release_id == release.id, m.RunRow.config_hash == config_hash(config)
     )
+    if status is not None:
+        query = query.where(m.RunRow.status == status)
+    return session.scalar(query.order_by(m.RunRow.id).limit(1))

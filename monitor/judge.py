@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor.config import Settings
-from monitor.detection.baseline import ReleaseState, choose_baseline
+from monitor.detection.baseline import choose_baseline
 from monitor.detection.detect import (
     ArmInput,
     DetectionPolicy,
@@ -23,25 +23,27 @@ from monitor.detection.detect import (
     draft_incident,
     evaluate_release,
 )
-from monitor.detection.findings import SEVERITY_RANK, Finding, IncidentDraft
+from monitor.detection.findings import SEVERITY_RANK, Finding, IncidentDraft, build_incident
 from monitor.incidents.lifecycle import (
     Action,
     confirmation_failed,
     open_or_update,
-    release_state,
     settle_confirmation,
+    settle_unmeasured,
+    unmeasured,
 )
+from monitor.schema import SuiteConfig
 from monitor.store import models as m
 from monitor.store.db import Store
 from monitor.store.incident_reads import (
     StoredRun,
     arm_metric_values,
-    release_incidents,
     series_runs,
     stored_run,
 )
 from monitor.store.models import CONFIRMATION, Confirmation
 from monitor.store.queries import run_detail, version_key
+from monitor.store.queue import run_with_config
 
 WRITE_TRIES = 2
 MAX_REPEATS = 5
@@ -81,7 +83,9 @@ def run_input(session: Session, run: StoredRun) -> RunInput:
         run_id=str(run.run_id),
         prompts_sha256=str(detail.config["prompts_sha256"]),
         arms={
-            (arm.probe, arm.arm): ArmInput(arm.applicable, arm.gated, arm.metrics, arm.trace)
+            (arm.probe, arm.arm): ArmInput(
+                arm.applicable, arm.gated, arm.metrics, arm.trace, arm.reason
+            )
             for arm in detail.arms
         },
     )
@@ -100,23 +104,19 @@ def detection_inputs(
     baseline_run_id: int | None = None,
     choose: bool = True,
 ) -> Inputs:
-    """The candidate, its baseline (chosen, or the given run), repeat runs for the noise floor
-    (the baseline release's, else the candidate release's) and earlier releases' values."""
+    """The candidate, its baseline (the previous measured release's newest full run, or the
+    given run), repeat runs for the noise floor (the baseline release's, else the candidate
+    release's other runs: a floor must not hold the change it judges) and earlier releases'
+    values."""
     runs = series_runs(session, run.package, run.series_config)
     releases = _representatives(runs)
     if choose:
-        incidents = release_incidents(session, run.series_config)
-        states = [
-            ReleaseState(version, release_state(incidents.get(each.release_id)))
-            for version, each in releases.items()
-            if version != run.version
-        ]
-        version = choose_baseline(states, run.version)
+        version = choose_baseline([v for v in releases if v != run.version], run.version)
         baseline_run_id = releases[version].run_id if version is not None else None
     base = next((r for r in runs if r.run_id == baseline_run_id), None)
     repeats = [r for r in runs if base is not None and r.version == base.version]
     if len(repeats) < 2:
-        repeats = [r for r in runs if r.version == run.version]
+        repeats = [r for r in runs if r.version == run.version and r.run_id != run.run_id]
     repeats = repeats[-MAX_REPEATS:] if len(repeats) >= 2 else []
     earlier = [
         each.run_id
@@ -155,32 +155,80 @@ def judge_run(
     store: Store, run_id: int, settings: Settings, *, policy: DetectionPolicy | None = None
 ) -> DetectionOutcome:
     """Judge a run's release and record the result once: a new incident (with its confirmation
-    run queued), an updated one, or nothing. A confirmation run is judged as a confirmation."""
+    run queued), an updated one, or nothing. A confirmation run is judged as a confirmation; a
+    run that ended without a result, of a release not measured in its configuration, opens an
+    incident of its own (the release could not be measured)."""
     policy = policy or DetectionPolicy()
     with store.reading() as session:
         run = stored_run(session, run_id)
-        status = session.scalar(select(m.RunRow.status).where(m.RunRow.id == run_id))
-    if run.requested_by == CONFIRMATION:
-        return confirm(store, run_id, settings, policy=policy)
+        row = session.get_one(m.RunRow, run_id)
+        status, error = row.status, row.error
+        confirms = session.scalars(
+            select(m.IncidentRow).where(m.IncidentRow.confirmation_run_id == run_id)
+        ).one_or_none()
+        held = IncidentDraft.model_validate(confirms.draft) if confirms is not None else None
+        measured_before = run_with_config(
+            session, SuiteConfig.model_validate(row.config), status=m.RunStatus.SUCCEEDED
+        )
     release = f"{run.package}=={run.version}"
+    if confirms is not None and held is not None and unmeasured(held):
+        with store.writing() as session:
+            action = settle_unmeasured(session, confirms.id, run_id, str(status), held, settings)
+        if status != m.RunStatus.SUCCEEDED:
+            return DetectionOutcome(run_id, release, action, confirms.id, held)
+    elif run.requested_by == CONFIRMATION:
+        return confirm(store, run_id, settings, policy=policy)
     if status != m.RunStatus.SUCCEEDED:
-        return DetectionOutcome(run_id, release, "skipped", reason=f"run is {status}")
+        if measured_before is not None:
+            return DetectionOutcome(run_id, release, "skipped", reason=f"run is {status}")
+        return _record(store, run, unmeasured_draft(run, str(status), error), settings)
     with store.reading() as session:
         inputs = detection_inputs(session, run, policy)
     draft = draft_incident(inputs.candidate, _findings(inputs, settings, policy), policy)
     baseline_id = int(inputs.baseline.run_id) if inputs.baseline else None
     if draft is None:
         return DetectionOutcome(run_id, release, "clean", baseline_run_id=baseline_id)
+    return _record(store, run, draft, settings, baseline_id)
+
+
+def unmeasured_draft(run: StoredRun, status: str, error: str | None) -> IncidentDraft:
+    """The draft of a release whose run ended without a result: news, not silence."""
+    finding = Finding(
+        release=run.version,
+        run_id=str(run.run_id),
+        kind="unmeasured",
+        probe="release",
+        arm="run",
+        metric=status,
+        direction="worse",
+        severity="major",
+        candidate_value=None,
+        detail=f"run {run.run_id} ended {status}: {error or 'no reason recorded'}",
+    )
+    draft = build_incident([finding])
+    assert draft is not None
+    return draft
+
+
+def _record(
+    store: Store,
+    run: StoredRun,
+    draft: IncidentDraft,
+    settings: Settings,
+    baseline_id: int | None = None,
+) -> DetectionOutcome:
+    """Open or update the release's incident with a draft; a concurrent opener is retried."""
+    release = f"{run.package}=={run.version}"
     for attempt in range(1, WRITE_TRIES + 1):
         try:
             with store.writing() as session:
                 action, incident = open_or_update(session, run, draft, settings)
                 return DetectionOutcome(
-                    run_id,
+                    run.run_id,
                     release,
                     action,
                     incident.id,
-                    draft,
+                    IncidentDraft.model_validate(incident.draft),
                     list(draft.findings),
                     baseline_id,
                     incident.confirmation_run_id,

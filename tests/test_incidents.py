@@ -23,7 +23,7 @@ from monitor.store import models as m
 from monitor.store.incident_reads import incident_detail, list_incidents
 from monitor.store.models import CONFIRMATION
 from monitor.store.queue import claim_next, store_held_result
-from tests.store_factory import T0, failed, succeeded
+from tests.store_factory import PROBE_ARMS, T0, failed, succeeded
 from tests.store_fixtures import count_rows
 
 FAILING = "prefix_cache/cache_on"
@@ -102,16 +102,70 @@ def test_a_regressed_release_opens_one_incident_and_one_confirmation_run(
     assert judge_run(store, base, settings).action == "clean"
 
 
-def test_a_clean_release_opens_nothing_and_a_failed_run_is_skipped(
+def test_a_clean_release_opens_nothing_and_a_failed_repeat_of_a_measured_one_is_skipped(
     store: Store, settings: Settings
 ) -> None:
     put(store, "0.31.0")
     clean = put(store, "0.32.0")
     assert judge_run(store, clean, settings).action == "clean"
-    broken = ingest_result(store, failed("0.33.0"), runner="local").run_id
+    broken = ingest_result(store, failed("0.32.0"), runner="local").run_id
     skipped = judge_run(store, broken, settings)
     assert skipped.action == "skipped" and skipped.reason == "run is failed"
-    assert count_rows(store, m.IncidentRow) == 0 and confirmation_runs(store) == []
+    assert count_rows(store, m.IncidentRow) == 0 and count_rows(store, m.RunRow) == 3
+
+
+def claim_rerun(store: Store, result: SuiteResult) -> int:
+    """Claim the queued re-run of an unmeasured release and store `result` in it."""
+    with store.writing() as session:
+        claimed = claim_next(session, "worker-1", 60.0)
+    assert claimed is not None and claimed.requested_by != CONFIRMATION
+    done = result.model_copy(update={"config": claimed.config})
+    store_held_result(store, claimed.run_id, "worker-1", done, final_status(done))
+    return claimed.run_id
+
+
+def test_a_release_that_cannot_be_measured_is_news_confirmed_by_a_failing_rerun(
+    store: Store, settings: Settings
+) -> None:
+    put(store, "0.31.0")
+    broken = ingest_result(store, failed("0.32.0"), runner="local").run_id
+    opened = judge_run(store, broken, settings)
+    assert opened.action == "opened" and opened.draft is not None
+    (finding,) = opened.draft.findings
+    assert (finding.kind, finding.severity, finding.metric) == ("unmeasured", "major", "failed")
+    assert (
+        finding.detail == f"run {broken} ended failed: suite exited with code 1 and wrote no result"
+    )
+    assert judge_run(store, broken, settings).action == "unchanged"
+    with store.reading() as session:
+        rerun = session.get_one(m.RunRow, opened.confirmation_run_id)
+        assert rerun.status == m.RunStatus.QUEUED and rerun.config == failed(
+            "0.32.0"
+        ).config.model_dump(mode="json")
+    assert count_rows(store, m.AlertRow) == 0
+
+    again = claim_rerun(store, failed("0.32.0", started=T0 + timedelta(hours=1)))
+    confirmed = judge_run(store, again, settings)
+    assert confirmed.action == "confirmed" and confirmed.incident_id == opened.incident_id
+    assert count_rows(store, m.AlertRow) == len(URLS)
+    assert judge_run(store, again, settings).action == "unchanged"
+    assert count_rows(store, m.AlertRow) == len(URLS)
+
+
+def test_a_rerun_that_measures_the_release_refutes_it_and_is_judged_as_a_run(
+    store: Store, settings: Settings
+) -> None:
+    put(store, "0.31.0")
+    broken = ingest_result(store, failed("0.32.0"), runner="local").run_id
+    opened = judge_run(store, broken, settings)
+    rerun = claim_rerun(store, succeeded("0.32.0", failing=(FAILING,)))
+    judged = judge_run(store, rerun, settings)
+    assert judged.action == "opened" and judged.incident_id != opened.incident_id
+    assert judged.draft is not None and judged.draft.probes == ["prefix_cache"]
+    with store.reading() as session:
+        incident = session.get_one(m.IncidentRow, opened.incident_id)
+        assert incident.confirmation == m.Confirmation.NOT_CONFIRMED
+    assert count_rows(store, m.AlertRow) == 0
 
 
 def test_a_confirmed_incident_writes_one_alert_per_target_with_the_confirmation(
@@ -217,7 +271,7 @@ def test_triage_records_who_when_what_and_validates_its_input(
     assert count_rows(store, m.IncidentEventRow) == 3
 
 
-def test_an_intended_release_becomes_the_baseline_of_later_detection(
+def test_every_release_is_compared_with_the_previous_measured_one_whatever_its_gates_said(
     store: Store, settings: Settings
 ) -> None:
     good = put(store, "0.30.0")
@@ -226,15 +280,90 @@ def test_an_intended_release_becomes_the_baseline_of_later_detection(
     assert changed.action == "opened" and changed.baseline_run_id == good
 
     later = put(store, "0.32.0", failing=(FAILING,))
-    before = judge_run(store, later, settings)
-    assert before.action == "opened" and before.baseline_run_id == good
+    known = judge_run(store, later, settings)
+    assert known.action == "clean" and known.baseline_run_id == moved
 
     with store.writing() as session:
         triage(session, changed.incident_id or 0, "intended", "carol", "new default", "carol")
-    repeat = put(store, "0.32.0", failing=(FAILING,), hours=5)
-    after = judge_run(store, repeat, settings)
-    assert after.baseline_run_id == moved
-    assert after.action == "clean"
+    fixed = put(store, "0.33.0")
+    after = judge_run(store, fixed, settings)
+    assert after.baseline_run_id == later and after.action == "clean"
     with store.reading() as session:
         shown = {i.version: i for i in list_incidents(session)}
-    assert shown["0.32.0"].candidate_run_id == later and shown["0.31.0"].status == "intended"
+    assert set(shown) == {"0.31.0"} and shown["0.31.0"].status == "intended"
+
+
+def test_a_known_gate_breach_is_info_and_a_new_one_is_major(
+    store: Store, settings: Settings
+) -> None:
+    put(store, "0.30.0", failing=(FAILING,))
+    both = put(store, "0.31.0", failing=(FAILING, "batch_invariance/repeat_run"))
+    judged = judge_run(store, both, settings)
+    assert judged.draft is not None and judged.draft.probes == ["batch_invariance"]
+    by_arm = {(f.arm, f.severity) for f in judged.draft.findings if f.kind == "gate"}
+    assert ("cache_on", "info") in by_arm and ("repeat_run", "major") in by_arm
+    assert ("cache_on", "major") not in by_arm
+
+
+def test_an_open_incident_takes_new_findings_and_a_rise_is_alerted_once_more(
+    store: Store, settings: Settings
+) -> None:
+    def put_many(version: str, **kwargs: object) -> int:
+        result = succeeded(version, n_prompts=24, **kwargs)  # type: ignore[arg-type]
+        return ingest_result(store, result, runner="local").run_id
+
+    put_many("0.31.0")
+    shrunk = {**PROBE_ARMS, "prefix_cache": ()}
+    candidate = put_many("0.32.0", arms=shrunk)
+    opened = judge_run(store, candidate, settings)
+    assert opened.draft is not None and opened.draft.severity == "major"
+    confirmation = succeeded("0.32.0", arms=shrunk, n_prompts=24)
+    assert judge_run(store, run_confirmation(store, confirmation), settings).action == "confirmed"
+    assert count_rows(store, m.AlertRow) == len(URLS)
+
+    moved = put_many("0.32.0", arms=shrunk, shift=0.5, started=T0 + timedelta(hours=5))
+    risen = judge_run(store, moved, settings)
+    assert risen.action == "updated" and risen.incident_id == opened.incident_id
+    assert risen.draft is not None and risen.draft.severity == "critical"
+    assert {f.kind for f in risen.draft.findings if f.severity == "critical"} == {"drift"}
+    assert {f.kind for f in risen.draft.findings} >= {"coverage", "drift"}
+    with store.reading() as session:
+        alerts = session.scalars(select(m.AlertRow).order_by(m.AlertRow.id)).all()
+        events = session.scalars(select(m.IncidentEventRow.note)).all()
+    assert [a.severity for a in alerts] == ["major"] * len(URLS) + ["critical"] * len(URLS)
+    assert any("severity rose to critical" in note and "new: drift:" in note for note in events)
+    assert judge_run(store, moved, settings).action == "unchanged"
+    assert count_rows(store, m.AlertRow) == 2 * len(URLS)
+
+
+def test_new_findings_reopen_a_closed_incident_and_go_through_confirmation(
+    store: Store, settings: Settings
+) -> None:
+    _, _, opened = regress(store, settings)
+    with store.writing() as session:
+        triage(session, opened.incident_id or 0, "intended", "carol", "new default", "carol")
+    later = put(store, "0.32.0", failing=(FAILING, "batch_invariance/repeat_run"), hours=5)
+    reopened = judge_run(store, later, settings)
+    assert reopened.action == "updated" and reopened.incident_id == opened.incident_id
+    with store.reading() as session:
+        incident = session.get_one(m.IncidentRow, opened.incident_id)
+        assert incident.status == m.IncidentStatus.NEW
+        assert incident.confirmation == m.Confirmation.PENDING
+    assert reopened.draft is not None and reopened.draft.probes == [
+        "batch_invariance",
+        "prefix_cache",
+    ]
+
+
+def test_an_arm_the_baseline_measured_that_no_longer_applies_is_a_finding(
+    store: Store, settings: Settings
+) -> None:
+    put(store, "0.31.0")
+    arms = {**PROBE_ARMS, "prefix_cache": ()}
+    shrunk = succeeded("0.32.0", arms=arms)
+    run_id = ingest_result(store, shrunk, runner="local").run_id
+    judged = judge_run(store, run_id, settings)
+    assert judged.action == "opened" and judged.draft is not None
+    (finding,) = [f for f in judged.draft.findings if f.kind == "coverage"]
+    assert (finding.probe, finding.arm, finding.severity) == ("prefix_cache", "cache_on", "major")
+    assert finding.detail == "measured on 0.31.0; the arm is gone"

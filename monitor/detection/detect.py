@@ -91,12 +91,14 @@ class DetectionPolicy:
 @dataclass(frozen=True)
 class ArmInput:
     """One arm of a run as detection reads it: whether it applies and is gated (contrast arms
-    are not), its metrics, and its decoded token arrays when it kept them."""
+    are not), its metrics, its decoded token arrays when it kept them, and why it does not
+    apply (or what it could not measure)."""
 
     applicable: bool
     gated: bool
     metrics: Mapping[str, float]
     trace: TokenArrays | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,33 @@ def gate_findings(
     return findings
 
 
+def coverage_findings(candidate: RunInput, baseline: RunInput | None) -> list[Finding]:
+    """Gated arms the baseline measured that no longer apply: a release that stops measuring
+    something is news, not a quieter pass."""
+    if baseline is None:
+        return []
+    findings = []
+    for (probe, arm_name), old in _arms(baseline).items():
+        arm = candidate.arms.get((probe, arm_name))
+        if not old.gated or (arm is not None and arm.applicable):
+            continue
+        why = "the arm is gone" if arm is None else f"not applicable: {arm.reason}"
+        findings.append(
+            candidate.finding(
+                "coverage",
+                (probe, arm_name, "applicable"),
+                direction="worse",
+                severity="major",
+                candidate_value=0.0,
+                baseline_value=1.0,
+                baseline_release=baseline.release,
+                baseline_run_id=baseline.run_id,
+                detail=f"measured on {baseline.release}; {why}",
+            )
+        )
+    return findings
+
+
 def change_point_findings(
     candidate: RunInput,
     history: Mapping[SeriesName, Sequence[float]],
@@ -443,6 +472,7 @@ def evaluate_release(
     policy = policy or DetectionPolicy()
     floors = noise_floors(repeats, policy.metrics)
     findings = gate_findings(candidate, baseline, tolerances or {})
+    findings += coverage_findings(candidate, baseline)
     if baseline is not None:
         tests = drift_tests(baseline, candidate, floors, policy)
         findings += drift_findings(baseline, candidate, tests, policy)

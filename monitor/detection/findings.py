@@ -12,7 +12,10 @@ from monitor.detection.errors import DetectionError
 from monitor.series import series_label
 
 Severity = Literal["info", "minor", "major", "critical"]
-FindingKind = Literal["gate", "drift", "change_point"]
+FindingKind = Literal["gate", "drift", "change_point", "coverage", "unmeasured"]
+"""gate: a tolerance broken or a measurement missing; drift / change_point: moved against the
+baseline or the series' history; coverage: an arm the baseline measured that no longer applies;
+unmeasured: the release could not be measured at all (failed, timed out, not installable)."""
 Direction = Literal["worse", "better"]
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "minor": 1, "major": 2, "critical": 3}
@@ -144,25 +147,56 @@ def build_incident(
     if len(runs) > 1:
         shown = ", ".join(f"{release} run {run}" for release, run in runs[:3])
         raise DetectionError(f"one incident needs findings of one run, got {len(runs)}: {shown}")
-    severity = highest([f.severity for f in findings])
-    if SEVERITY_RANK[severity] == 0:
+    if SEVERITY_RANK[highest([f.severity for f in findings])] == 0:
         return None
+    return _assemble(first.release, first.run_id, findings, divergent_tokens)
+
+
+def _finding_key(finding: Finding) -> tuple[str, str, str, str]:
+    return (finding.kind, finding.probe, finding.arm, finding.metric)
+
+
+def _assemble(
+    release: str,
+    run_id: str,
+    findings: Sequence[Finding],
+    divergent_tokens: Sequence[DivergentToken],
+) -> IncidentDraft:
     ordered = sorted(
         findings, key=lambda f: (-SEVERITY_RANK[f.severity], f.probe, f.arm, f.metric, f.kind)
     )
     regressed = [f for f in ordered if SEVERITY_RANK[f.severity] > 0]
     baseline = next((f for f in ordered if f.baseline_release is not None), None)
     return IncidentDraft(
-        release=first.release,
-        run_id=first.run_id,
+        release=release,
+        run_id=run_id,
         baseline_release=baseline.baseline_release if baseline else None,
         baseline_run_id=baseline.baseline_run_id if baseline else None,
-        severity=severity,
+        severity=highest([f.severity for f in findings]),
         probes=sorted({f.probe for f in regressed}),
         metrics=sorted({f.metric for f in regressed}),
         findings=ordered,
         divergent_tokens=list(divergent_tokens),
     )
+
+
+def merge_drafts(held: IncidentDraft, new: IncidentDraft) -> IncidentDraft:
+    """An open incident taking a later judgement of its release: every finding of either, the
+    newer one where both name the same series and kind, so its severity only rises; divergent
+    tokens of the newer draft, and the held ones of arms it does not name."""
+    findings = {_finding_key(f): f for f in held.findings}
+    findings.update({_finding_key(f): f for f in new.findings})
+    named = {(t.probe, t.arm) for t in new.divergent_tokens}
+    tokens = [
+        *new.divergent_tokens,
+        *(t for t in held.divergent_tokens if (t.probe, t.arm) not in named),
+    ]
+    return _assemble(new.release, new.run_id, list(findings.values()), tokens)
+
+
+def regressed_series(draft: IncidentDraft) -> set[str]:
+    """The series a draft holds worse than info, each tagged with its finding's kind."""
+    return {f"{f.kind}:{f.series}" for f in draft.findings if SEVERITY_RANK[f.severity] > 0}
 
 
 def group_incidents(

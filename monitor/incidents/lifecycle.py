@@ -11,8 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitor.config import Settings
-from monitor.detection.baseline import ReleaseStatus
-from monitor.detection.findings import IncidentDraft
+from monitor.detection.findings import SEVERITY_RANK, IncidentDraft, merge_drafts, regressed_series
 from monitor.incidents.outbox import write_outbox
 from monitor.requests import rerun_config
 from monitor.schema import SuiteConfig
@@ -26,18 +25,6 @@ DETECTION = "detection"
 Action = Literal[
     "skipped", "clean", "opened", "updated", "unchanged", "confirmed", "not_confirmed", "waiting"
 ]
-
-
-def release_state(incident: m.IncidentRow | None) -> ReleaseStatus:
-    """How a release of the series counts for the baseline choice: intended releases are the new
-    reference, refuted and false-positive incidents leave it good, open or fixed ones failing."""
-    if incident is None or incident.status == IncidentStatus.FALSE_POSITIVE:
-        return "good"
-    if incident.status == IncidentStatus.INTENDED:
-        return "intended"
-    if incident.confirmation == Confirmation.NOT_CONFIRMED:
-        return "good"
-    return "failing"
 
 
 def record_event(
@@ -63,11 +50,23 @@ def record_event(
     )
 
 
+CLOSED = frozenset({IncidentStatus.INTENDED, IncidentStatus.FALSE_POSITIVE, IncidentStatus.FIXED})
+
+
+def unmeasured(draft: IncidentDraft) -> bool:
+    """Whether a draft says its release could not be measured at all (no arm to re-run)."""
+    return any(f.kind == "unmeasured" for f in draft.findings)
+
+
 def _queue_confirmation(
     session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
 ) -> int:
-    """Queue one re-run of the release's failing probes with the candidate's suite config."""
+    """Queue one re-run with the candidate's suite config: of the failing probes, or of the
+    whole run when the release could not be measured (by the same requester, so a re-run
+    that succeeds is judged as a run of its own)."""
     candidate = SuiteConfig.model_validate(session.get_one(m.RunRow, run.run_id).config)
+    if unmeasured(draft):
+        return insert_run(session, candidate, settings.runner, requested_by=run.requested_by)
     config = rerun_config(candidate, draft.probes)
     return insert_run(session, config, settings.runner, requested_by=CONFIRMATION)
 
@@ -88,7 +87,7 @@ def open_or_update(
     session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
 ) -> tuple[Action, m.IncidentRow]:
     """The incident of the run's release and series configuration: opened (its confirmation
-    run queued), updated with this run's draft, or left as it is."""
+    run queued), or taking this judgement's findings (see `take_findings`)."""
     incident = session.scalars(
         select(m.IncidentRow)
         .where(
@@ -98,7 +97,6 @@ def open_or_update(
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one_or_none()
-    baseline = int(draft.baseline_run_id) if draft.baseline_run_id else None
     if incident is None:
         now = utcnow()
         incident = m.IncidentRow(
@@ -111,7 +109,7 @@ def open_or_update(
             severity=draft.severity,
             status=IncidentStatus.NEW,
             draft=draft.model_dump(mode="json"),
-            baseline_run_id=baseline,
+            baseline_run_id=int(draft.baseline_run_id) if draft.baseline_run_id else None,
             candidate_run_id=run.run_id,
             confirmation=Confirmation.PENDING,
             created_at=now,
@@ -128,20 +126,7 @@ def open_or_update(
             f"{incident.confirmation_run_id} queued for {', '.join(draft.probes)}",
         )
         return "opened", incident
-    action: Action = "unchanged"
-    if incident.candidate_run_id != run.run_id:
-        incident.draft = draft.model_dump(mode="json")
-        incident.severity = draft.severity
-        incident.candidate_run_id = run.run_id
-        incident.baseline_run_id = baseline
-        incident.updated_at = utcnow()
-        record_event(
-            session,
-            incident,
-            incident.status,
-            f"findings updated from run {run.run_id} ({draft.severity})",
-        )
-        action = "updated"
+    action = take_findings(session, incident, run, draft, settings)
     if _needs_confirmation_run(session, incident):
         incident.confirmation_run_id = _queue_confirmation(session, run, draft, settings)
         record_event(
@@ -152,6 +137,45 @@ def open_or_update(
         )
         action = "updated"
     return action, incident
+
+
+def take_findings(
+    session: Session,
+    incident: m.IncidentRow,
+    run: StoredRun,
+    draft: IncidentDraft,
+    settings: Settings,
+) -> Action:
+    """Merge a later judgement of the incident's release into it. New regressed series reopen
+    a closed incident and send an unconfirmed one back to confirmation; a confirmed incident
+    whose severity rises is alerted again, once per severity reached."""
+    held = IncidentDraft.model_validate(incident.draft)
+    merged = merge_drafts(held, draft)
+    if merged == held:
+        return "unchanged"
+    new_series = sorted(regressed_series(merged) - regressed_series(held))
+    rose = SEVERITY_RANK[merged.severity] > SEVERITY_RANK[incident.severity]
+    incident.draft = merged.model_dump(mode="json")
+    incident.severity = merged.severity
+    incident.candidate_run_id = run.run_id
+    incident.baseline_run_id = int(draft.baseline_run_id) if draft.baseline_run_id else None
+    incident.updated_at = utcnow()
+    note = f"findings updated from run {run.run_id} ({merged.severity})"
+    if new_series:
+        note += f"; new: {', '.join(new_series)}"
+    from_status = incident.status
+    if new_series and incident.status in CLOSED:
+        incident.status = IncidentStatus.NEW
+        note += f"; reopened (was {from_status})"
+    if new_series and incident.confirmation == Confirmation.NOT_CONFIRMED:
+        incident.confirmation = Confirmation.PENDING
+        incident.confirmation_run_id = _queue_confirmation(session, run, merged, settings)
+        note += f"; confirmation run {incident.confirmation_run_id} queued"
+    elif rose and incident.confirmation == Confirmation.CONFIRMED:
+        sent = write_outbox(session, incident, merged, settings)
+        note += f"; severity rose to {merged.severity}, {sent} alert(s) queued"
+    record_event(session, incident, incident.status, note, from_status=from_status)
+    return "updated"
 
 
 def confirmation_failed(session: Session, incident_id: int, run_id: int, status: str) -> None:
@@ -190,6 +214,35 @@ def settle_confirmation(
     else:
         incident.confirmation = Confirmation.NOT_CONFIRMED
         note = f"not confirmed: run {run_id} did not reproduce any regressed series"
+        action = "not_confirmed"
+    record_event(session, incident, incident.status, note)
+    return action
+
+
+def settle_unmeasured(
+    session: Session,
+    incident_id: int,
+    run_id: int,
+    status: str,
+    draft: IncidentDraft,
+    settings: Settings,
+) -> Action:
+    """The re-run of a release that could not be measured: ending without a result again
+    confirms the incident (and writes its alerts); a succeeded re-run refutes it."""
+    incident = session.get_one(
+        m.IncidentRow, incident_id, with_for_update=True, populate_existing=True
+    )
+    if incident.confirmation != Confirmation.PENDING:
+        return "unchanged"
+    incident.updated_at = utcnow()
+    if status != m.RunStatus.SUCCEEDED:
+        incident.confirmation = Confirmation.CONFIRMED
+        sent = write_outbox(session, incident, draft, settings)
+        note = f"confirmed by run {run_id}: it ended {status} too; {sent} alert(s) queued"
+        action: Action = "confirmed"
+    else:
+        incident.confirmation = Confirmation.NOT_CONFIRMED
+        note = f"not confirmed: run {run_id} measured the release"
         action = "not_confirmed"
     record_event(session, incident, incident.status, note)
     return action

@@ -1,5 +1,6 @@
-"""The alert outbox: one message per confirmed incident and alert target, written in the
-transaction that confirms the incident (monitor.alerts delivers them)."""
+"""The alert outbox: one message per confirmed incident, severity reached and alert target,
+written in the transaction that confirms the incident or raises its severity (monitor.alerts
+delivers them)."""
 
 from __future__ import annotations
 
@@ -23,30 +24,33 @@ def target_hash(url: str) -> str:
 
 
 def alert_message(
-    incident_id: int, draft: IncidentDraft, confirmation_run_id: int, dashboard_url: str
+    incident_id: int, draft: IncidentDraft, confirmation_run_id: int | None, dashboard_url: str
 ) -> tuple[str, str]:
     """(title, body) of a confirmed incident's alert: the rendered draft, the confirmation and a
     link to the incident's page."""
     title, body = render_alert(draft, dashboard_url)
     base = dashboard_url.strip().rstrip("/")
-    body += (
-        f"\nConfirmed by run {confirmation_run_id} (a re-run of {', '.join(draft.probes)})."
-        f"\nIncident {incident_id}: {base}/incidents?incident={incident_id}"
-    )
+    if confirmation_run_id is not None:
+        body += f"\nConfirmed by run {confirmation_run_id} (a re-run of {', '.join(draft.probes)})."
+    body += f"\nIncident {incident_id}: {base}/incidents?incident={incident_id}"
     return title[:TITLE_LENGTH], body
 
 
 def write_outbox(
     session: Session, incident: m.IncidentRow, draft: IncidentDraft, settings: Settings
 ) -> int:
-    """One pending alert per configured target not yet alerted for this incident; returns how
-    many were written. Called inside the transaction that confirms the incident."""
-    assert incident.confirmation_run_id is not None
+    """One pending alert per configured target not yet alerted for this incident at the draft's
+    severity; returns how many were written. Called inside the transaction that confirms the
+    incident or raises its severity."""
     title, body = alert_message(
         incident.id, draft, incident.confirmation_run_id, settings.dashboard_url
     )
     existing = set(
-        session.scalars(select(m.AlertRow.target_hash).where(m.AlertRow.incident_id == incident.id))
+        session.scalars(
+            select(m.AlertRow.target_hash).where(
+                m.AlertRow.incident_id == incident.id, m.AlertRow.severity == draft.severity
+            )
+        )
     )
     written = 0
     for index, url in enumerate(settings.alert_urls):
@@ -59,6 +63,7 @@ def write_outbox(
                 incident_id=incident.id,
                 target_index=index,
                 target_hash=digest,
+                severity=draft.severity,
                 title=title,
                 body=body,
                 state=m.AlertState.PENDING,

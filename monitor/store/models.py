@@ -390,12 +390,13 @@ class IncidentEventRow(Base):
 
 
 class AlertRow(Base):
-    """The outbox: one message per incident and alert target, written in the transaction that
-    confirms the incident; the sender claims, delivers and marks it (see monitor.alerts)."""
+    """The outbox: one message per incident, severity reached and alert target, written in the
+    transaction that confirms the incident or raises its severity; the sender claims, delivers
+    and marks it (see monitor.alerts)."""
 
     __tablename__ = "alerts"
     __table_args__ = (
-        UniqueConstraint("incident_id", "target_hash"),
+        UniqueConstraint("incident_id", "severity", "target_hash"),
         Index(None, "state", "next_attempt_at"),
     )
 
@@ -404,6 +405,8 @@ class AlertRow(Base):
     target_index: Mapped[int]
     target_hash: Mapped[Str64]
     """sha256 of the Apprise URL (URLs carry secrets and are never stored)."""
+    severity: Mapped[Str16]
+    """The incident's severity the alert announces: a rise is alerted again, once."""
     title: Mapped[Str255]
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[AlertState] = mapped_column(_str_enum(AlertState, "alert_state"))

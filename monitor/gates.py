@@ -22,12 +22,14 @@ class ToleranceError(ValueError):
 
 @dataclass(frozen=True)
 class Gate:
-    """An upper limit on one metric (on its absolute value when `absolute`)."""
+    """An upper limit on one metric (on its absolute value when `absolute`). A `measurement`
+    gate checks that the arm measured what it claims: breaking it means "not measured"."""
 
     metric: str
     limit: float
     source: str
     absolute: bool = False
+    measurement: bool = False
 
     def measured(self, value: float) -> float:
         return abs(value) if self.absolute else value
@@ -39,9 +41,12 @@ class Gate:
         if math.isfinite(measured) and measured <= self.limit:
             return None
         shown = f"|{self.metric}|" if self.absolute else self.metric
-        return f"{shown} = {measured:.4g} > {self.limit:g} ({self.source})"
+        text = f"{shown} = {measured:.4g} > {self.limit:g} ({self.source})"
+        return f"not measured: {text}" if self.measurement else text
 
 
+UNCOMPARED_LIMIT = 0.5
+DIVERGED_LIMIT = 0.5
 DEFAULT_GATES: tuple[Gate, ...] = (
     Gate("token_mult_prob_error", 1.05, "NeMo-RL gate"),
     Gate("k1", 0.1, "verl mismatch-KL warning", absolute=True),
@@ -49,6 +54,24 @@ DEFAULT_GATES: tuple[Gate, ...] = (
     Gate("icepop_fraction", 0.01, "IcePop mask [0.5, 5] on >1% of tokens"),
     Gate("tis_fraction", 0.01, "TIS truncation at C=2 on >1% of tokens"),
     Gate("clip_fraction", 0.05, "PPO clip [0.8, 1.2] hit by >5% of tokens before any update"),
+    Gate(
+        "outside_support_fraction",
+        0.01,
+        "sampled outside the trainer's top-k/top-p support (ρ = 0) on >1% of tokens",
+    ),
+    Gate("nonfinite_tokens", 0.0, "non-finite logprobs", measurement=True),
+    Gate("unmet_claims", 0.0, "read-back contradicts the arm", measurement=True),
+    Gate(
+        "uncompared_fraction",
+        UNCOMPARED_LIMIT,
+        "generated tokens left uncompared (a pair arm compares only common prefixes)",
+        measurement=True,
+    ),
+    Gate(
+        "seq_diverged_fraction",
+        DIVERGED_LIMIT,
+        "sequences of a vLLM-vs-vLLM pair that diverge",
+    ),
 )
 
 
@@ -62,9 +85,11 @@ def carried_by_every_arm() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def known_metrics() -> frozenset[str]:
-    """Every scalar metric name an arm can carry (agreement only in vLLM-vs-vLLM arms)."""
+    """Every scalar metric name an arm can carry (agreement only in vLLM-vs-vLLM arms; what a
+    default gate checks, e.g. the suite's measurement counts, too)."""
     index = [0, 1]
-    return carried_by_every_arm() | set(metrics.agreement_metrics(index, index, index, index))
+    agreement = metrics.agreement_metrics(index, index, index, index)
+    return carried_by_every_arm() | set(agreement) | {gate.metric for gate in DEFAULT_GATES}
 
 
 def check_override_key(key: str) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from monitor.schema import Verdict
 CONTRAST = "contrast: its two sides differ on purpose; it sizes that mismatch, not gated"
 NOT_MEASURED = "not measured: no tokens compared"
 MEASURED_BY = "n_tokens"
+UNMET_CLAIMS = "unmet_claims"
 
 
 class ArmFacts(Protocol):
@@ -54,26 +55,35 @@ class GateProblem:
 
     gate: Gate
     value: float | None
+    why: str | None = None
 
     @property
     def reason(self) -> str:
         if self.value is None:
             return f"not measured: {self.gate.metric} missing"
+        if self.why:
+            return f"not measured: {self.why}"
         return str(self.gate.check(self.value))
 
 
 def gate_problems(
-    probe: str, arm: str, metrics: Mapping[str, float], tolerances: Tolerances
+    probe: str,
+    arm: str,
+    metrics: Mapping[str, float],
+    tolerances: Tolerances,
+    unmet: str | None = None,
 ) -> list[GateProblem]:
     """Every gate of one measured arm that its metrics fail. A gate on a metric only some arms
-    carry (e.g. token agreement) applies where the metric is."""
+    carry (e.g. token agreement) applies where the metric is; `unmet` says which claims of
+    the arm its read-backs contradicted (the arm's reason)."""
     problems = []
     for gate in resolve_gates(probe, arm, tolerances):
         value = metrics.get(gate.metric)
         if value is None and gate.metric in carried_by_every_arm():
             problems.append(GateProblem(gate, None))
         elif value is not None and gate.check(value) is not None:
-            problems.append(GateProblem(gate, value))
+            why = unmet if gate.metric == UNMET_CLAIMS else None
+            problems.append(GateProblem(gate, value, why))
     return problems
 
 
@@ -98,7 +108,7 @@ def judge_arm(arm: ArmFacts, tolerances: Tolerances) -> Judgement:
         return Judgement("n/a", (CONTRAST,))
     if not measured(arm.metrics):
         return Judgement("fail", (NOT_MEASURED,))
-    problems = gate_problems(arm.probe, arm.arm, arm.metrics, tolerances)
+    problems = gate_problems(arm.probe, arm.arm, arm.metrics, tolerances, arm.reason)
     reasons = tuple(problem.reason for problem in problems)
     return Judgement("fail" if reasons else "pass", reasons)
 

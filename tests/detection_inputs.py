@@ -19,6 +19,7 @@ def run_input(result: SuiteResult, release: str, run_id: str) -> RunInput:
                 arm.gated,
                 arm.metrics,
                 arm.tokens.arrays() if arm.tokens is not None else None,
+                arm.reason,
             )
             for arm in result.arms()
         },

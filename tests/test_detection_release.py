@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from monitor.detection.detect import (
+    HARNESS,
+    ArmInput,
     DetectionPolicy,
     RunInput,
     SeriesName,
@@ -263,3 +265,58 @@ def test_an_arm_missing_a_metric_every_arm_carries_is_a_finding() -> None:
     )
     again = evaluate_release(run_input(result, "0.32.0", "r"), run_input(result, "0.31.0", "b"))
     assert [f.severity for f in again if f.kind == "gate"] == ["info"]
+
+
+def with_harness(run: RunInput, mean_abs_delta: float) -> RunInput:
+    """The run with a harness arm (fp32 vs fp64 trainer) that measured `mean_abs_delta`."""
+    harness = ArmInput(
+        True, False, {"n_tokens": 10.0, "mean_abs_delta": mean_abs_delta, "k1": -2e-7}
+    )
+    return replace(run, arms={**run.arms, HARNESS: harness})
+
+
+def test_the_harness_resolution_is_a_floor_under_every_series() -> None:
+    """Bit-identical repeats measure a floor of 0; the harness's resolution stands in."""
+    shifted = candidate(times=4)
+    key: SeriesName = (*SHIFTED, "mean_abs_delta")
+    zero = noise_floors([BASELINE, replace(BASELINE, run_id="again")])
+    assert zero[key].value == 0.0
+    flagged = evaluate_release(shifted, BASELINE, repeats=[BASELINE, replace(BASELINE, run_id="x")])
+    assert any(f.kind == "drift" and f.metric == "mean_abs_delta" for f in flagged)
+    effect = next(f.effect for f in flagged if f.kind == "drift" and f.metric == "mean_abs_delta")
+    assert effect is not None
+    coarse = with_harness(shifted, mean_abs_delta=2 * effect)
+    quiet = evaluate_release(coarse, BASELINE, repeats=[BASELINE, replace(BASELINE, run_id="x")])
+    assert not [f for f in quiet if f.kind == "drift" and f.metric == "mean_abs_delta"]
+    fine = evaluate_release(with_harness(shifted, effect / 20), BASELINE)
+    found = next(f for f in fine if f.kind == "drift" and f.metric == "mean_abs_delta")
+    assert found.noise_floor == pytest.approx(effect / 20)
+    assert found.effect_in_floors == pytest.approx(20.0)
+    assert not [f for f in fine if f.arm == "harness"]
+
+
+def test_arms_that_measured_the_same_values_enter_the_family_once() -> None:
+    base = with_harness(BASELINE, 1e-6)
+    shifted = candidate(times=4)
+    twin = ("prefix_cache", "cache_on_twin")
+    doubled = replace(shifted, arms={**shifted.arms, twin: shifted.arms[SHIFTED]})
+    base_doubled = replace(base, arms={**base.arms, twin: base.arms[SHIFTED]})
+    once = {t.key: t.q_value for t in drift_tests(base, shifted, {}, DetectionPolicy())}
+    twice = drift_tests(base_doubled, doubled, {}, DetectionPolicy())
+    assert {t.key: t.q_value for t in twice if t.arm != "cache_on_twin"} == once
+    assert all(
+        t.q_value == once[t.key.replace("cache_on_twin", "cache_on")]
+        for t in twice
+        if t.arm == "cache_on_twin"
+    )
+
+
+def test_an_arm_whose_read_back_failed_is_a_gate_finding_naming_why() -> None:
+    result = succeeded("0.32.0")
+    cache = next(a for a in result.arms() if (a.probe, a.arm) == ("prefix_cache", "cache_on"))
+    cache.metrics["unmet_claims"] = 1.0
+    cache.reason = "no prefix-cache hit: 0 of 64 prompt tokens came from the cache"
+    found = evaluate_release(run_input(result, "0.32.0", "r"), None)
+    (finding,) = [f for f in found if f.metric == "unmet_claims"]
+    assert finding.severity == "major" and finding.arm == "cache_on"
+    assert finding.detail == f"not measured: {cache.reason}"

@@ -89,6 +89,39 @@ def test_a_value_that_is_not_finite_breaks_its_gate(value: float) -> None:
     assert verdict({"k1": value}, {}) == "fail"
 
 
+def test_an_arm_with_non_finite_logprobs_fails_with_their_count() -> None:
+    assert judge_arm(arm({**WITHIN, "nonfinite_tokens": 0.0}), {}).verdict == "pass"
+    assert judge_arm(arm({**WITHIN, "nonfinite_tokens": 3.0}), {}) == Judgement(
+        "fail", ("not measured: nonfinite_tokens = 3 > 0 (non-finite logprobs)",)
+    )
+
+
+def test_an_arm_whose_read_back_contradicts_it_fails_naming_what() -> None:
+    unmet = "prefix caching read back off; no prefix-cache hit"
+    judged = judge_arm(arm({**WITHIN, "unmet_claims": 2.0}, reason=unmet), {})
+    assert judged == Judgement("fail", (f"not measured: {unmet}",))
+    assert judge_arm(arm({**WITHIN, "unmet_claims": 0.0}), {}).verdict == "pass"
+    bare = judge_arm(arm({**WITHIN, "unmet_claims": 1.0}), {})
+    assert bare.reasons == ("not measured: unmet_claims = 1 > 0 (read-back contradicts the arm)",)
+
+
+def test_a_pair_arm_passes_only_on_what_it_compared() -> None:
+    """65 of 65 sequences diverging at position 1 compare 65 tokens: that is no pass."""
+    diverged = {**WITHIN, "n_tokens": 65.0, "uncompared_fraction": 0.98}
+    diverged |= {"seq_diverged_fraction": 1.0, "token_agreement": 0.02}
+    reasons = judge_arm(arm(diverged), {}).reasons
+    assert reasons[0].startswith("not measured: uncompared_fraction = 0.98 > 0.5")
+    assert reasons[1].startswith("seq_diverged_fraction = 1 > 0.5")
+    agreeing = {**WITHIN, "uncompared_fraction": 0.0, "seq_diverged_fraction": 0.0}
+    assert judge_arm(arm(agreeing), {}).verdict == "pass"
+
+
+def test_tokens_outside_the_trainers_support_are_gated() -> None:
+    assert verdict({"outside_support_fraction": 0.01}, {}) == "pass"
+    assert verdict({"outside_support_fraction": 0.02}, {}) == "fail"
+    assert verdict({"outside_support_fraction": 0.02}, {"outside_support_fraction": 0.05}) == "pass"
+
+
 def test_an_arm_that_does_not_apply_is_na_whatever_its_numbers() -> None:
     judged = judge_arm(arm(BROKEN, applicable=False, reason="V0 engine removed"), {})
     assert judged == Judgement("n/a", ("not applicable: V0 engine removed",))
@@ -111,7 +144,8 @@ def test_an_applicable_gated_arm_that_compared_no_token_fails(metrics: dict[str,
 
 def test_judging_reads_the_token_count_the_default_gates_and_the_tolerated_metrics() -> None:
     judged = {"n_tokens", "token_mult_prob_error", "k1", "k3"}
-    judged |= {"icepop_fraction", "tis_fraction", "clip_fraction"}
+    judged |= {"icepop_fraction", "tis_fraction", "clip_fraction", "outside_support_fraction"}
+    judged |= {"nonfinite_tokens", "unmet_claims", "uncompared_fraction", "seq_diverged_fraction"}
     assert judged_metrics({}) == judged
     assert judged_metrics({"p/a/mean_abs_delta": 0.1, "k3": None}) == judged | {"mean_abs_delta"}
 

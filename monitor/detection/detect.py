@@ -25,7 +25,7 @@ from monitor.detection.findings import (
     direction,
     gate_severity,
 )
-from monitor.detection.noise import NoiseFloor, noise_floor
+from monitor.detection.noise import NoiseFloor, noise_floor, resolution_floor
 from monitor.detection.traces import (
     PER_PROMPT_METRICS,
     PromptValues,
@@ -45,6 +45,12 @@ DRIFT_METRICS: tuple[str, ...] = (
     "token_mult_prob_error",
     "clip_fraction",
 )
+
+HARNESS: tuple[str, str] = ("dtype_floor", "harness")
+"""The arm where the suite measures its own resolution (an fp32 trainer against an fp64 one
+on the same tokens): a floor for every series, never itself a series that drifts."""
+NEUTRAL: dict[str, float] = {"token_mult_prob_error": 1.0}
+"""Each metric's value when both sides agree exactly (0 where not named)."""
 
 ArmKey = tuple[str, str]
 SeriesName = tuple[str, str, str]
@@ -148,6 +154,34 @@ def _arms(run: RunInput) -> dict[ArmKey, ArmInput]:
     return {key: arm for key, arm in run.arms.items() if arm.applicable}
 
 
+def harness_resolution(run: RunInput) -> dict[str, float]:
+    """Per metric, how far the harness arm's two trainers sit from exact agreement."""
+    arm = run.arms.get(HARNESS)
+    if arm is None or not arm.applicable:
+        return {}
+    return {
+        metric: abs(value - NEUTRAL.get(metric, 0.0))
+        for metric, value in arm.metrics.items()
+        if math.isfinite(value)
+    }
+
+
+def with_resolution(
+    floors: Mapping[SeriesName, NoiseFloor], series: Sequence[SeriesName], run: RunInput
+) -> dict[SeriesName, NoiseFloor]:
+    """Every series' floor raised to the harness's resolution of its metric, and a floor made
+    of the resolution alone where repeats measured none."""
+    resolution = harness_resolution(run)
+    raised = dict(floors)
+    for key in series:
+        limit = resolution.get(key[2])
+        if limit is None:
+            continue
+        floor = raised.get(key)
+        raised[key] = resolution_floor(limit) if floor is None else floor.at_least(limit)
+    return raised
+
+
 def arm_traces(run: RunInput, role: str) -> dict[ArmKey, TokenArrays]:
     """Validated token arrays of every applicable arm that kept some."""
     return {
@@ -204,7 +238,7 @@ def drift_tests(
     before = arm_traces(baseline, "baseline")
     after = arm_traces(candidate, "candidate")
     pending: list[tuple[str, str, str, PairedTest, PromptValues, PromptValues]] = []
-    for key in sorted(set(before) & set(after)):
+    for key in sorted((set(before) & set(after)) - {HARNESS}):
         for metric in policy.metrics:
             old = per_prompt_values(before[key], metric)
             new = per_prompt_values(after[key], metric)
@@ -223,9 +257,12 @@ def drift_tests(
 def judge_drifts(
     tests: Sequence[PairedTest], floors: Sequence[NoiseFloor | None], policy: DetectionPolicy
 ) -> list[tuple[float, bool]]:
-    """(q-value, flagged) per test of one release: BH across them all, then a flagged drift must
-    have q ≤ alpha and an effect beyond the noise floor."""
-    qs = q_values([test.p_value for test in tests])
+    """(q-value, flagged) per test of one release: BH across its distinct tests (arms that
+    measured exactly the same values enter the family once), then a flagged drift must have
+    q ≤ alpha and an effect beyond the noise floor."""
+    distinct = list(dict.fromkeys(tests))
+    family = dict(zip(distinct, q_values([test.p_value for test in distinct]), strict=True))
+    qs = [family[test] for test in tests]
     return [
         (
             float(q),
@@ -307,19 +344,19 @@ def drift_findings(
 
 
 def _failures(
-    probe: str, arm: str, metrics: Mapping[str, float], tolerances: Tolerances
+    probe: str, arm: str, facts: ArmInput, tolerances: Tolerances
 ) -> dict[str, tuple[float | None, float | None, str]]:
     """metric -> (value, limit, why) of everything an arm's verdict fails on: no token compared,
     a partial measurement, a broken gate (monitor.verdicts)."""
-    if not measured(metrics):
-        return {MEASURED_BY: (metrics.get(MEASURED_BY, 0.0), None, NOT_MEASURED)}
+    if not measured(facts.metrics):
+        return {MEASURED_BY: (facts.metrics.get(MEASURED_BY, 0.0), None, NOT_MEASURED)}
     return {
         problem.gate.metric: (
             problem.value,
             problem.gate.limit,
-            problem.gate.source if problem.value is not None else problem.reason,
+            problem.reason if problem.value is None or problem.why else problem.gate.source,
         )
-        for problem in gate_problems(probe, arm, metrics, tolerances)
+        for problem in gate_problems(probe, arm, facts.metrics, tolerances, facts.reason)
     }
 
 
@@ -335,10 +372,8 @@ def gate_findings(
         if not arm.gated:
             continue
         old_arm = before.get((probe, arm_name))
-        known = _failures(probe, arm_name, old_arm.metrics, tolerances) if old_arm else {}
-        for metric, (value, limit, why) in _failures(
-            probe, arm_name, arm.metrics, tolerances
-        ).items():
+        known = _failures(probe, arm_name, old_arm, tolerances) if old_arm else {}
+        for metric, (value, limit, why) in _failures(probe, arm_name, arm, tolerances).items():
             old = None if old_arm is None else old_arm.metrics.get(metric)
             findings.append(
                 candidate.finding(
@@ -470,7 +505,8 @@ def evaluate_release(
 ) -> list[Finding]:
     """Every finding for the candidate release, info ones included."""
     policy = policy or DetectionPolicy()
-    floors = noise_floors(repeats, policy.metrics)
+    series = [(*key, metric) for key in _arms(candidate) for metric in policy.metrics]
+    floors = with_resolution(noise_floors(repeats, policy.metrics), series, candidate)
     findings = gate_findings(candidate, baseline, tolerances or {})
     findings += coverage_findings(candidate, baseline)
     if baseline is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -30,12 +30,24 @@ class NoiseFloor:
     shift_sd: float
     n_repeats: int
     n_prompts: int
+    resolution: float = 0.0
+    """What the harness itself cannot resolve in this metric (the suite measures it): a floor
+    is never below it, so bit-identical repeats never make every change an alarm."""
 
     @property
     def value(self) -> float:
         """The smallest shift repeats cannot explain: the per-prompt spread, or three times the
-        common shift between repeats where runs of one release move together."""
-        return max(self.prompt_sd, COMMON_SHIFT_MULTIPLE * self.shift_sd)
+        common shift between repeats where runs of one release move together, and never less
+        than the harness's resolution."""
+        return max(self.prompt_sd, COMMON_SHIFT_MULTIPLE * self.shift_sd, self.resolution)
+
+    def at_least(self, resolution: float) -> NoiseFloor:
+        return replace(self, resolution=max(self.resolution, resolution))
+
+
+def resolution_floor(resolution: float) -> NoiseFloor:
+    """The floor of a series no repeats measured: the harness's resolution alone."""
+    return NoiseFloor(0.0, 0.0, 0, 0, resolution)
 
 
 def _spread(differences: npt.NDArray[np.float64]) -> float:

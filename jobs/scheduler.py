@@ -38,6 +38,7 @@ REQUESTS_INTERVAL_S = 10.0
 NIGHTLY_GRACE_S = 6 * 3600
 INTERVAL_GRACE_S = 300
 JOBSTORE_RETRY_S = 10.0
+OVERDUE_INTERVAL_MIN = 15.0
 
 
 class SchedulerConfigError(ValueError):
@@ -108,6 +109,7 @@ def job_specs(settings: Settings) -> dict[str, tuple[Any, Any, int]]:
             NIGHTLY_GRACE_S,
         ),
         "alerts": (alerts_job, every(seconds=settings.alert_interval_s, timezone=UTC), 60),
+        "overdue": (tasks.overdue_job, every(minutes=OVERDUE_INTERVAL_MIN, timezone=UTC), 60),
     }
 
 

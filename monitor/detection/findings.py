@@ -152,6 +152,24 @@ def build_incident(
     return _assemble(first.release, first.run_id, findings, divergent_tokens)
 
 
+def unmeasured_incident(release: str, run_id: str, what: str, detail: str) -> IncidentDraft:
+    """The incident of a release that could not be measured (`what`: the run's end, e.g.
+    "failed", or "missing"): news, never silence."""
+    finding = Finding(
+        release=release,
+        run_id=run_id,
+        kind="unmeasured",
+        probe="release",
+        arm="run",
+        metric=what,
+        direction="worse",
+        severity="major",
+        candidate_value=None,
+        detail=detail,
+    )
+    return _assemble(release, run_id, [finding], ())
+
+
 def _finding_key(finding: Finding) -> tuple[str, str, str, str]:
     return (finding.kind, finding.probe, finding.arm, finding.metric)
 

@@ -18,7 +18,7 @@ from monitor.schema import SuiteConfig
 from monitor.store import models as m
 from monitor.store.incident_reads import StoredRun
 from monitor.store.models import CONFIRMATION, Confirmation, IncidentStatus, utcnow
-from monitor.store.queue import insert_run
+from monitor.store.queue import insert_run, run_with_config
 
 DETECTION = "detection"
 """`by` of the events detection itself records."""
@@ -62,10 +62,15 @@ def _queue_confirmation(
     session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
 ) -> int:
     """Queue one re-run with the candidate's suite config: of the failing probes, or of the
-    whole run when the release could not be measured (by the same requester, so a re-run
-    that succeeds is judged as a run of its own)."""
+    whole run when the release could not be measured (a run of that config already waiting
+    serves; else one by the same requester, so a re-run that succeeds is judged as a run of
+    its own)."""
     candidate = SuiteConfig.model_validate(session.get_one(m.RunRow, run.run_id).config)
     if unmeasured(draft):
+        for status in (m.RunStatus.RUNNING, m.RunStatus.QUEUED):
+            waiting = run_with_config(session, candidate, status=status)
+            if waiting is not None:
+                return waiting
         return insert_run(session, candidate, settings.runner, requested_by=run.requested_by)
     config = rerun_config(candidate, draft.probes)
     return insert_run(session, config, settings.runner, requested_by=CONFIRMATION)
@@ -83,12 +88,34 @@ def _needs_confirmation_run(session: Session, incident: m.IncidentRow) -> bool:
     return status in (m.RunStatus.FAILED, m.RunStatus.TIMED_OUT, m.RunStatus.CANCELLED)
 
 
-def open_or_update(
-    session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
-) -> tuple[Action, m.IncidentRow]:
-    """The incident of the run's release and series configuration: opened (its confirmation
-    run queued), or taking this judgement's findings (see `take_findings`)."""
-    incident = session.scalars(
+def _new_incident(
+    session: Session, run: StoredRun, draft: IncidentDraft, confirmation: Confirmation
+) -> m.IncidentRow:
+    now = utcnow()
+    incident = m.IncidentRow(
+        release_id=run.release_id,
+        engine_package=run.package,
+        version=run.version,
+        series_config=run.series_config,
+        model=run.model,
+        device=run.device,
+        severity=draft.severity,
+        status=IncidentStatus.NEW,
+        draft=draft.model_dump(mode="json"),
+        baseline_run_id=int(draft.baseline_run_id) if draft.baseline_run_id else None,
+        candidate_run_id=run.run_id,
+        confirmation=confirmation,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    return incident
+
+
+def _held_incident(session: Session, run: StoredRun) -> m.IncidentRow | None:
+    """The incident of the run's release and series configuration, locked for this change."""
+    return session.scalars(
         select(m.IncidentRow)
         .where(
             m.IncidentRow.release_id == run.release_id,
@@ -97,26 +124,36 @@ def open_or_update(
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one_or_none()
+
+
+def open_confirmed(
+    session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
+) -> int:
+    """An incident that needs no re-run to be believed (a release still unmeasured after the
+    wait): opened confirmed with its alerts written, or the draft merged into the held one."""
+    incident = _held_incident(session, run)
+    if incident is not None:
+        take_findings(session, incident, run, draft, settings)
+        return incident.id
+    incident = _new_incident(session, run, draft, Confirmation.CONFIRMED)
+    sent = write_outbox(session, incident, draft, settings)
+    record_event(
+        session,
+        incident,
+        IncidentStatus.NEW,
+        f"opened and confirmed: {draft.findings[0].detail}; {sent} alert(s) queued",
+    )
+    return incident.id
+
+
+def open_or_update(
+    session: Session, run: StoredRun, draft: IncidentDraft, settings: Settings
+) -> tuple[Action, m.IncidentRow]:
+    """The incident of the run's release and series configuration: opened (its confirmation
+    run queued), or taking this judgement's findings (see `take_findings`)."""
+    incident = _held_incident(session, run)
     if incident is None:
-        now = utcnow()
-        incident = m.IncidentRow(
-            release_id=run.release_id,
-            engine_package=run.package,
-            version=run.version,
-            series_config=run.series_config,
-            model=run.model,
-            device=run.device,
-            severity=draft.severity,
-            status=IncidentStatus.NEW,
-            draft=draft.model_dump(mode="json"),
-            baseline_run_id=int(draft.baseline_run_id) if draft.baseline_run_id else None,
-            candidate_run_id=run.run_id,
-            confirmation=Confirmation.PENDING,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(incident)
-        session.flush()
+        incident = _new_incident(session, run, draft, Confirmation.PENDING)
         incident.confirmation_run_id = _queue_confirmation(session, run, draft, settings)
         record_event(
             session,

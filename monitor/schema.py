@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -249,6 +250,20 @@ class ArmResult(_Model):
             raise ValueError(f"arm {self.probe}/{self.arm} is not applicable but gives no reason")
         if not self.gated and self.verdict != "n/a":
             raise ValueError(f"contrast arm {self.probe}/{self.arm} cannot have a verdict")
+        broken = sorted(name for name, value in self.metrics.items() if not math.isfinite(value))
+        if broken:
+            raise ValueError(
+                f"arm {self.probe}/{self.arm} has non-finite metrics: {', '.join(broken)} "
+                "(a suite counts non-finite logprobs in nonfinite_tokens instead)"
+            )
+        compared = int(self.metrics.get("n_tokens", 0))
+        kept = self.tokens.n_tokens if self.tokens is not None else None
+        if self.applicable and self.gated and compared > 0 and kept != compared:
+            raise ValueError(
+                f"arm {self.probe}/{self.arm} compared {compared} tokens but keeps "
+                f"{'no token trace' if kept is None else f'{kept} in its trace'}: a gated "
+                "arm's numbers must come with the tokens they were measured on"
+            )
         return self
 
 

@@ -16,7 +16,7 @@ from monitor.schema import (
     parse_result,
     write_result,
 )
-from tests.store_factory import suite_config
+from tests.store_factory import succeeded, suite_config
 
 CONFIG = suite_config("0.32.0")
 
@@ -99,3 +99,41 @@ def test_json_schema_is_versioned_and_complete() -> None:
     assert schema["title"] == "SuiteResult"
     assert {"ArmResult", "TokenTrace", "EffectiveConfig"} <= set(schema["$defs"])
     assert schema["properties"]["schema_version"]["default"] == SCHEMA_VERSION
+
+
+def _document(change) -> str:  # type: ignore[no-untyped-def]
+    """A realistic succeeded result as JSON, its first arm changed by `change`."""
+    document = succeeded("0.32.0").model_dump(mode="json")
+    change(document["probes"][0]["arms"][0])
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda arm: arm["metrics"].update(k3=float("nan")), "non-finite metrics: k3"),
+        (lambda arm: arm["metrics"].update(k1=float("-inf")), "non-finite metrics: k1"),
+        (lambda arm: arm.update(tokens=None), "compared 64 tokens but keeps no token trace"),
+        (
+            lambda arm: arm["metrics"].update(n_tokens=65.0),
+            "compared 65 tokens but keeps 64 in its trace",
+        ),
+    ],
+)
+def test_a_gated_arm_without_the_numbers_it_claims_is_refused_in_one_line(
+    change, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SchemaError, match=message) as info:
+        parse_result(_document(change), "upload.json")
+    assert "\n" not in str(info.value) and "logprob_semantics/default" in str(info.value)
+
+
+def test_an_arm_that_compared_nothing_or_does_not_apply_needs_no_trace() -> None:
+    def unmeasured(arm: dict) -> None:  # type: ignore[type-arg]
+        arm.update(tokens=None, metrics={})
+
+    def not_applicable(arm: dict) -> None:  # type: ignore[type-arg]
+        arm.update(tokens=None, applicable=False, reason="knob missing")
+
+    for change in (unmeasured, not_applicable):
+        assert parse_result(_document(change)).probes[0].arms[0].tokens is None

@@ -4,11 +4,13 @@ gate breaks, else pass), and a probe from its arms."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from monitor.gates import Gate, Tolerances, carried_by_every_arm
-from monitor.schema import ArmResult, Verdict
+from monitor.schema import Verdict
 from monitor.verdicts import (
     CONTRAST,
     NOT_MEASURED,
@@ -35,12 +37,21 @@ BROKEN = {**WITHIN, "token_mult_prob_error": 1.387, "k1": -0.2}
 """Metrics that break two default gates, one of them absolute."""
 
 
-def arm(
-    metrics: dict[str, float], probe: str = "p", name: str = "a", **changes: object
-) -> ArmResult:
-    return ArmResult.model_validate(
-        {"probe": probe, "arm": name, "description": name, "metrics": metrics, **changes}
-    )
+@dataclass(frozen=True)
+class Arm:
+    """What judging reads of an arm (monitor.verdicts.ArmFacts), with nothing else checked:
+    a result file's validation is the schema's job (tests/test_schema.py)."""
+
+    probe: str
+    arm: str
+    metrics: dict[str, float]
+    applicable: bool = True
+    gated: bool = True
+    reason: str | None = None
+
+
+def arm(metrics: dict[str, float], probe: str = "p", name: str = "a", **changes: Any) -> Arm:
+    return Arm(probe, name, metrics, **changes)
 
 
 def verdict(

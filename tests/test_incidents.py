@@ -150,7 +150,9 @@ def test_a_release_that_cannot_be_measured_is_news_confirmed_by_a_failing_rerun(
     again = claim_rerun(store, failed("0.32.0", started=T0 + timedelta(hours=1)))
     confirmed = judge_run(store, again, settings)
     assert confirmed.action == "confirmed" and confirmed.incident_id == opened.incident_id
-    assert count_rows(store, m.AlertRow) == len(URLS)
+    with store.reading() as session:
+        titles = session.scalars(select(m.AlertRow.title)).all()
+    assert titles == ["[major] vLLM 0.32.0 could not be measured (failed)"] * len(URLS)
     assert judge_run(store, again, settings).action == "unchanged"
     assert count_rows(store, m.AlertRow) == len(URLS)
 

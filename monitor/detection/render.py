@@ -30,6 +30,8 @@ def run_link(dashboard_url: str, run_id: str) -> str:
 def finding_line(finding: Finding) -> str:
     """One readable line: the series, what happened, and the numbers against the baseline."""
     head = f"{finding.series} [{finding.kind}, {finding.severity}, {finding.direction}]"
+    if finding.kind in ("unmeasured", "coverage"):
+        return f"{head}: {finding.detail}"
     if finding.kind == "gate" and (finding.limit is None or finding.candidate_value is None):
         return f"{head}: {finding.detail}"
     if finding.kind == "gate":
@@ -63,10 +65,12 @@ def render_alert(incident: IncidentDraft, dashboard_url: str) -> tuple[str, str]
     where = ", ".join(incident.probes) or "probes"
     against = f" vs {incident.baseline_release}" if incident.baseline_release else ""
     title = f"[{incident.severity}] vLLM {incident.release}: {what} regressed in {where}{against}"
+    if incident.probes == ["release"]:
+        title = f"[{incident.severity}] vLLM {incident.release} could not be measured ({what})"
     baseline = (
         f"baseline {incident.baseline_release} (run {incident.baseline_run_id})"
         if incident.baseline_release
-        else "no baseline (first good release of the series)"
+        else "no baseline (the first measured release of the series)"
     )
     lines = [f"vLLM {incident.release} (run {incident.run_id}) against {baseline}."]
     regressed = [f for f in incident.findings if SEVERITY_RANK[f.severity] > 0]

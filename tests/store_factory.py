@@ -140,10 +140,11 @@ def succeeded(
     n_tokens: int = 16,
     temperature: float = 0.7,
     effective: dict[str, object] | None = None,
+    not_applicable: Mapping[str, str] = NOT_APPLICABLE,
 ) -> SuiteResult:
     """A succeeded result of `probes`, each with its `arms`, n_tokens per prompt; arms named in
     `failing` ("probe/arm") get a large shift and fail; `effective` overrides what took effect
-    in every arm."""
+    in every arm; the probes in `not_applicable` report their arms n/a with that reason."""
     sampling = SAMPLING.model_copy(update={"temperature": temperature, "max_tokens": n_tokens})
     config = suite_config(
         version,
@@ -158,14 +159,14 @@ def succeeded(
     for index, probe in enumerate(probes):
         results = []
         for arm_index, arm in enumerate(arms[probe]):
-            if probe in NOT_APPLICABLE:
+            if probe in not_applicable:
                 results.append(
                     ArmResult(
                         probe=probe,
                         arm=arm,
                         description=f"{probe} {arm}",
                         applicable=False,
-                        reason=NOT_APPLICABLE[probe],
+                        reason=not_applicable[probe],
                     )
                 )
                 continue

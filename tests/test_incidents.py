@@ -26,10 +26,11 @@ from monitor.store.incident_reads import incident_detail, list_incidents
 from monitor.store.ingest import record_release
 from monitor.store.models import CONFIRMATION, DISCOVERY, utcnow
 from monitor.store.queue import claim_next, insert_run, store_held_result
-from tests.store_factory import PROBE_ARMS, T0, failed, succeeded
+from tests.store_factory import NOT_APPLICABLE, PROBE_ARMS, T0, failed, succeeded
 from tests.store_fixtures import count_rows
 
 FAILING = "prefix_cache/cache_on"
+REFUSED = "engine refused ValueError: prefix caching is not supported"
 URLS = ["json://127.0.0.1:9/hook-a", "json://127.0.0.1:9/hook-b"]
 
 
@@ -318,15 +319,15 @@ def test_an_open_incident_takes_new_findings_and_a_rise_is_alerted_once_more(
         return ingest_result(store, result, runner="local").run_id
 
     put_many("0.31.0")
-    shrunk = {**PROBE_ARMS, "prefix_cache": ()}
-    candidate = put_many("0.32.0", arms=shrunk)
+    shrunk = {**NOT_APPLICABLE, "prefix_cache": REFUSED}
+    candidate = put_many("0.32.0", not_applicable=shrunk)
     opened = judge_run(store, candidate, settings)
     assert opened.draft is not None and opened.draft.severity == "major"
-    confirmation = succeeded("0.32.0", arms=shrunk, n_prompts=24)
+    confirmation = succeeded("0.32.0", not_applicable=shrunk, n_prompts=24)
     assert judge_run(store, run_confirmation(store, confirmation), settings).action == "confirmed"
     assert count_rows(store, m.AlertRow) == len(URLS)
 
-    moved = put_many("0.32.0", arms=shrunk, shift=0.5, started=T0 + timedelta(hours=5))
+    moved = put_many("0.32.0", not_applicable=shrunk, shift=0.5, started=T0 + timedelta(hours=5))
     risen = judge_run(store, moved, settings)
     assert risen.action == "updated" and risen.incident_id == opened.incident_id
     assert risen.draft is not None and risen.draft.severity == "critical"
@@ -364,14 +365,21 @@ def test_an_arm_the_baseline_measured_that_no_longer_applies_is_a_finding(
     store: Store, settings: Settings
 ) -> None:
     put(store, "0.31.0")
-    arms = {**PROBE_ARMS, "prefix_cache": ()}
-    shrunk = succeeded("0.32.0", arms=arms)
+    shrunk = succeeded("0.32.0", not_applicable={**NOT_APPLICABLE, "prefix_cache": REFUSED})
     run_id = ingest_result(store, shrunk, runner="local").run_id
     judged = judge_run(store, run_id, settings)
     assert judged.action == "opened" and judged.draft is not None
-    (finding,) = [f for f in judged.draft.findings if f.kind == "coverage"]
-    assert (finding.probe, finding.arm, finding.severity) == ("prefix_cache", "cache_on", "major")
-    assert finding.detail == "measured on 0.31.0; the arm is gone"
+    found = {(f.probe, f.arm, f.severity) for f in judged.draft.findings if f.kind == "coverage"}
+    assert found == {("prefix_cache", arm, "major") for arm in PROBE_ARMS["prefix_cache"]}
+    detail = next(f.detail for f in judged.draft.findings if f.kind == "coverage")
+    assert detail == f"measured on 0.31.0; not applicable: {REFUSED}"
+
+
+def test_a_probe_not_asked_for_is_not_a_lost_arm(store: Store, settings: Settings) -> None:
+    put(store, "0.31.0")
+    fewer = tuple(probe for probe in PROBE_ARMS if probe != "prefix_cache")
+    run_id = ingest_result(store, succeeded("0.32.0", probes=fewer), runner="local").run_id
+    assert judge_run(store, run_id, settings).action == "clean"
 
 
 def test_a_discovered_release_nobody_could_measure_alerts_once_after_the_wait(

@@ -34,7 +34,7 @@ from monitor.detection.traces import (
     per_prompt_values,
 )
 from monitor.gates import Tolerances
-from monitor.metrics import TokenArrays
+from monitor.metrics import HARNESS, TokenArrays
 from monitor.series import series_label
 from monitor.verdicts import MEASURED_BY, NOT_MEASURED, gate_problems, measured
 
@@ -46,9 +46,6 @@ DRIFT_METRICS: tuple[str, ...] = (
     "clip_fraction",
 )
 
-HARNESS: tuple[str, str] = ("dtype_floor", "harness")
-"""The arm where the suite measures its own resolution (an fp32 trainer against an fp64 one
-on the same tokens): a floor for every series, never itself a series that drifts."""
 NEUTRAL: dict[str, float] = {"token_mult_prob_error": 1.0}
 """Each metric's value when both sides agree exactly (0 where not named)."""
 
@@ -395,15 +392,17 @@ def gate_findings(
 
 def coverage_findings(candidate: RunInput, baseline: RunInput | None) -> list[Finding]:
     """Gated arms the baseline measured that no longer apply: a release that stops measuring
-    something is news, not a quieter pass."""
+    something is news, not a quieter pass. An arm the candidate does not report at all was
+    not asked for (its probe not selected, or a suite that no longer has it): no news of the
+    release."""
     if baseline is None:
         return []
     findings = []
     for (probe, arm_name), old in _arms(baseline).items():
         arm = candidate.arms.get((probe, arm_name))
-        if not old.gated or (arm is not None and arm.applicable):
+        if not old.gated or not measured(old.metrics) or arm is None or arm.applicable:
             continue
-        why = "the arm is gone" if arm is None else f"not applicable: {arm.reason}"
+        why = f"not applicable: {arm.reason}"
         findings.append(
             candidate.finding(
                 "coverage",

@@ -28,6 +28,7 @@ __all__ = [
     "first_divergence",
     "sequence_metrics",
     "stratify",
+    "support_violations",
     "token_metrics",
 ]
 
@@ -39,6 +40,11 @@ TIS_C = 2.0
 """Truncated importance sampling's cap C: ρ > C."""
 ICEPOP_BOUNDS = (0.5, 5.0)
 """IcePop's mask: ρ outside [0.5, 5]."""
+
+HARNESS: tuple[str, str] = ("dtype_floor", "harness")
+"""The (probe, arm) whose metrics are the harness's own resolution (the suite's trainer against
+a float64 trainer on the same tokens): detection floors every series with them, never drifts
+on them."""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -118,9 +124,10 @@ def _outside_clip(log_ratio: FloatArray, clip_eps: float) -> npt.NDArray[np.bool
 
 
 def _k3_terms(delta: FloatArray) -> FloatArray:
-    """Per-token ρ − 1 − δ, accurate for tiny δ and never negative."""
+    """Per-token ρ − 1 − δ, accurate for tiny δ: expm1(δ) rounds to the float nearest a value
+    above δ, so the term is never negative without any clamp."""
     with np.errstate(over="ignore"):
-        return np.maximum(np.expm1(delta) - delta, 0.0)
+        return np.expm1(delta) - delta
 
 
 def _exp_abs(delta: FloatArray) -> FloatArray:
@@ -161,6 +168,24 @@ def token_terms(
 TOKEN_TERMS: dict[str, TokenTerm] = token_terms()
 """Per-token terms at the field's thresholds; a metric's value is the mean of its term."""
 MEAN_METRICS: tuple[str, ...] = tuple(TOKEN_TERMS)
+
+
+RHO_ZERO_METRICS: tuple[str, ...] = ("clip_fraction", "tis_fraction", "icepop_fraction")
+"""The mask rates a token the trainer gives no probability (ρ = 0) counts in."""
+
+
+def support_violations(delta: npt.ArrayLike, outside: npt.ArrayLike) -> dict[str, float]:
+    """Mask rates with the `outside` tokens at ρ = 0 (sampled outside the trainer's kept
+    support: an RL trainer's ratio is 0 there), and the fraction of such tokens."""
+    d = finite_floats("delta", delta)
+    zero = np.asarray(outside, dtype=bool)
+    _same_length(delta=d, outside=zero)
+    with np.errstate(divide="ignore"):
+        counted = np.where(zero, -np.inf, d)
+    return {
+        **{name: float(np.mean(TOKEN_TERMS[name](counted))) for name in RHO_ZERO_METRICS},
+        "outside_support_fraction": float(zero.mean()),
+    }
 
 
 def _pearson(x: FloatArray, y: FloatArray) -> float:
@@ -375,7 +400,8 @@ def arm_metrics(
     trainer_top: npt.ArrayLike | None = None,
     vllm_top: npt.ArrayLike | None = None,
 ) -> dict[str, float]:
-    """One arm's scalar metrics: token, sequence and, given both top-token arrays, agreement."""
+    """One arm's scalar metrics: token, sequence and, given both top-token arrays, how often
+    the two top-1 choices agree (the scored tokens are the same, so nothing diverges)."""
     trainer, vllm, delta = _pair(trainer_logprob, vllm_logprob)
     seq = integers("seq_index", seq_index)
     pos = integers("position", position)
@@ -386,7 +412,9 @@ def arm_metrics(
     out = token_metrics(trainer, vllm)
     out.update(sequence_metrics(delta, seq))
     if trainer_top is not None and vllm_top is not None:
-        out.update(agreement_metrics(trainer_top, vllm_top, seq, pos))
+        out["token_agreement"] = agreement_metrics(trainer_top, vllm_top, seq, pos)[
+            "token_agreement"
+        ]
     return out
 
 

@@ -32,7 +32,7 @@ from pydantic_core import PydanticUndefined
 from monitor.engines import EngineSpec, parse_release
 from monitor.metrics import TokenArrays
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SUPPORTED_MAJOR = 1
 
 Verdict = Literal["pass", "fail", "n/a"]

@@ -106,9 +106,10 @@ def judge_arm(arm: ArmFacts, tolerances: Tolerances) -> Judgement:
         return Judgement("n/a", (f"not applicable: {arm.reason}",))
     if not arm.gated:
         return Judgement("n/a", (CONTRAST,))
-    if not measured(arm.metrics):
-        return Judgement("fail", (NOT_MEASURED,))
     problems = gate_problems(arm.probe, arm.arm, arm.metrics, tolerances, arm.reason)
+    if not measured(arm.metrics):
+        why = [p.reason for p in problems if p.gate.measurement and p.value is not None]
+        return Judgement("fail", (NOT_MEASURED, *why))
     reasons = tuple(problem.reason for problem in problems)
     return Judgement("fail" if reasons else "pass", reasons)
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from monitor.detection.detect import (
-    HARNESS,
     ArmInput,
     DetectionPolicy,
     RunInput,
@@ -23,6 +22,7 @@ from monitor.detection.detect import (
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
 from monitor.detection.findings import IncidentDraft, build_incident
 from monitor.detection.render import render_alert
+from monitor.metrics import HARNESS
 from monitor.schema import ArmResult, ProbeResult, SamplingSpec, SuiteResult
 from monitor.verdicts import judge_arm
 from tests.detection_inputs import run_input

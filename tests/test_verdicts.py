@@ -121,8 +121,8 @@ def test_a_pair_arm_passes_only_on_what_it_compared() -> None:
     diverged = {**WITHIN, "n_tokens": 65.0, "uncompared_fraction": 0.98}
     diverged |= {"seq_diverged_fraction": 1.0, "token_agreement": 0.02}
     reasons = judge_arm(arm(diverged), {}).reasons
-    assert reasons[0].startswith("not measured: uncompared_fraction = 0.98 > 0.5")
-    assert reasons[1].startswith("seq_diverged_fraction = 1 > 0.5")
+    assert reasons[0].startswith("not measured: uncompared_fraction = 0.98 > 0.25")
+    assert reasons[1].startswith("seq_diverged_fraction = 1 > 0.25")
     agreeing = {**WITHIN, "uncompared_fraction": 0.0, "seq_diverged_fraction": 0.0}
     assert judge_arm(arm(agreeing), {}).verdict == "pass"
 

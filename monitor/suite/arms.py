@@ -37,43 +37,46 @@ def trainer_arm(
     effective: EffectiveConfig | None,
     extra: dict[str, Any] | None = None,
     contrast: str | None = None,
+    unmet: Sequence[str] = (),
 ) -> ArmResult:
     """vLLM's logprobs of its own sampled tokens against the trainer's recompute of them;
-    `contrast` names the mismatch of an arm whose two sides differ on purpose (not gated)."""
-    reference, argmax, outside = [], [], 0
-    for rollout in rollouts:
-        scores = trainer.score(
+    `contrast` names the mismatch of an arm whose two sides differ on purpose (not gated).
+    Under processed semantics a token outside the trainer's kept support counts at ρ = 0."""
+    scores = [
+        trainer.score(
             rollout.prompt_ids,
             rollout.token_ids,
             sampling.temperature,
             sampling.top_p,
             sampling.top_k,
         )
-        reference.append(scores.logprobs(semantics))
-        argmax.append(scores.argmax)
-        outside += int((~scores.in_support).sum())
-    columns = _columns(rollouts, reference)
-    vllm_top = (
-        None
-        if any(r.top_ids is None for r in rollouts)
-        else np.concatenate([r.top_ids for r in rollouts])
-    )
-    trainer_top = np.concatenate(argmax) if vllm_top is not None else None
+        for rollout in rollouts
+    ]
+    columns = _columns(rollouts, [s.logprobs(semantics) for s in scores])
+    if rollouts and all(r.top_ids is not None for r in rollouts):
+        columns["vllm_top"] = _joined([r.top_ids for r in rollouts], np.int64)
+        columns["reference_top"] = _joined([s.argmax for s in scores], np.int64)
+    in_support = _joined([s.in_support for s in scores], np.bool_)
+    if semantics == "processed":
+        columns["in_support"] = in_support
     details = dict(extra or {})
-    details["tokens_outside_trainer_support"] = outside
+    details["tokens_outside_trainer_support"] = int((~in_support).sum())
     return _arm(
-        probe,
-        arm,
-        description,
+        ArmResult(
+            probe=probe,
+            arm=arm,
+            description=description,
+            engine_config=engine_config,
+            effective_config=effective,
+            sampling=sampling,
+            reference=f"trainer:{semantics}:{trainer.dtype}:{trainer.label}",
+            extra=details,
+            gated=contrast is None,
+        ),
         columns,
-        f"trainer:{semantics}:{trainer.dtype}:{trainer.label}",
-        sampling,
-        engine_config,
-        effective,
-        details,
-        vllm_top=vllm_top,
-        reference_top=trainer_top,
-        contrast=contrast,
+        expected_tokens(rollouts, sampling),
+        contrast,
+        unmet,
     )
 
 
@@ -88,9 +91,11 @@ def pair_arm(
     engine_config: dict[str, Any],
     effective: EffectiveConfig | None,
     extra: dict[str, Any] | None = None,
+    unmet: Sequence[str] = (),
 ) -> ArmResult:
     """Two vLLM runs over the same prompts and seeds: logprobs compared over each sequence's
-    common prefix (after a divergence the contexts differ), token agreement over all of it."""
+    common prefix (after a divergence the contexts differ), token agreement over all of it;
+    what the prefixes leave out counts as uncompared."""
     by_prompt = {r.prompt_index: r for r in reference}
     common_candidate, common_reference = [], []
     tokens_a: list[int] = []
@@ -108,21 +113,40 @@ def pair_arm(
         tokens_b.extend(other.token_ids[:length])
         seq_index.extend([rollout.prompt_index] * length)
         position.extend(range(length))
-    agreement = metrics.agreement_metrics(
-        np.asarray(tokens_a), np.asarray(tokens_b), np.asarray(seq_index), np.asarray(position)
-    )
-    columns = _columns(common_candidate, common_reference)
+    details = dict(extra or {})
+    if tokens_a:
+        details.update(
+            metrics.agreement_metrics(
+                np.asarray(tokens_a),
+                np.asarray(tokens_b),
+                np.asarray(seq_index),
+                np.asarray(position),
+            )
+        )
     return _arm(
-        probe,
-        arm,
-        description,
-        columns,
-        f"vllm:{reference_label}",
-        sampling,
-        engine_config,
-        effective,
-        {**(extra or {}), **agreement},
+        ArmResult(
+            probe=probe,
+            arm=arm,
+            description=description,
+            engine_config=engine_config,
+            effective_config=effective,
+            sampling=sampling,
+            reference=f"vllm:{reference_label}",
+            extra=details,
+        ),
+        _columns(common_candidate, common_reference),
+        expected_tokens(candidate, sampling),
+        None,
+        unmet,
     )
+
+
+def expected_tokens(rollouts: Sequence[Rollout], sampling: SamplingSpec) -> int:
+    """How many tokens an arm should compare: every requested token when EOS is ignored (a
+    shorter output is a loss), else what was generated."""
+    if sampling.ignore_eos:
+        return len(rollouts) * sampling.max_tokens
+    return sum(len(r.token_ids) for r in rollouts)
 
 
 def _truncated(rollout: Rollout, length: int) -> Rollout:
@@ -136,72 +160,82 @@ def _truncated(rollout: Rollout, length: int) -> Rollout:
     )
 
 
-def _columns(rollouts: Sequence[Rollout], reference: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+def _joined(parts: Sequence[Any], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if len(parts) else np.zeros(0, dtype=dtype)
 
+
+def _columns(rollouts: Sequence[Rollout], reference: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-token arrays of the arm, one row per generated token (TokenArrays' fields)."""
     return {
-        "prompt_index": joined(
+        "prompt_index": _joined(
             [np.full(len(r.token_ids), r.prompt_index, dtype=np.int64) for r in rollouts], np.int64
         ),
-        "position": joined([np.arange(len(r.token_ids)) for r in rollouts], np.int64),
-        "token_id": joined([np.asarray(r.token_ids) for r in rollouts], np.int64),
-        "vllm_logprob": joined([np.asarray(r.logprobs) for r in rollouts], np.float64),
-        "reference_logprob": joined([np.asarray(x) for x in reference], np.float64),
+        "position": _joined([np.arange(len(r.token_ids)) for r in rollouts], np.int64),
+        "token_id": _joined([np.asarray(r.token_ids) for r in rollouts], np.int64),
+        "vllm_logprob": _joined([np.asarray(r.logprobs) for r in rollouts], np.float64),
+        "reference_logprob": _joined([np.asarray(x) for x in reference], np.float64),
     }
 
 
+AGREEMENT = (
+    "token_agreement",
+    "seq_diverged_fraction",
+    "first_divergence_mean",
+    "first_divergence_min",
+)
+TRACE = ("prompt_index", "position", "token_id", "vllm_logprob", "reference_logprob")
+
+
 def _arm(
-    probe: str,
-    arm: str,
-    description: str,
+    result: ArmResult,
     columns: dict[str, np.ndarray],
-    reference: str,
-    sampling: SamplingSpec,
-    engine_config: dict[str, Any],
-    effective: EffectiveConfig | None,
-    extra: dict[str, Any],
-    vllm_top: np.ndarray | None = None,
-    reference_top: np.ndarray | None = None,
-    contrast: str | None = None,
+    expected: int,
+    contrast: str | None,
+    unmet: Sequence[str],
 ) -> ArmResult:
-    """The arm's metrics, strata and trace; a contrast arm (not gated) sizes a mismatch its two
-    sides have on purpose. An arm that compared no token carries no metrics."""
-    result = ArmResult(
-        probe=probe,
-        arm=arm,
-        description=description,
-        engine_config=engine_config,
-        effective_config=effective,
-        sampling=sampling,
-        reference=reference,
-        extra=extra,
-        gated=contrast is None,
-    )
+    """Fill in the arm's metrics, strata and trace from its finite tokens only; count the
+    non-finite ones, the tokens left uncompared against `expected` and the claims its
+    read-backs contradicted (`unmet`, which also become its reason)."""
     if contrast is not None:
         result.extra["contrast"] = contrast
-    if columns["vllm_logprob"].size == 0:
+    finite = np.isfinite(columns["vllm_logprob"]) & np.isfinite(columns["reference_logprob"])
+    kept = {name: values[finite] for name, values in columns.items()}
+    compared = int(finite.sum())
+    counts = {
+        "nonfinite_tokens": float((~finite).sum()),
+        "uncompared_fraction": max(0.0, 1.0 - compared / expected) if expected else 1.0,
+    }
+    with_unmet(result, unmet)
+    for name in AGREEMENT:
+        if name in result.extra:
+            counts[name] = float(result.extra.pop(name))
+    if compared == 0:
+        result.metrics.update(counts)
         return result
-    ref, got = columns["reference_logprob"], columns["vllm_logprob"]
+    ref, got = kept["reference_logprob"], kept["vllm_logprob"]
     result.metrics = metrics.arm_metrics(
         ref,
         got,
-        columns["prompt_index"],
-        columns["position"],
-        trainer_top=reference_top,
-        vllm_top=vllm_top,
+        kept["prompt_index"],
+        kept["position"],
+        trainer_top=kept.get("reference_top"),
+        vllm_top=kept.get("vllm_top"),
     )
-    for name in (
-        "token_agreement",
-        "seq_diverged_fraction",
-        "first_divergence_mean",
-        "first_divergence_min",
-    ):
-        if name in extra:
-            result.metrics[name] = float(extra.pop(name))
+    if "in_support" in kept:
+        result.metrics.update(metrics.support_violations(ref - got, ~kept["in_support"]))
+    result.metrics.update(counts)
+    with_unmet(result, unmet)
     result.by_probability = [Stratum.model_validate(s) for s in metrics.by_probability(ref, got)]
     result.by_position = [
-        Stratum.model_validate(s) for s in metrics.by_position(ref, got, columns["position"])
+        Stratum.model_validate(s) for s in metrics.by_position(ref, got, kept["position"])
     ]
-    result.tokens = TokenTrace.of(metrics.TokenArrays(**columns))
+    result.tokens = TokenTrace.of(metrics.TokenArrays(**{name: kept[name] for name in TRACE}))
+    return result
+
+
+def with_unmet(result: ArmResult, unmet: Sequence[str]) -> ArmResult:
+    """Record the claims an applicable arm's read-backs contradict: their count is gated
+    ("not measured" when above 0) and their text is the arm's reason."""
+    result.metrics["unmet_claims"] = float(len(unmet))
+    result.reason = "; ".join(unmet) or None
     return result

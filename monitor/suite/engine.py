@@ -156,7 +156,7 @@ class Engine:
         with _environment(config.env):
             try:
                 llm = LLM(**kwargs)
-            except (ValueError, TypeError, NotImplementedError) as exc:
+            except (ValueError, NotImplementedError) as exc:
                 raise EngineRefused(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
         return cls(llm, config, kwargs)
 
@@ -245,13 +245,20 @@ class Engine:
             raise KnobMissing(f"reload_weights ({type(exc).__name__}: {exc})") from exc
 
     def reset_prefix_cache(self) -> bool:
-        self.operations.append({"op": "reset_prefix_cache"})
-        return bool(self.llm.reset_prefix_cache())
+        """Drop the prefix cache; whether the release reported that it did."""
+        done = bool(self.llm.reset_prefix_cache())
+        self.operations.append({"op": "reset_prefix_cache", "reported_success": done})
+        return done
+
+    def weight_sample(self) -> np.ndarray | None:
+        """A fixed sample of the loaded weights, read inside the worker (None when the release
+        cannot host the worker extension): a reload that moved nothing leaves it unchanged."""
+        if "worker_extension_cls" not in self.kwargs:
+            return None
+        return np.asarray(self.llm.collective_rpc("parity_weight_sample")[0], dtype=np.float64)
 
     def effective_config(self) -> EffectiveConfig:
         """Read back the resolved engine config, and model facts from inside the worker."""
-        import vllm
-
         vc = getattr(self.llm.llm_engine, "vllm_config", None)
         model_config = getattr(vc, "model_config", None)
         cache_config = getattr(vc, "cache_config", None)
@@ -262,12 +269,8 @@ class Engine:
         backend = facts.get("attention_backend") or _str_or_none(
             getattr(getattr(vc, "attention_config", None), "backend", None)
         )
-        use_v1 = os.environ.get("VLLM_USE_V1", "1") != "0" or version_tuple(vllm.__version__) >= (
-            0,
-            11,
-        )
         return EffectiveConfig(
-            engine_version="v1" if use_v1 else "v0",
+            engine_version=engine_generation(self.llm.llm_engine),
             model_runner=facts.get("model_runner"),
             logprobs_mode=_str_or_none(getattr(model_config, "logprobs_mode", None)),
             prefix_caching=getattr(cache_config, "enable_prefix_caching", None),
@@ -293,6 +296,50 @@ class Engine:
         except Exception:
             return {}
         return dict(facts[0]) if facts else {}
+
+
+def engine_generation(llm_engine: Any) -> str:
+    """ "v1" or "v0", read from the class of the engine that is running (vLLM's V1 engine lives
+    in `vllm.v1`), never from the environment that asked for it."""
+    return "v1" if ".v1." in f"{type(llm_engine).__module__}." else "v0"
+
+
+def read_back_problems(
+    config: EngineConfig, effective: EffectiveConfig | None, knobs: ReleaseKnobs
+) -> list[str]:
+    """Where the running engine contradicts what it was asked for: each such claim is unmet,
+    so an arm measured on it measured something else."""
+    if effective is None:
+        return ["the engine's settings could not be read back"]
+    problems = []
+    mode = config.logprobs_mode or knobs.default_logprobs_mode()
+    if mode is not None and _plain(effective.logprobs_mode) != mode:
+        problems.append(f"logprobs_mode {mode} asked, the engine runs {effective.logprobs_mode}")
+    if effective.prefix_caching is not config.prefix_caching:
+        problems.append(
+            f"prefix caching {_on(config.prefix_caching)} asked, the engine reads back "
+            f"{effective.prefix_caching}"
+        )
+    if effective.async_scheduling not in (None, config.async_scheduling):
+        problems.append(
+            f"async scheduling {_on(config.async_scheduling)} asked, the engine reads back "
+            f"{effective.async_scheduling}"
+        )
+    if _plain(effective.dtype) != config.dtype:
+        problems.append(f"dtype {config.dtype} asked, the engine runs {effective.dtype}")
+    generation = {"0": "v0", "1": "v1"}.get(dict(config.env).get("VLLM_USE_V1", ""))
+    if generation is not None and effective.engine_version != generation:
+        problems.append(f"the {generation} engine asked, the {effective.engine_version} one ran")
+    return problems
+
+
+def _plain(value: str | None) -> str | None:
+    """An enum or dotted name as the bare lower-case value ("torch.float32" → "float32")."""
+    return None if value is None else value.rsplit(".", 1)[-1].lower()
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def _tokens_prompt(ids: list[int]) -> Any:

@@ -4,18 +4,26 @@ the runner starts every distinct config once and lets every probe that needs it 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from monitor.schema import PROBE_NAMES, ArmResult, EffectiveConfig, SamplingSpec, SuiteConfig
-from monitor.suite.arms import not_applicable, pair_arm, trainer_arm
+from monitor.metrics import HARNESS
+from monitor.schema import (
+    PROBE_NAMES,
+    ArmResult,
+    EffectiveConfig,
+    SamplingSpec,
+    SuiteConfig,
+)
+from monitor.suite.arms import not_applicable, pair_arm, trainer_arm, with_unmet
 from monitor.suite.engine import (
     Engine,
     EngineConfig,
     KnobMissing,
     ReleaseKnobs,
     Rollout,
+    read_back_problems,
     resolved_key,
 )
 from monitor.suite.trainer import SEMANTICS, Trainer
@@ -23,20 +31,21 @@ from monitor.suite.trainer import SEMANTICS, Trainer
 Progress = Callable[[str], None]
 
 
-def engine_plan(engine_dtype: str) -> dict[str, EngineConfig]:
-    """Named engine configs: one knob changed from the base at a time."""
+def engine_plan(engine_dtype: str, knobs: ReleaseKnobs) -> dict[str, EngineConfig]:
+    """Named engine configs: one knob changed from the base at a time. The V0 and V1 engines
+    report processed logprobs where the release can be asked to (else its default)."""
     base = EngineConfig(dtype=engine_dtype)
+    generations = base if knobs.has("logprobs_mode") else base.replace(logprobs_mode=None)
     return {
         "base": base,
         "default_mode": base.replace(logprobs_mode=None),
         "raw": base.replace(logprobs_mode="raw_logprobs"),
-        "fp32": base.replace(dtype="float32"),
         "cache_on": base.replace(prefix_caching=True),
         "async_on": base.replace(async_scheduling=True),
         "bf16_head": base.replace(dtype="bfloat16"),
         "fp32_head": base.replace(dtype="bfloat16", head_dtype="float32"),
-        "v0": base.replace(logprobs_mode=None, env=(("VLLM_USE_V1", "0"),)),
-        "v1": base.replace(logprobs_mode=None, env=(("VLLM_USE_V1", "1"),)),
+        "v0": generations.replace(env=(("VLLM_USE_V1", "0"),)),
+        "v1": generations.replace(env=(("VLLM_USE_V1", "1"),)),
     }
 
 
@@ -53,7 +62,7 @@ class SuiteContext:
     plain_sampling: SamplingSpec
     greedy_sampling: SamplingSpec
     trainer: Trainer
-    floor_trainer: Trainer
+    harness_trainer: Trainer | None
     work_dir: Path
     progress: Progress
     plan: dict[str, EngineConfig] = field(default_factory=dict)
@@ -65,7 +74,8 @@ class SuiteContext:
 
     def trainers(self) -> list[Trainer]:
         """Every trainer this run used, the weight-sync copy included."""
-        return [self.trainer, self.floor_trainer, *self.extra_trainers]
+        harness = [self.harness_trainer] if self.harness_trainer is not None else []
+        return [self.trainer, *harness, *self.extra_trainers]
 
     def group_prompts(self) -> list[tuple[int, list[int]]]:
         return [p for p in self.prompts if p[0] in self.group_indices]
@@ -93,6 +103,15 @@ class SuiteContext:
 
     def engine_facts(self, name: str) -> tuple[dict[str, Any], EffectiveConfig | None]:
         return self.requested.get(name, {}), self.effective.get(name)
+
+    def read_back(self, *names: str) -> list[str]:
+        """What the named engines' read-backs contradict of the configs they were started with."""
+        return [
+            problem
+            for name in dict.fromkeys(names)
+            if name in self.plan
+            for problem in read_back_problems(self.plan[name], self.effective.get(name), self.knobs)
+        ]
 
 
 class Probe:
@@ -145,7 +164,10 @@ class Probe:
         rollouts: list[Rollout] | None = None,
         extra: dict[str, Any] | None = None,
         contrast: str | None = None,
+        claims: list[str] | None = None,
     ) -> ArmResult:
+        """The engine `name`'s rollouts (or `rollouts` made on it) against a trainer; `claims`
+        adds what else the arm found unmet to what the engine's read-back contradicts."""
         reason = None if rollouts is not None else self.missing(ctx, name)
         if reason:
             return not_applicable(self.name, arm, description, reason)
@@ -162,6 +184,7 @@ class Probe:
             effective,
             extra,
             contrast,
+            [*ctx.read_back(name), *(claims or [])],
         )
 
     def vs_run(
@@ -176,6 +199,7 @@ class Probe:
         sampling: SamplingSpec | None = None,
         label: str | None = None,
         engine: str | None = None,
+        claims: list[str] | None = None,
     ) -> ArmResult:
         """Compare two vLLM runs; `engine` names the engine both ran on when `name` is a run."""
         reason = self.missing(ctx, name, reference_name) if candidate is None else None
@@ -192,6 +216,7 @@ class Probe:
             sampling or ctx.greedy_sampling,
             requested,
             effective,
+            unmet=[*ctx.read_back(engine or name, reference_name), *(claims or [])],
         )
 
 
@@ -263,7 +288,8 @@ class PrefixCache(Probe):
         super().visit(ctx, name, engine)
 
     def arms(self, ctx: SuiteContext) -> list[ArmResult]:
-        extra = {}
+        extra: dict[str, Any] = {}
+        claims = []
         if "cache_on" in self.rollouts:
             grouped = [r for r in self.rollouts["cache_on"] if r.prompt_index in ctx.group_indices]
             cached = sum(r.cached_tokens or 0 for r in grouped)
@@ -273,6 +299,8 @@ class PrefixCache(Probe):
                 "shared_prefix_prompt_tokens": total,
                 "cache_hit_fraction": cached / total if total else 0.0,
             }
+            if not cached:
+                claims.append("no shared-prefix prompt token came from the prefix cache")
         return [
             self.vs_trainer(ctx, "cache_off", "prefix caching off vs trainer", "base"),
             self.vs_trainer(
@@ -281,9 +309,15 @@ class PrefixCache(Probe):
                 "prefix caching on (cache warm) vs trainer",
                 "cache_on",
                 extra=extra,
+                claims=claims,
             ),
             self.vs_run(
-                ctx, "cache_on_vs_off", "cache on vs cache off, greedy", "cache_on", "base"
+                ctx,
+                "cache_on_vs_off",
+                "cache on vs cache off, greedy",
+                "cache_on",
+                "base",
+                claims=claims,
             ),
         ]
 
@@ -298,6 +332,12 @@ class WeightSync(Probe):
     engines = ("cache_on",)
     mutates_engine = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.updated: Trainer | None = None
+        self.weights_moved: float | None = None
+        self.reset_reported = False
+
     def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
         groups = ctx.group_prompts()
         ctx.generate(engine, "prime", ctx.rollout_sampling, groups)
@@ -305,49 +345,89 @@ class WeightSync(Probe):
         updated = ctx.trainer.perturbed(
             ctx.config.weight_step, ctx.config.seed, ctx.work_dir / "updated-weights"
         )
+        before = engine.weight_sample()
         try:
             engine.reload_weights(updated.path)
         except KnobMissing as exc:
             self.skipped[name] = f"release has no in-place weight reload: {exc}"
             return
+        after = engine.weight_sample()
+        if before is not None and after is not None:
+            self.weights_moved = relative_move(before, after)
         self.updated = updated
         ctx.extra_trainers.append(updated)
         self.rollouts["no_reset"] = ctx.generate(
             engine, "after-update", ctx.rollout_sampling, groups, memo=False
         )
-        engine.reset_prefix_cache()
+        self.reset_reported = engine.reset_prefix_cache()
         self.rollouts["reset"] = ctx.generate(
             engine, "after-reset", ctx.rollout_sampling, groups, memo=False
         )
 
     def arms(self, ctx: SuiteContext) -> list[ArmResult]:
         reason = self.skipped.get("cache_on") or ctx.unavailable.get("cache_on")
-        if reason is None and "no_reset" not in self.rollouts:
-            reason = "the weight update did not run"
         arms = [
             ("no_reset", "after the update, without reset_prefix_cache(), vs trainer(new)"),
             ("reset", "after the update and reset_prefix_cache(), vs trainer(new)"),
         ]
-        if reason:
-            return [not_applicable(self.name, arm, text, reason) for arm, text in arms]
+        updated = self.updated
+        if reason or updated is None:
+            why = reason or "the weight update did not run"
+            return [not_applicable(self.name, arm, text, why) for arm, text in arms]
+        step = ctx.config.weight_step
+        moved = []
+        if self.weights_moved is not None and self.weights_moved < step * MIN_MOVE:
+            moved.append(
+                f"reload had no effect: the engine's weights moved {self.weights_moved:.3g} of "
+                f"their scale, {step:g} expected"
+            )
         results = []
         for arm, text in arms:
             rollouts = self.rollouts[arm]
-            stale = sum(r.cached_tokens or 0 for r in rollouts)
+            old = self.vs_trainer(ctx, arm, text, "cache_on", rollouts=rollouts)
             result = self.vs_trainer(
                 ctx,
                 arm,
                 text,
                 "cache_on",
-                trainer=self.updated,
+                trainer=updated,
                 rollouts=rollouts,
-                extra={"cached_prompt_tokens": stale},
+                extra={"cached_prompt_tokens": sum(r.cached_tokens or 0 for r in rollouts)},
             )
-            old = self.vs_trainer(ctx, arm, text, "cache_on", rollouts=rollouts)
-            result.extra["mean_abs_delta_vs_old_weights"] = old.metrics.get("mean_abs_delta")
-            result.extra["weight_step"] = ctx.config.weight_step
+            to_old = old.metrics.get("mean_abs_delta")
+            to_new = result.metrics.get("mean_abs_delta")
+            claims = [*ctx.read_back("cache_on"), *moved]
+            if arm == "reset" and not self.reset_reported:
+                claims.append("reset_prefix_cache() reported that it did not reset")
+            stayed = to_old is not None and to_new is not None and to_old <= to_new
+            if arm == "reset" and self.weights_moved is None and step > 0 and stayed:
+                claims.append(
+                    "reload had no effect: the engine is closer to the old weights "
+                    f"(mean|δ| {to_old:.3g}) than to the new ({to_new:.3g})"
+                )
+            with_unmet(result, claims)
+            result.extra["mean_abs_delta_vs_old_weights"] = to_old
+            result.extra["weights_moved"] = self.weights_moved
+            result.extra["weight_step"] = step
             results.append(result)
         return results
+
+
+MIN_MOVE = 0.1
+"""A reload moved the engine when its weights moved at least this share of the update step."""
+
+
+def relative_move(before: Any, after: Any) -> float:
+    """How far a weight sample moved, relative to its own scale (rms of the change over rms
+    of the sample before)."""
+    import numpy as np
+
+    old, new = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    if old.shape != new.shape:
+        return float("inf")
+    scale = float(np.sqrt(np.mean(old**2))) if old.size else 0.0
+    change = float(np.sqrt(np.mean((new - old) ** 2))) if old.size else 0.0
+    return change / scale if scale > 0 else change
 
 
 class AsyncScheduling(Probe):
@@ -479,25 +559,55 @@ class PrefillVsDecode(Probe):
 
 
 class DtypeFloor(Probe):
-    name = "dtype_floor"
-    description = "fp32 engine vs fp32 trainer: the harness's own numerical noise floor."
-    engines = ("fp32",)
+    name, arm = HARNESS
+    description = (
+        "The harness's own resolution: the trainer's processed logprobs of the base engine's "
+        "rollouts against a float64 trainer's, on the same tokens. No engine is compared, so "
+        "it is not gated; detection floors every series with it."
+    )
+    engines = ("base",)
 
     def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        text = f"trainer ({ctx.trainer.dtype}) vs a float64 trainer, processed, same tokens"
+        fine = ctx.harness_trainer
+        reason = self.missing(ctx, "base")
+        if reason or fine is None:
+            why = reason or "no float64 trainer was loaded"
+            return [not_applicable(self.name, self.arm, text, why)]
+        sampling = ctx.rollout_sampling
+        scored = []
+        for rollout in self.rollouts["base"]:
+            scores = ctx.trainer.score(
+                rollout.prompt_ids,
+                rollout.token_ids,
+                sampling.temperature,
+                sampling.top_p,
+                sampling.top_k,
+            )
+            scored.append(replace(rollout, logprobs=scores.processed, top_ids=scores.argmax))
         return [
-            self.vs_trainer(
-                ctx,
-                "fp32_engine_vs_fp32_trainer",
-                "fp32 engine, processed logprobs vs fp32 trainer",
-                "fp32",
-                trainer=ctx.floor_trainer,
+            trainer_arm(
+                self.name,
+                self.arm,
+                text,
+                scored,
+                fine,
+                "processed",
+                sampling,
+                {},
+                None,
+                contrast=f"the trainer in {ctx.trainer.dtype} against float64: the harness's "
+                "resolution, no engine",
             )
         ]
 
 
 class V0VsV1(Probe):
     name = "v0_vs_v1"
-    description = "The V0 and V1 engines of one release (only 0.7.x to 0.10.x have both)."
+    description = (
+        "The V0 and V1 engines of one release (only 0.7.x to 0.10.x have both), each on "
+        "processed logprobs where the release can be asked for them."
+    )
     compares_runs = True
     engines = ("v0", "v1")
 
@@ -509,9 +619,14 @@ class V0VsV1(Probe):
         return None
 
     def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        contrast = (
+            None
+            if ctx.knobs.has("logprobs_mode")
+            else "no logprobs_mode: each engine reports its own default logprobs"
+        )
         return [
-            self.vs_trainer(ctx, "v0", "V0 engine vs trainer", "v0"),
-            self.vs_trainer(ctx, "v1", "V1 engine vs trainer", "v1"),
+            self.vs_trainer(ctx, "v0", "V0 engine vs trainer", "v0", contrast=contrast),
+            self.vs_trainer(ctx, "v1", "V1 engine vs trainer", "v1", contrast=contrast),
             self.vs_run(ctx, "v0_vs_v1", "V0 vs V1, greedy", "v0", "v1"),
         ]
 

@@ -30,11 +30,19 @@ from monitor.suite.engine import (
     version_tuple,
 )
 from monitor.suite.models import resolve_model
-from monitor.suite.probes import PROBES, Probe, SuiteContext, engine_plan
+from monitor.suite.probes import PROBES, DtypeFloor, Probe, SuiteContext, engine_plan
 from monitor.suite.prompts import load_prompts
 from monitor.suite.trainer import Trainer
 
 Emit = Callable[..., None]
+BASE = "base"
+
+
+class BaseEngineRefused(RuntimeError):
+    """The release would not start the base config every probe compares against: the run
+    fails (the release could not be measured), never a run of not-applicable arms."""
+
+
 ENGINE_KNOBS = (
     "dtype",
     "logprobs_mode",
@@ -98,8 +106,8 @@ def run_suite(
         n_parameters=info.n_parameters,
     )
     trainer = Trainer(Path(info.path), config.trainer_dtype)
-    floor_trainer = (
-        trainer if config.trainer_dtype == "float32" else Trainer(Path(info.path), "float32")
+    harness_trainer = (
+        Trainer(Path(info.path), "float64") if DtypeFloor.name in config.probes else None
     )
     tokenizer = trainer.tokenizer()
     prompts = load_prompts(Path(config.prompts) if config.prompts != "bundled" else None)
@@ -108,9 +116,10 @@ def run_suite(
     timings["setup"] = time.perf_counter() - clock
 
     seed = config.seed
+    knobs = ReleaseKnobs.read()
     ctx = SuiteContext(
         config=config,
-        knobs=ReleaseKnobs.read(),
+        knobs=knobs,
         vllm_version=version_tuple(versions.vllm),
         prompts=tokenized,
         group_indices={i for i, p in enumerate(prompts) if p.group},
@@ -128,10 +137,10 @@ def run_suite(
             temperature=0.0, top_p=1.0, top_k=-1, max_tokens=config.max_tokens, seed=seed
         ),
         trainer=trainer,
-        floor_trainer=floor_trainer,
+        harness_trainer=harness_trainer,
         work_dir=work_dir,
         progress=lambda message: emit("step", message=message),
-        plan=engine_plan(config.engine_dtype),
+        plan=engine_plan(config.engine_dtype, knobs),
     )
     probes = [cls() for cls in PROBES if cls.name in config.probes]
     base_kwargs: dict[str, Any] = {
@@ -203,6 +212,10 @@ def _visit_engines(
         except (KnobMissing, EngineRefused) as exc:
             why = "release lacks the knob" if isinstance(exc, KnobMissing) else "engine refused"
             reason = f"{why} {exc}"
+            if BASE in names:
+                raise BaseEngineRefused(
+                    f"the base engine ({label}) did not start: {reason}"
+                ) from exc
             ctx.unavailable.update(dict.fromkeys(names, reason))
             records.append(EngineRecord(names=names, started=False, reason=reason))
             continue

@@ -29,6 +29,19 @@ class ParityWorkerExtension:
             "attention_backend": _attention_backend(model),
         }
 
+    def parity_weight_sample(self) -> list[float]:
+        """The first few values of every parameter, in a fixed order: enough to see whether a
+        reload changed the weights the engine computes with."""
+        runner = self.model_runner
+        model = runner.get_model() if hasattr(runner, "get_model") else runner.model
+        sample: list[float] = []
+        for _, param in sorted(model.named_parameters()):
+            sample.extend(param.detach().flatten()[:SAMPLE_PER_PARAMETER].double().tolist())
+        return sample
+
+
+SAMPLE_PER_PARAMETER = 16
+
 
 def _attention_backend(model: Any) -> str | None:
     for module in model.modules():

@@ -1,0 +1,74 @@
+"""The trainer's logprob semantics and kept support, computed by hand: run by
+tests/test_suite_units.py with a release environment's python (torch lives there).
+
+    python tests/release_env/trainer_checks.py
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import torch
+
+from monitor.suite.trainer import score_logits
+
+LOGITS = [2.0, 1.0, 0.0, -1.0]
+
+
+def log_softmax(values: list[float]) -> np.ndarray:
+    shifted = np.asarray(values, dtype=np.float64)
+    return shifted - math.log(np.exp(shifted).sum())
+
+
+def scored(targets: list[int], temperature: float, top_p: float, top_k: int):  # type: ignore[no-untyped-def]
+    logits = torch.tensor([LOGITS] * len(targets), dtype=torch.float32)
+    return score_logits(logits, torch.tensor(targets), temperature, top_p, top_k)
+
+
+def check_raw_and_temperature_semantics() -> None:
+    scores = scored([0, 1, 2, 3], 0.5, 1.0, -1)
+    np.testing.assert_allclose(scores.raw, log_softmax(LOGITS), rtol=1e-12)
+    np.testing.assert_allclose(scores.temperature, log_softmax([2 * x for x in LOGITS]), rtol=1e-12)
+    np.testing.assert_allclose(scores.processed, scores.temperature, rtol=1e-12)
+    assert scores.in_support.all() and (scores.argmax == 0).all()
+
+
+def check_top_k_renormalises_over_the_kept_tokens() -> None:
+    scores = scored([0, 1, 2], 1.0, 1.0, 2)
+    kept = log_softmax(LOGITS[:2])
+    np.testing.assert_allclose(scores.processed[:2], kept, rtol=1e-12)
+    assert scores.in_support.tolist() == [True, True, False]
+
+
+def check_top_p_keeps_the_smallest_head_reaching_p() -> None:
+    # probabilities 0.644, 0.237, 0.087, 0.032: the head reaching 0.85 is the first two
+    scores = scored([0, 1, 2, 3], 1.0, 0.85, -1)
+    assert scores.in_support.tolist() == [True, True, False, False]
+    np.testing.assert_allclose(scores.processed[:2], log_softmax(LOGITS[:2]), rtol=1e-12)
+
+
+def check_top_p_applies_after_top_k() -> None:
+    # After top-k=2 the kept pair is 0.731 / 0.269, so top-p=0.72 keeps token 0 alone; top-p
+    # over the full distribution would have kept token 1 too.
+    scores = scored([0, 1], 1.0, 0.72, 2)
+    assert scores.in_support.tolist() == [True, False]
+    assert scores.processed[0] == 0.0
+
+
+CHECKS = {
+    name[len("check_") :]: check
+    for name, check in sorted(globals().items())
+    if name.startswith("check_") and callable(check)
+}
+
+if __name__ == "__main__":
+    failed = []
+    for name, check in CHECKS.items():
+        try:
+            check()
+        except AssertionError as exc:
+            failed.append(f"{name}: {exc}")
+    print("\n".join(failed) or f"{len(CHECKS)} checks passed")
+    sys.exit(1 if failed else 0)

@@ -73,6 +73,13 @@ class SuiteKilled(RuntimeError):
     """The suite was killed by a signal from outside and wrote no result."""
 
 
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+)
+"""Signals a process raises on itself when its native code fails (the engine core runs in the
+suite's process): a crash of the release, a failed run, not a runner lost from outside."""
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -140,6 +147,9 @@ def run_local(
             return failed_result(
                 job.config, started, f"suite wrote an unreadable result: {exc}", log
             )
+    if code < 0 and -code in CRASH_SIGNALS:
+        name = signal.Signals(-code).name
+        return failed_result(job.config, started, f"suite crashed ({name}), no result", log)
     if raise_when_killed and code < 0:
         raise SuiteKilled(f"suite was killed by signal {signal.Signals(-code).name}")
     return failed_result(

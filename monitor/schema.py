@@ -116,6 +116,7 @@ class TokenTrace(_Model):
         lengths = {name: getattr(self, name).n for name in type(self).model_fields}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"token arrays differ in length: {lengths}")
+        self.arrays().check()
         return self
 
     @property
@@ -365,6 +366,12 @@ class SuiteResult(_Model):
     def _error_when_failed(self) -> SuiteResult:
         if self.status == "failed" and not self.error:
             raise ValueError("a failed result must carry its error")
+        package = self.versions.engine_package if self.versions else self.config.engine.package
+        if package != self.config.engine.package:
+            raise ValueError(
+                f"versions.engine_package {package!r} is not the package the run was asked "
+                f"for ({self.config.engine})"
+            )
         return self
 
     def arms(self) -> list[ArmResult]:

@@ -1,3 +1,4 @@
+import base64
 import json
 from datetime import UTC, datetime
 
@@ -137,3 +138,23 @@ def test_an_arm_that_compared_nothing_or_does_not_apply_needs_no_trace() -> None
 
     for change in (unmeasured, not_applicable):
         assert parse_result(_document(change)).probes[0].arms[0].tokens is None
+
+
+def _nan_in_trace(arm: dict) -> None:  # type: ignore[type-arg]
+    """Replace the first vLLM logprob of the arm's trace with NaN, keeping its encoding."""
+    values = np.frombuffer(base64.b64decode(arm["tokens"]["vllm_logprob"]["data"]), "<f8").copy()
+    values[0] = np.nan
+    arm["tokens"]["vllm_logprob"]["data"] = base64.b64encode(values.tobytes()).decode()
+
+
+def test_a_trace_holding_a_non_finite_logprob_is_refused_in_one_line() -> None:
+    with pytest.raises(SchemaError, match="trace vllm_logprob has 1 non-finite value") as info:
+        parse_result(_document(_nan_in_trace), "upload.json")
+    assert "\n" not in str(info.value)
+
+
+def test_a_result_of_another_package_than_asked_is_refused() -> None:
+    document = json.loads(_document(lambda arm: None))
+    document["versions"]["engine_package"] = "vllm"
+    with pytest.raises(SchemaError, match=r"versions\.engine_package 'vllm' is not the package"):
+        parse_result(json.dumps(document), "upload.json")

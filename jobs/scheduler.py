@@ -30,6 +30,7 @@ from monitor.requests import RequestError
 from monitor.runners import make_runner
 from monitor.store import Store, open_store
 from monitor.store.db import create_store_engine, database_url
+from monitor.store.leader import Leadership, take_leadership
 from monitor.store.migrate import SQLITE_IMMEDIATE
 
 logger = logging.getLogger("jobs.scheduler")
@@ -128,6 +129,7 @@ class Scheduler:
         self.settings = settings
         self.store = store or open_store(settings)
         self.service = Service(self.store, settings)
+        self.leadership: Leadership | None = None
         engine = create_store_engine(database_url(settings)).execution_options(
             **{SQLITE_IMMEDIATE: True}
         )
@@ -140,6 +142,9 @@ class Scheduler:
         )
 
     def start(self) -> None:
+        """Take the database's scheduler lock (SchedulerRunning when another scheduler holds
+        it), then install and resume the jobs."""
+        self.leadership = take_leadership(self.store)
         tasks.install(self.service)
         self.aps.start(paused=True)
         now = datetime.now(UTC)
@@ -175,6 +180,8 @@ class Scheduler:
             self.aps.shutdown(wait=True)
         self.service.stop_workers()
         tasks.install(None)
+        if self.leadership is not None:
+            self.leadership.release()
         self.store.close()
         logger.info("scheduler stopped")
 

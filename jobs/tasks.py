@@ -32,6 +32,7 @@ from monitor.runners import make_runner
 from monitor.runners.base import RunnerUnavailable, attempt_dir
 from monitor.schema import SchemaError, load_result
 from monitor.store import IngestError, Store, StoreError
+from monitor.store.leader import lock_dispatch
 from monitor.store.models import NIGHTLY
 from monitor.store.queue import (
     ClaimedRun,
@@ -68,8 +69,8 @@ class Service:
 
     def dispatch(self, *, requested_only: bool = False) -> list[int]:
         """Claim due queued runs while fewer than `max_parallel_runs` run, and start a worker
-        for each; returns the run ids started. The dispatch and requests jobs take turns, so
-        the limit holds on PostgreSQL too."""
+        for each; returns the run ids started. Counting and claiming hold the database's
+        dispatch lock, so the limit holds across threads and processes on PostgreSQL too."""
         with self.dispatching:
             return self._dispatch(requested_only)
 
@@ -78,6 +79,7 @@ class Service:
         while True:
             owner = new_owner()
             with self.store.writing() as session:
+                lock_dispatch(session)
                 if running_count(session) >= self.settings.max_parallel_runs:
                     return started
                 claimed = claim_next(

@@ -236,24 +236,16 @@ def settle_confirmation(
 ) -> Action:
     """Confirm the incident (and write its alerts) when its confirmation run reproduced some
     regressed series, else mark it not confirmed; unchanged when it was settled already."""
-    incident = session.get_one(
-        m.IncidentRow, incident_id, with_for_update=True, populate_existing=True
+    return _settle(
+        session,
+        incident_id,
+        draft,
+        settings,
+        confirmed=f"confirmed by run {run_id}: {', '.join(reproduced)} regressed again"
+        if reproduced
+        else None,
+        refuted=f"not confirmed: run {run_id} did not reproduce any regressed series",
     )
-    if incident.confirmation != Confirmation.PENDING:
-        return "unchanged"
-    incident.updated_at = utcnow()
-    if reproduced:
-        incident.confirmation = Confirmation.CONFIRMED
-        sent = write_outbox(session, incident, draft, settings)
-        note = f"confirmed by run {run_id}: {', '.join(reproduced)} regressed again"
-        note += f"; {sent} alert(s) queued"
-        action: Action = "confirmed"
-    else:
-        incident.confirmation = Confirmation.NOT_CONFIRMED
-        note = f"not confirmed: run {run_id} did not reproduce any regressed series"
-        action = "not_confirmed"
-    record_event(session, incident, incident.status, note)
-    return action
 
 
 def settle_unmeasured(
@@ -266,20 +258,42 @@ def settle_unmeasured(
 ) -> Action:
     """The re-run of a release that could not be measured: ending without a result again
     confirms the incident (and writes its alerts); a succeeded re-run refutes it."""
+    return _settle(
+        session,
+        incident_id,
+        draft,
+        settings,
+        confirmed=f"confirmed by run {run_id}: it ended {status} too"
+        if status != m.RunStatus.SUCCEEDED
+        else None,
+        refuted=f"not confirmed: run {run_id} measured the release",
+    )
+
+
+def _settle(
+    session: Session,
+    incident_id: int,
+    draft: IncidentDraft,
+    settings: Settings,
+    *,
+    confirmed: str | None,
+    refuted: str,
+) -> Action:
+    """Confirm a pending incident with the note `confirmed` (and write its alerts), or refute
+    it with `refuted` when `confirmed` is None; unchanged when it was settled already."""
     incident = session.get_one(
         m.IncidentRow, incident_id, with_for_update=True, populate_existing=True
     )
     if incident.confirmation != Confirmation.PENDING:
         return "unchanged"
     incident.updated_at = utcnow()
-    if status != m.RunStatus.SUCCEEDED:
+    action: Action
+    if confirmed is not None:
         incident.confirmation = Confirmation.CONFIRMED
         sent = write_outbox(session, incident, draft, settings)
-        note = f"confirmed by run {run_id}: it ended {status} too; {sent} alert(s) queued"
-        action: Action = "confirmed"
+        note, action = f"{confirmed}; {sent} alert(s) queued", "confirmed"
     else:
         incident.confirmation = Confirmation.NOT_CONFIRMED
-        note = f"not confirmed: run {run_id} measured the release"
-        action = "not_confirmed"
+        note, action = refuted, "not_confirmed"
     record_event(session, incident, incident.status, note)
     return action

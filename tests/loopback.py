@@ -1,13 +1,16 @@
 """Loopback helpers for tests: a real HTTP server on 127.0.0.1 answering fixed paths (recorded
-PyPI answers), a free port, and waiting for a condition."""
+PyPI answers), a webhook receiver that records what is posted to it (slow or failing on demand),
+a free port, and waiting for a condition."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -54,6 +57,67 @@ def serve(
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@dataclass
+class Webhook:
+    """A running webhook receiver: its port, what it received in order of arrival (each the
+    request's path, its headers, its arrival on the monotonic clock and the posted JSON object's
+    fields) and how many answers it got out."""
+
+    port: int
+    received: list[dict[str, Any]] = field(default_factory=list)
+    answered: int = 0
+
+
+@contextmanager
+def webhook(
+    port: int = 0, *, delay_s: float = 0.0, statuses: Sequence[int] = ()
+) -> Iterator[Webhook]:
+    """A webhook receiver on 127.0.0.1:`port` (0: a free one). Each POST is recorded as it
+    arrives (the receiver has "processed" it), then answered after `delay_s` (a slow receiver)
+    with the next of `statuses`, 200 once they are used up. A sender that gave up waiting finds
+    the connection gone; that is not an error here."""
+    hook = Webhook(port)
+    lock = threading.Lock()
+    pending = list(statuses)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            posted = json.loads(self.rfile.read(length))
+            with lock:
+                hook.received.append(
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "at": time.monotonic(),
+                        **posted,
+                    }
+                )
+                status = pending.pop(0) if pending else 200
+            time.sleep(delay_s)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                return
+            with lock:
+                hook.answered += 1
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    hook.port = int(httpd.server_address[1])
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hook
     finally:
         httpd.shutdown()
         httpd.server_close()

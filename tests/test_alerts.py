@@ -1,55 +1,53 @@
-"""The alert sender against a real HTTP receiver on 127.0.0.1 through Apprise's json:// URL, on
+"""The alert sender against real HTTP receivers on 127.0.0.1 through Apprise's json:// URL, on
 SQLite and PostgreSQL: a receiver that is down leaves the alert pending with its attempt
 counted and a backoff; once it is up, exactly one delivery; neither a second pass, a restarted
-sender nor two senders at once deliver it again."""
+sender nor two senders at once deliver it again. Through the scheduler's `alerts` job, receivers
+that answer after 3, 5 and 8 s (beyond Apprise's own 4 s timeout) get one delivery each, at once,
+the row's idempotency key in its header and message; one that answers after the sender stopped
+waiting is not sent the alert again; a retried alert keeps its key."""
 
 from __future__ import annotations
 
-import json
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from monitor.alerts import MAX_BACKOFF_S, backoff_s, send_due
+from jobs import tasks
+from jobs.scheduler import alerts_job
+from monitor import alerts as sender
+from monitor.alerts import (
+    CONNECT_TIMEOUT_S,
+    MAX_BACKOFF_S,
+    READ_TIMEOUT_S,
+    backoff_s,
+    deliver,
+    send_due,
+    service_for,
+)
 from monitor.config import Settings
+from monitor.incidents.outbox import alert_key
 from monitor.judge import judge_run
 from monitor.store import Store, open_store
 from monitor.store import models as m
 from monitor.store.models import AlertState, utcnow
-from tests.loopback import free_port
+from tests.loopback import Webhook, free_port, webhook
 from tests.store_factory import succeeded
 from tests.test_incidents import FAILING, put, run_confirmation
 
 
 @contextmanager
 def receiver(port: int, received: list[dict[str, Any]]) -> Iterator[None]:
-    """A webhook receiver on 127.0.0.1:`port` that records every JSON body posted to it."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            received.append({"path": self.path, **json.loads(self.rfile.read(length))})
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    """A webhook receiver on 127.0.0.1:`port` that records every JSON body posted to it (with
+    its path and headers) in `received`."""
+    with webhook(port) as hook:
+        hook.received = received
         yield
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def confirmed_incident(store: Store, settings: Settings) -> int:
@@ -64,6 +62,24 @@ def confirmed_incident(store: Store, settings: Settings) -> int:
 def alerts(store: Store) -> list[m.AlertRow]:
     with store.reading() as session:
         return list(session.scalars(select(m.AlertRow).order_by(m.AlertRow.id)))
+
+
+def key_of(row: m.AlertRow) -> str:
+    return alert_key(row.id, row.incident_id, row.severity, row.target_hash, row.created_at)
+
+
+@contextmanager
+def alerts_job_on(store: Store, settings: Settings) -> Iterator[None]:
+    """The scheduler's `alerts` job acting on `store` with `settings`, as the scheduler runs it."""
+    tasks.install(tasks.Service(store, settings))
+    try:
+        yield
+    finally:
+        tasks.install(None)
+
+
+def json_url(hook: Webhook) -> str:
+    return f"json://127.0.0.1:{hook.port}/parity-hook"
 
 
 @pytest.fixture
@@ -180,4 +196,119 @@ def test_alert_settings_are_checked_when_they_load() -> None:
         Settings(dashboard_url="dash.example")
     assert Settings(dashboard_url="https://dash.example/parity/").dashboard_url == (
         "https://dash.example/parity"
+    )
+
+
+def test_slow_receivers_get_one_delivery_each_through_the_alerts_job(
+    store: Store, settings: Settings
+) -> None:
+    delays = (3.0, 5.0, 8.0)
+    assert max(delays) > 4.0  # beyond Apprise's own read timeout, well within ours
+    assert 3 * max(delays) <= READ_TIMEOUT_S
+    with ExitStack() as stack:
+        hooks = [stack.enter_context(webhook(delay_s=delay)) for delay in delays]
+        slow = settings.model_copy(update={"alert_urls": [json_url(hook) for hook in hooks]})
+        confirmed_incident(store, slow)
+        rows = alerts(store)
+        assert len(rows) == 3 and {row.state for row in rows} == {AlertState.PENDING}
+        keys = [key_of(row) for row in rows]
+        with alerts_job_on(store, slow):
+            begun = time.monotonic()
+            alerts_job()
+            took = time.monotonic() - begun
+            for _ in range(2):
+                alerts_job()
+        assert send_due(store, slow, now=utcnow() + timedelta(days=1)) == sender.SendReport()
+
+    assert [len(hook.received) for hook in hooks] == [1, 1, 1]
+    assert [hook.answered for hook in hooks] == [1, 1, 1]
+    arrivals = [hook.received[0]["at"] for hook in hooks]
+    assert max(arrivals) - min(arrivals) < 2.5, "the three targets were not sent to at once"
+    assert max(delays) <= took
+    for row, hook, key in zip(alerts(store), hooks, keys, strict=True):
+        (message,) = hook.received
+        assert message["headers"]["Idempotency-Key"] == key
+        assert message["message"].endswith(f"\nAlert key: {key}")
+        assert message["title"].startswith("[major] vLLM 0.32.0")
+        assert row.state == AlertState.SENT and row.attempts == 1 and row.last_error is None
+    assert len(set(keys)) == 3
+
+
+def test_an_alert_sent_but_unanswered_is_not_sent_again(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender, "READ_TIMEOUT_S", 1.0)
+    with webhook(delay_s=2.5) as hook:
+        late = settings.model_copy(update={"alert_urls": [json_url(hook)]})
+        confirmed_incident(store, late)
+        (row,) = alerts(store)
+        key = key_of(row)
+        report = send_due(store, late)
+        assert report == sender.SendReport(uncertain=1)
+        (row,) = alerts(store)
+        assert row.state == AlertState.FAILED and row.attempts == 1 and row.sent_at is None
+        assert row.last_error is not None
+        assert row.last_error.startswith("delivery uncertain: sent, but no answer came within 1 s")
+        assert key in row.last_error
+        with alerts_job_on(store, late):
+            alerts_job()
+            time.sleep(2.0)  # the receiver answers (to nobody) meanwhile
+            alerts_job()
+        assert send_due(store, late, now=utcnow() + timedelta(days=1)) == sender.SendReport()
+    assert len(hook.received) == 1
+    assert hook.received[0]["headers"]["Idempotency-Key"] == key
+
+
+def test_a_receiver_down_then_up_gets_one_delivery_through_the_alerts_job(
+    store: Store, settings: Settings, port: int
+) -> None:
+    eager = settings.model_copy(update={"alert_backoff_s": 0.0})
+    confirmed_incident(store, eager)
+    with alerts_job_on(store, eager):
+        alerts_job()
+        (row,) = alerts(store)
+        assert row.state == AlertState.PENDING and row.attempts == 1
+        assert row.last_error and "connection error" in row.last_error.lower()
+        with webhook(port) as hook:
+            for _ in range(3):
+                alerts_job()
+    assert len(hook.received) == 1
+    (row,) = alerts(store)
+    assert row.state == AlertState.SENT and row.attempts == 2
+    assert hook.received[0]["headers"]["Idempotency-Key"] == key_of(row)
+
+
+def test_a_retried_alert_keeps_its_key(store: Store, settings: Settings) -> None:
+    with webhook(statuses=[500]) as hook:
+        eager = settings.model_copy(update={"alert_urls": [json_url(hook)], "alert_backoff_s": 0.0})
+        confirmed_incident(store, eager)
+        with alerts_job_on(store, eager):
+            alerts_job()
+            (row,) = alerts(store)
+            assert row.state == AlertState.PENDING and row.attempts == 1
+            assert row.last_error and "error=500" in row.last_error
+            alerts_job()
+            alerts_job()
+    (row,) = alerts(store)
+    assert row.state == AlertState.SENT and row.attempts == 2
+    key = key_of(row)
+    assert [r["headers"]["Idempotency-Key"] for r in hook.received] == [key, key]
+    assert {r["message"] for r in hook.received} == {hook.received[0]["message"]}
+
+
+def test_a_delivery_waits_long_sends_its_key_and_leaves_retries_to_the_outbox() -> None:
+    plain = service_for("json://127.0.0.1:1/hook?retry=3", "k-1")
+    assert (plain.socket_read_timeout, plain.socket_connect_timeout) == (
+        READ_TIMEOUT_S,
+        CONNECT_TIMEOUT_S,
+    )
+    assert plain.headers == {"Idempotency-Key": "k-1"} and plain.retry == 0
+    own = service_for("json://127.0.0.1:1/hook?rto=12&cto=2&+idempotency-key=mine", "k-1")
+    assert (own.socket_read_timeout, own.socket_connect_timeout) == (12.0, 2.0)
+    assert own.headers == {"idempotency-key": "mine"}
+    slack = service_for("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#general", "k-1")
+    assert slack.socket_read_timeout == READ_TIMEOUT_S
+    assert service_for("not a url", "k-1") is None
+    assert deliver("not a url", "t", "b", "k-1") == sender.Delivery(
+        "not a valid Apprise URL (check PARITY_ALERT_URLS)", final=True
     )

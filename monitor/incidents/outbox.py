@@ -5,6 +5,7 @@ delivers them)."""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +22,20 @@ TITLE_LENGTH = 255
 def target_hash(url: str) -> str:
     """The outbox's name for an alert target: the Apprise URL's sha256 (URLs hold secrets)."""
     return hashlib.sha256(url.strip().encode()).hexdigest()
+
+
+def alert_key(
+    alert_id: int, incident_id: int, severity: str, digest: str, created_at: datetime
+) -> str:
+    """The idempotency key of one outbox row: the same on every delivery attempt of that row, so
+    a receiver can drop a second copy (`Idempotency-Key` header for json://, form:// and xml://,
+    and the message's last line everywhere). Readable incident, severity and row id, then 16 hex
+    of a sha256 over them, the target's hash and the row's creation second: a new database whose
+    ids start again does not reuse an old key."""
+    created = int(created_at.timestamp())
+    seed = f"{alert_id}|{incident_id}|{severity}|{digest}|{created}"
+    tail = hashlib.sha256(seed.encode()).hexdigest()[:16]
+    return f"parity-{incident_id}-{severity}-{alert_id}-{tail}"
 
 
 def alert_message(

@@ -4,6 +4,7 @@ a free port, and waiting for a condition."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -16,9 +17,17 @@ from typing import Any
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every probe stays bound until all are chosen, so the kernel
+    cannot hand the same port out twice (one-at-a-time probes can collide)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:

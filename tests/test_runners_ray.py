@@ -32,7 +32,7 @@ from monitor.store import models as m
 from monitor.store import open_store, record_release
 from monitor.store.models import RunStatus
 from tests.conftest import TEST_ENGINE, parity
-from tests.loopback import free_port
+from tests.loopback import free_ports
 from tests.scheduler_standin import alive, calls, make_env
 from tests.test_runners import ignore, job_for
 
@@ -66,7 +66,7 @@ def _session_members(session: int) -> list[int]:
 def ray_address() -> Iterator[str]:
     """A Ray head of its own (own ports, own temp dir, one logical GPU), stopped afterwards:
     every process of its session is ended, nothing else on the machine is touched."""
-    ports = {name: free_port() for name in HEAD_PORTS}
+    ports = dict(zip(HEAD_PORTS, free_ports(len(HEAD_PORTS)), strict=True))
     temp = Path(tempfile.mkdtemp(prefix="ray-"))
     command = [
         str(Path(sys.executable).with_name("ray")),

@@ -2,7 +2,8 @@
 files, `store`: the results store, `incidents`: detection and triage), `common` for what they
 share. Packages that build on the monitor add command groups through the `parity.commands`
 entry point (the scheduler's `parity scheduler` and `parity serve` come from `jobs`), so the
-monitor never imports them."""
+monitor never imports them. Whatever goes wrong in any of them ends with one `error:` line and a
+non-zero exit (`common.OneLineErrors`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from importlib.metadata import entry_points
 import typer
 
 from monitor.cli import incidents, results, run, store
+from monitor.cli.common import OneLineErrors
 
 PLUGINS = "parity.commands"
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="vLLM parity monitor.")
+app = typer.Typer(
+    cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="vLLM parity monitor."
+)
 for command in (run.run, run.backfill):
     app.command(context_settings={"max_content_width": 100})(command)
 app.command(name="env")(run.env)

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 
-from monitor.cli.common import fail
+from monitor.cli.common import fail, plain, shown, store_failure
 from monitor.config import Settings
 from monitor.detection.findings import Finding
 from monitor.pipeline import Finished, finish
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
     from monitor.judge import DetectionOutcome
 
 SEVERITY_STYLE = {"info": "dim", "minor": "yellow", "major": "bold red", "critical": "bold red"}
+
+
+def severity_text(severity: str) -> Text:
+    return plain(severity, SEVERITY_STYLE.get(severity, ""))
 
 
 def _num(value: float | None) -> str:
@@ -33,9 +39,9 @@ def findings_table(findings: list[Finding]) -> Table:
         table.add_column(number, justify="right")
     for f in findings:
         table.add_row(
-            f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
-            f.kind,
-            f.series,
+            severity_text(f.severity),
+            plain(f.kind),
+            plain(f.series),
             _num(f.baseline_value),
             _num(f.candidate_value),
             _num(f.limit),
@@ -53,7 +59,7 @@ def print_outcome(console: Console, outcome: DetectionOutcome, prefix: str = "")
         head += f", incident {outcome.incident_id}"
     if outcome.confirmation_run_id is not None and outcome.action in ("opened", "updated"):
         head += f", confirmation run {outcome.confirmation_run_id} queued"
-    console.print(head, highlight=False)
+    console.print(plain(head), highlight=False)
     if outcome.draft is not None:
         console.print(findings_table(list(outcome.draft.findings)))
 
@@ -63,7 +69,10 @@ def print_finished(finished: Finished, console: Console) -> None:
     verb = "stored as" if finished.created else "already stored as"
     console.print(f"{verb} run {finished.run_id}", highlight=False)
     if finished.problem is not None:
-        console.print(f"detection: run {finished.run_id} not judged: {finished.problem}")
+        console.print(
+            plain(f"detection: run {finished.run_id} not judged: {finished.problem}"),
+            highlight=False,
+        )
     elif finished.judged is not None and finished.judged.action != "skipped":
         print_outcome(console, finished.judged, prefix="detection: ")
 
@@ -77,7 +86,9 @@ def store_and_judge(
     try:
         finished = finish(opened, chosen, result, runner=runner)
     except StoreError as exc:
-        fail(f"{where}: {exc} (nothing stored; `parity ingest` stores it later)")
+        fail(f"{shown(where)}: {exc} (nothing stored; `parity ingest` stores it later)")
+    except SQLAlchemyError as exc:
+        store_failure(exc)
     finally:
         opened.close()
     print_finished(finished, Console())

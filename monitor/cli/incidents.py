@@ -4,17 +4,29 @@ on demand, the stored incidents, and their triage."""
 from __future__ import annotations
 
 import getpass
+from functools import partial
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from monitor.cli.common import fail, settings, store
-from monitor.cli.findings import SEVERITY_STYLE, print_outcome
+from monitor.cli import common
+from monitor.cli.common import (
+    fail,
+    id_argument,
+    plain,
+    settings,
+    spec,
+    store,
+    store_errors,
+    transaction,
+)
+from monitor.cli.findings import print_outcome, severity_text
 from monitor.detection.errors import DetectionError
 from monitor.engines import EngineSpecError, parse_package, parse_version
 from monitor.incidents.triage import parse_status, triage
+from monitor.pipeline import patiently
 from monitor.store import StoreError
 from monitor.store.incident_reads import list_incidents, release_runs
 
@@ -36,19 +48,20 @@ def detect(
     chosen = settings()
     try:
         package = parse_package(engine or chosen.engine_package)
-        version = str(parse_version(release)) if release is not None else None
+        version = str(spec(parse_version, release)) if release is not None else None
     except EngineSpecError as exc:
         fail(str(exc))
+    runs = transaction(chosen, lambda session: release_runs(session, package, version))
+    if not runs:
+        what = f"{package}=={version}" if version else package
+        fail(f"no succeeded run of {what} in the store to judge")
     opened = store(chosen)
     try:
-        with opened.reading() as session:
-            runs = release_runs(session, package, version)
-        if not runs:
-            what = f"{package}=={version}" if version else package
-            fail(f"no succeeded run of {what} in the store to judge")
-        for run in runs:
-            print_outcome(out, judge_run(opened, run.run_id, chosen))
-    except (DetectionError, StoreError) as exc:
+        with store_errors():
+            for run in runs:
+                judging = partial(judge_run, opened, run.run_id, chosen)
+                print_outcome(out, patiently(common.PATIENCE_S, judging))
+    except DetectionError as exc:
         fail(str(exc))
     finally:
         opened.close()
@@ -70,12 +83,12 @@ def incidents(
         package = parse_package(engine) if engine else None
     except (StoreError, EngineSpecError) as exc:
         fail(str(exc))
-    opened = store(chosen)
-    try:
-        with opened.reading() as session:
-            rows = list_incidents(session, status=statuses, package=package, open_only=open_only)
-    finally:
-        opened.close()
+    rows = transaction(
+        chosen,
+        lambda session: list_incidents(
+            session, status=statuses, package=package, open_only=open_only
+        ),
+    )
     if not rows:
         out.print("no incidents")
         return
@@ -85,19 +98,21 @@ def incidents(
     for row in rows:
         table.add_row(
             str(row.id),
-            row.release,
-            f"[{SEVERITY_STYLE.get(row.severity, '')}]{row.severity}[/]",
-            row.status,
-            row.confirmation,
-            row.owner or "",
-            ", ".join(row.probes),
-            ", ".join(row.metrics),
+            plain(row.release),
+            severity_text(row.severity),
+            plain(row.status),
+            plain(row.confirmation),
+            plain(row.owner or ""),
+            plain(", ".join(row.probes)),
+            plain(", ".join(row.metrics)),
         )
     out.print(table)
 
 
 def triage_command(
-    incident_id: Annotated[int, typer.Argument(help="incident id (see `parity incidents`)")],
+    incident_id: Annotated[
+        int, id_argument("INCIDENT_ID", "incident", "incident id (see `parity incidents`)")
+    ],
     status: Annotated[
         str, typer.Option(help="new, investigating, intended, false_positive or fixed")
     ],
@@ -107,19 +122,27 @@ def triage_command(
 ) -> None:
     """Set an incident's status, owner and note (recorded with who and when); "intended"
     makes the release the baseline of later detection."""
-    opened = store(settings())
-    try:
-        with opened.writing() as session:
-            view = triage(session, incident_id, status, owner, note, by or getpass.getuser())
-    except StoreError as exc:
-        fail(str(exc))
-    finally:
-        opened.close()
+    who = by or _login()
+    view = transaction(
+        settings(),
+        lambda session: triage(session, incident_id, status, owner, note, who),
+        write=True,
+        missing=f"no incident {incident_id} in the store",
+    )
     out.print(
-        f"incident {view.id} ({view.release}) is now {view.status}"
-        + (f", owner {view.owner}" if view.owner else ""),
+        plain(
+            f"incident {view.id} ({view.release}) is now {view.status}"
+            + (f", owner {view.owner}" if view.owner else "")
+        ),
         highlight=False,
     )
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor a passwd entry
+        fail("cannot tell who you are: name yourself with --by")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from monitor.cli.common import fail, settings
+from monitor.cli.common import load_result_file, settings
 from monitor.cli.summary import print_summary
-from monitor.schema import SchemaError, json_schema, load_result
+from monitor.schema import json_schema
 
 
 def schema() -> None:
@@ -21,8 +21,5 @@ def schema() -> None:
 def report(result_file: Path) -> None:
     """Print the summary table of a result file, judged with the configured tolerances."""
     chosen = settings()
-    try:
-        result = load_result(result_file)
-    except SchemaError as exc:
-        fail(str(exc))
+    result = load_result_file(result_file)
     print_summary(result, chosen.tolerances, Console())

@@ -20,7 +20,7 @@ from monitor.backfill import (
     backfill_release,
     select_releases,
 )
-from monitor.cli.common import errors, fail, settings, store
+from monitor.cli.common import check_output, errors, fail, plain, settings, shown, spec, store
 from monitor.cli.findings import print_finished, store_and_judge
 from monitor.cli.options import with_suite_options
 from monitor.cli.summary import print_summary
@@ -60,7 +60,7 @@ FindLinks = Annotated[list[str] | None, typer.Option(help="extra find-links (rep
 def progress_bar() -> Progress:
     return Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
@@ -75,7 +75,7 @@ def suite_events(progress: Progress) -> OnEvent:
     step = progress.add_task("suite", total=None)
 
     def handle(event: dict[str, Any]) -> None:
-        message = str(event.get("message", ""))
+        message = shown(event.get("message", ""))
         if event.get("event") == "engine":
             progress.update(
                 engines,
@@ -87,7 +87,8 @@ def suite_events(progress: Progress) -> OnEvent:
         elif event.get("event") in ("stage", "step"):
             progress.update(step, description=message)
         elif event.get("event") == "done":
-            progress.update(step, description=f"suite {event.get('status')}", total=1, completed=1)
+            done = shown(f"suite {event.get('status')}")
+            progress.update(step, description=done, total=1, completed=1)
 
     return handle
 
@@ -110,7 +111,7 @@ def _environment(
     task = progress.add_task("environment", total=None)
 
     def log(message: str) -> None:
-        progress.update(task, description=message)
+        progress.update(task, description=shown(message))
 
     candidates = candidate_releases(*release, chosen, log)
     env = first_installable(
@@ -119,7 +120,7 @@ def _environment(
     verb = "reused" if env.reused else "built"
     progress.update(
         task,
-        description=f"environment {env.spec} {verb} ({env.build_seconds:.1f} s)",
+        description=shown(f"environment {env.spec} {verb} ({env.build_seconds:.1f} s)"),
         total=1,
         completed=1,
     )
@@ -141,9 +142,13 @@ def run(
     or a Ray cluster, then store and judge the result."""
     chosen = settings()
     kind = _runner(chosen, runner)
+    if out is not None:
+        check_output(out, "--out")
     try:
         prompt_set = read_prompts(prompts)
-        release = parse_engine(engine) if engine else (parse_package(chosen.engine_package), None)
+        release = (
+            spec(parse_engine, engine) if engine else (parse_package(chosen.engine_package), None)
+        )
     except BAD_INPUT as exc:
         fail(one_line(exc))
     opened = store(chosen)
@@ -167,15 +172,21 @@ def run(
     except (RunnerUnavailable, RunnerLost) as exc:
         fail(f"{kind} runner: {one_line(exc)}", code=1)
     target = run_dir / "result.json"
+    unwritten = None
     if out is not None:
-        write_result(result, out)
-        target = out
+        try:
+            write_result(result, out)
+            target = out
+        except OSError as exc:
+            unwritten = f"--out: cannot write {out}: {exc.strerror} (the result is in {target})"
     print_summary(result, chosen.tolerances, Console())
-    errors.print(f"result: {target}", highlight=False)
+    errors.print(plain(f"result: {target}"), highlight=False)
     store_and_judge(opened, chosen, result, kind, str(target))
+    if unwritten is not None:
+        fail(unwritten, code=1)
     if result.status != "succeeded":
         if result.error_tail:
-            errors.print(result.error_tail, style="dim", highlight=False, markup=False)
+            errors.print(plain(result.error_tail, "dim", lines=True), highlight=False)
         fail(f"suite failed: {result.error}", code=1)
 
 
@@ -197,8 +208,8 @@ def backfill(
     try:
         plan = BackfillPlan(
             package=parse_package(engine),
-            since=parse_version(since) if since else None,
-            until=parse_version(until) if until else None,
+            since=spec(parse_version, since) if since else None,
+            until=spec(parse_version, until) if until else None,
             options=options,
             prompts=read_prompts(prompts),
             runner=_runner(chosen, runner),
@@ -218,14 +229,16 @@ def backfill(
         overall = progress.add_task(f"backfill {plan.package}", total=len(selected))
         step = progress.add_task("", total=None)
         for release in selected:
-            progress.update(overall, description=f"backfill {plan.package}=={release.version}")
+            progress.update(
+                overall, description=shown(f"backfill {plan.package}=={release.version}")
+            )
             item = backfill_release(
                 release,
                 plan,
                 chosen,
                 opened,
                 index_options,
-                lambda message: progress.update(step, description=message),
+                lambda message: progress.update(step, description=shown(message)),
                 suite_events(progress),
             )
             items.append(item)
@@ -252,10 +265,10 @@ def print_backfill(items: list[BackfillItem], out: Console) -> None:
         table.add_column(column, overflow="fold")
     for item in items:
         table.add_row(
-            item.release,
+            plain(item.release),
             Text(item.outcome, style=BACKFILL_STYLE[item.outcome]),
             str(item.run_id or ""),
-            item.detail,
+            plain(item.detail),
         )
     if not out.is_terminal:
         out.width = max(out.width, 130)
@@ -270,11 +283,17 @@ def env(
     """Build (or reuse) the isolated environment of one release and print its path."""
     chosen = settings()
     try:
-        spec = parse_release(engine)
+        release = spec(parse_release, engine)
         with progress_bar() as progress:
             built = _environment(
-                (spec.package, spec.version), chosen, "local", index, find_links or [], progress
+                (release.package, release.version),
+                chosen,
+                "local",
+                index,
+                find_links or [],
+                progress,
             )
     except BAD_INPUT as exc:
         fail(one_line(exc))
-    typer.echo(f"{built.path}\t{'reused' if built.reused else 'built'}\t{built.build_seconds:.2f}s")
+    state = "reused" if built.reused else "built"
+    typer.echo(f"{shown(built.path)}\t{state}\t{built.build_seconds:.2f}s")

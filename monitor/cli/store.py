@@ -18,12 +18,26 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from monitor.cli.common import errors, fail, reading, run_number, settings, store
+from monitor.cli.common import (
+    RunId,
+    check_output,
+    errors,
+    fail,
+    id_argument,
+    load_result_file,
+    plain,
+    reading,
+    settings,
+    shown,
+    spec,
+    store,
+    transaction,
+)
 from monitor.cli.findings import store_and_judge
 from monitor.cli.summary import COLUMNS, number, verdict_text
 from monitor.engines import EngineSpecError, parse_version
 from monitor.gates import Tolerances
-from monitor.schema import SchemaError, Stratum, load_result
+from monitor.schema import Stratum
 from monitor.store.models import RunStatus
 from monitor.store.queries import compare_runs, export_rows, list_runs, run_detail
 from monitor.store.views import (
@@ -61,7 +75,7 @@ def _time(moment: datetime | None) -> str:
 def db_upgrade() -> None:
     """Create or upgrade the results database to this monitor's schema."""
     opened = store(settings())
-    typer.echo(f"database {opened.url} is up to date")
+    typer.echo(f"database {shown(opened.url)} is up to date")
     opened.close()
 
 
@@ -71,10 +85,7 @@ def ingest(
 ) -> None:
     """Store a result produced elsewhere (e.g. on a GPU runner) and judge it against its
     baseline; the same result is stored once."""
-    try:
-        result = load_result(result_file)
-    except SchemaError as exc:
-        fail(str(exc))
+    result = load_result_file(result_file)
     chosen = settings()
     store_and_judge(store(chosen), chosen, result, runner, str(result_file))
 
@@ -92,12 +103,13 @@ def runs(
         fail(f"--status must be one of {', '.join(RunStatus)}, not {status!r}")
     if version is not None:
         try:
-            version = str(parse_version(version))
+            version = str(spec(parse_version, version))
         except EngineSpecError as exc:
             fail(f"--version: {exc}")
     chosen = settings()
-    with reading(chosen) as session:
-        found = list_runs(
+    found = transaction(
+        chosen,
+        lambda session: list_runs(
             session,
             package=package,
             version=version,
@@ -106,7 +118,8 @@ def runs(
             probe=probe,
             limit=limit,
             metrics=judged_metrics(chosen.tolerances),
-        )
+        ),
+    )
     Console().print(_runs_table(found, chosen.tolerances))
 
 
@@ -123,42 +136,44 @@ def _runs_table(found: list[RunSummary], tolerances: Tolerances) -> Table:
         verdicts = verdict_counts(run.arms, tolerances)
         table.add_row(
             str(run.id),
-            run.release,
-            Text(run.status, style=style),
-            run.runner,
-            run.model or "-",
-            (run.device or "-").split(":")[0],
+            plain(run.release),
+            plain(run.status, style),
+            plain(run.runner),
+            plain(run.model or "-"),
+            plain((run.device or "-").split(":")[0]),
             _time(run.finished_at),
             str(verdicts["pass"]),
             Text(str(verdicts["fail"]), style="bold red" if verdicts["fail"] else ""),
             str(verdicts["n/a"]),
-            run.error or "",
+            plain(run.error or ""),
         )
     return table
 
 
 def show(
-    run: Annotated[str, typer.Argument(help="run number")],
+    run: RunId,
     probe: Annotated[str | None, typer.Option(help="only this probe")] = None,
     all_metrics: Annotated[bool, typer.Option("--all-metrics", help="every metric")] = False,
     strata: Annotated[bool, typer.Option("--strata", help="metrics per bucket")] = False,
 ) -> None:
     """One stored run: release, environment, model, every probe and arm."""
-    run_id = run_number(run)
     chosen = settings()
-    with reading(chosen) as session:
-        detail = run_detail(session, run_id, traces=False)
+    detail = transaction(
+        chosen,
+        lambda session: run_detail(session, run, traces=False),
+        missing=f"no run {run} in the store",
+    )
     if probe is not None and probe not in {p.probe for p in detail.probes}:
-        fail(f"run {run_id} has no probe {probe!r}")
+        fail(f"run {run} has no probe {probe!r}")
     out = Console()
     for line in _header(detail):
-        out.print(line, highlight=False)
+        out.print(plain(line), highlight=False)
     for probe_view in detail.probes:
         if probe is not None and probe_view.probe != probe:
             continue
         out.print(_arms_table(probe_view.probe, probe_view.arms, chosen.tolerances))
         if probe_view.finding:
-            out.print(Text(probe_view.finding, style="italic"))
+            out.print(plain(probe_view.finding, "italic", lines=True))
         for arm in probe_view.arms:
             if all_metrics and arm.metrics:
                 out.print(_metrics_table(arm))
@@ -192,7 +207,9 @@ def _header(detail: RunDetail) -> list[str]:
 
 def _arms_table(probe: str, arms: list[ArmView], tolerances: Tolerances) -> Table:
     verdict = judge_probe(arms, tolerances)
-    table = Table(title=Text.assemble(f"{probe} · ", verdict_text(verdict)), title_justify="left")
+    table = Table(
+        title=Text.assemble(plain(f"{probe} · "), verdict_text(verdict)), title_justify="left"
+    )
     table.add_column("arm", no_wrap=True)
     for _, header in COLUMNS:
         table.add_column(header, justify="right")
@@ -201,18 +218,20 @@ def _arms_table(probe: str, arms: list[ArmView], tolerances: Tolerances) -> Tabl
     table.add_column("verdict")
     for arm in arms:
         if not arm.applicable:
-            table.add_row(arm.arm, *["-"] * (len(COLUMNS) + 2), Text(f"n/a: {arm.reason}", "dim"))
+            table.add_row(
+                plain(arm.arm), *["-"] * (len(COLUMNS) + 2), plain(f"n/a: {arm.reason}", "dim")
+            )
             continue
         judged = judge_arm(arm, tolerances)
-        shown = verdict_text(judged.verdict)
+        verdict_cell = verdict_text(judged.verdict)
         if judged.reasons:
-            shown.append(f" ({'; '.join(judged.reasons)})")
+            verdict_cell.append(shown(f" ({'; '.join(judged.reasons)})"))
         table.add_row(
-            arm.arm,
+            plain(arm.arm),
             *[number(arm.metrics.get(key)) for key, _ in COLUMNS],
             str(arm.trace_tokens),
-            _took_effect(arm.effective_config),
-            shown,
+            plain(_took_effect(arm.effective_config)),
+            verdict_cell,
         )
     return table
 
@@ -225,39 +244,43 @@ def _took_effect(effective: dict[str, Any] | None) -> str:
 
 
 def _metrics_table(arm: ArmView) -> Table:
-    table = Table(title=f"{arm.probe}/{arm.arm} metrics", title_justify="left")
+    table = Table(title=plain(f"{arm.probe}/{arm.arm} metrics"), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(arm.metrics.items()):
-        table.add_row(name, number(value))
+        table.add_row(plain(name), number(value))
     return table
 
 
 def _strata_table(arm: ArmView, kind: str, rows: list[Stratum]) -> Table:
-    table = Table(title=f"{arm.probe}/{arm.arm} by {kind}", title_justify="left")
+    table = Table(title=plain(f"{arm.probe}/{arm.arm} by {kind}"), title_justify="left")
     names = ("n_tokens", "fraction", "mean_abs_delta", "k1", "k3", "token_mult_prob_error")
     table.add_column("bucket")
     for name in names:
         table.add_column(name, justify="right")
     for row in rows:
-        table.add_row(row.bucket, *[number(getattr(row, name)) for name in names])
+        table.add_row(plain(row.bucket), *[number(getattr(row, name)) for name in names])
     return table
 
 
 def compare(
-    a: Annotated[str, typer.Argument(help="first run number")],
-    b: Annotated[str, typer.Argument(help="second run number")],
+    a: Annotated[int, id_argument("A", "run", "first run number")],
+    b: Annotated[int, id_argument("B", "run", "second run number")],
     all_metrics: Annotated[bool, typer.Option("--all-metrics", help="every metric")] = False,
 ) -> None:
     """Two runs side by side: metric deltas (b − a) per arm, what took effect differently."""
-    first, second = run_number(a), run_number(b)
     chosen = settings()
-    with reading(chosen) as session:
-        comparison = compare_runs(session, first, second)
+    comparison = transaction(
+        chosen,
+        lambda session: compare_runs(session, a, b),
+        missing=f"no run {max(a, b)} in the store",
+    )
     out = Console()
     out.print(
-        f"run {comparison.a} ({comparison.release_a}) → run {comparison.b} "
-        f"({comparison.release_b})",
+        plain(
+            f"run {comparison.a} ({comparison.release_a}) → run {comparison.b} "
+            f"({comparison.release_b})"
+        ),
         highlight=False,
     )
     if not comparison.comparable:
@@ -275,7 +298,9 @@ def compare(
         for header in ("arm", "setting", f"run {comparison.a}", f"run {comparison.b}"):
             table.add_column(header)
         for arm, change in changed:
-            table.add_row(f"{arm.probe}/{arm.arm}", change.key, str(change.a), str(change.b))
+            table.add_row(
+                plain(f"{arm.probe}/{arm.arm}"), plain(change.key), plain(change.a), plain(change.b)
+            )
         out.print(table)
     else:
         out.print("every arm's effective config is the same in both runs")
@@ -286,7 +311,7 @@ def _changes_table(title: str, changes: list[Change]) -> Table:
     for header in ("setting", "a", "b"):
         table.add_column(header)
     for change in changes:
-        table.add_row(change.key, str(change.a), str(change.b))
+        table.add_row(plain(change.key), plain(change.a), plain(change.b))
     return table
 
 
@@ -310,7 +335,7 @@ def _judged(arm: ArmView | None, tolerances: Tolerances) -> Text:
 def _add_deltas(
     table: Table, arm: ArmComparison, keys: set[str] | None, tolerances: Tolerances
 ) -> None:
-    label = f"{arm.probe}/{arm.arm}"
+    label = plain(f"{arm.probe}/{arm.arm}")
     verdict = Text.assemble(_judged(arm.a, tolerances), " → ", _judged(arm.b, tolerances))
     rows = [delta for delta in arm.metrics if keys is None or delta.metric in keys]
     if not rows:
@@ -321,7 +346,7 @@ def _add_deltas(
         table.add_row(
             label if index == 0 else "",
             verdict if index == 0 else "",
-            delta.metric,
+            plain(delta.metric),
             number(delta.a),
             number(delta.b),
             number(delta.delta),
@@ -339,18 +364,39 @@ def export(
     if format not in set(ExportFormat):
         fail(f"--format must be csv or json, not {format!r}")
     chosen = ExportFormat(format)
+    if out is not None:
+        check_output(out, "--out")
     with reading(settings()) as session:
         rows = export_rows(session, package=package, probe=probe, metric=metric)
         if out is None:
-            written = _write_rows(rows, chosen, sys.stdout)
+            terminal = sys.stdout.isatty()
+            written = _write_rows(rows, chosen, _Escaping(sys.stdout) if terminal else sys.stdout)
         else:
             written = _write_file(rows, chosen, out)
     if out is not None:
-        errors.print(f"wrote {written} rows to {out}", highlight=False)
+        errors.print(plain(f"wrote {written} rows to {out}"), highlight=False)
+
+
+class _Escaping:
+    """A terminal as an export's stream: stored text in the rows cannot act on it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        lines = text.split("\r\n")  # csv ends its rows so
+        return self.stream.write("\r\n".join(shown(line, lines=True) for line in lines))
 
 
 def _write_file(rows: Iterable[ExportRow], format: ExportFormat, out: Path) -> int:
-    """Write atomically: a reader never sees half an export."""
+    """Write atomically (a reader never sees half an export); into what is not a regular
+    file (a pipe, /dev/stdout) directly. A target that cannot be written is one line."""
+    if out.exists() and not out.is_file():
+        try:
+            with out.open("w", newline="") as stream:
+                return _write_rows(rows, format, stream)
+        except OSError as exc:
+            fail(f"--out: cannot write {shown(out)}: {exc.strerror}")
     partial = out.with_name(f".{out.name}.partial")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -359,11 +405,13 @@ def _write_file(rows: Iterable[ExportRow], format: ExportFormat, out: Path) -> i
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        fail(f"cannot write {out}: {exc.strerror}")
+        fail(f"--out: cannot write {shown(out)}: {exc.strerror}")
     return written
 
 
-def _write_rows(rows: Iterable[ExportRow], format: ExportFormat, stream: IO[str]) -> int:
+def _write_rows(
+    rows: Iterable[ExportRow], format: ExportFormat, stream: IO[str] | _Escaping
+) -> int:
     written = 0
     if format is ExportFormat.csv:
         writer = csv.DictWriter(stream, fieldnames=list(EXPORT_COLUMNS))

@@ -7,6 +7,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from monitor.cli.common import plain, shown
 from monitor.gates import Tolerances
 from monitor.schema import SuiteResult
 from monitor.verdicts import judge_arm
@@ -42,7 +43,7 @@ def summary(result: SuiteResult, tolerances: Tolerances) -> Group:
     title = f"{result.config.engine} · {result.config.model} · {result.status}"
     if result.versions:
         title += f" · vLLM {result.versions.vllm} on {result.versions.device}"
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=plain(title), title_justify="left", show_lines=False)
     table.add_column("probe", no_wrap=True)
     table.add_column("arm", no_wrap=True)
     for _, header in COLUMNS:
@@ -54,22 +55,22 @@ def summary(result: SuiteResult, tolerances: Tolerances) -> Group:
             cells = [number(arm.metrics.get(key)) for key, _ in COLUMNS]
             judged = judge_arm(arm, tolerances)
             if not arm.applicable:
-                verdict = Text(f"n/a: {arm.reason}", style="dim")
+                verdict = plain(f"n/a: {arm.reason}", "dim")
             elif not arm.gated:
                 verdict = Text("contrast", style="dim")
             else:
                 verdict = verdict_text(judged.verdict)
                 if judged.reasons:
-                    verdict.append(f" {_short(judged.reasons[0])}", style="dim")
-            table.add_row(name, arm.arm, *cells, verdict)
+                    verdict.append(shown(f" {_short(judged.reasons[0])}"), style="dim")
+            table.add_row(plain(name), plain(arm.arm), *cells, verdict)
         table.add_section()
     findings = Text()
     for probe in result.probes:
-        findings.append(f"{probe.name}: ", style="bold")
-        findings.append(f"{probe.finding}\n")
+        findings.append(shown(f"{probe.name}: "), style="bold")
+        findings.append(shown(probe.finding, lines=True) + "\n")
     parts: list[Table | Text] = [table, findings]
     if result.status == "failed":
-        parts.append(Text(f"suite failed: {result.error}", style="bold red"))
+        parts.append(plain(f"suite failed: {result.error}", "bold red"))
     return Group(*parts)
 
 

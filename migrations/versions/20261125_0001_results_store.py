@@ -7,6 +7,10 @@ Create Date: 2026-11-25
 The results store: releases, environments, models, runs (with lease and idempotency
 columns), probe and arm results, long-format metrics keyed by series, strata and packed
 token traces.
+
+The downgrade deletes everything the store holds: it refuses while any of these tables holds
+rows unless data loss is allowed; empty, they are dropped freely (with any `kept_…` table a
+later revision's downgrade left).
 """
 
 from collections.abc import Sequence
@@ -14,10 +18,27 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from monitor.store.migrate import KEPT_PREFIX, counted, drop_kept, refuse_data_loss
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+KEPT_SERIES = "kept_0005_series"
+"""The series rows 0005's downgrade keeps (those no metric refers to): deleted here too."""
+NOUNS = {
+    "releases": ("release", "releases"),
+    "environments": ("environment", "environments"),
+    "models": ("model", "models"),
+    "runs": ("run", "runs"),
+    "probe_results": ("probe result", "probe results"),
+    "arm_results": ("arm result", "arm results"),
+    "metrics": ("metric value", "metric values"),
+    "series": ("series", "series"),
+    "strata": ("stratum", "strata"),
+    "token_traces": ("token trace", "token traces"),
+}
 
 
 def upgrade() -> None:
@@ -244,6 +265,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    connection = op.get_bind()
+    found = {
+        table: connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+        for table in NOUNS
+    }
+    kept = [t for t in sa.inspect(connection).get_table_names() if t.startswith(KEPT_PREFIX)]
+    if KEPT_SERIES in kept:
+        found["series"] += connection.execute(
+            sa.text(f"SELECT count(*) FROM {KEPT_SERIES}")
+        ).scalar_one()
+    refuse_data_loss("0001", [counted(n, *NOUNS[table]) for table, n in found.items() if n])
+    drop_kept(connection, *kept)
     op.drop_table("token_traces")
     op.drop_table("strata")
     op.drop_index(op.f("ix_metrics_series_hash_run_id"), table_name="metrics")

@@ -7,12 +7,17 @@ Create Date: 2026-11-25
 Detection's results: one incident per regressed release and series configuration (its draft,
 baseline, confirmation and triage state), the incident's triage history, and the alerts outbox
 (one row per incident and alert target, unique, so an incident alerts each target once).
+
+Below 0003 there are no incidents: the downgrade refuses while these tables hold rows unless
+data loss is allowed; empty, they are dropped freely.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from monitor.store.migrate import counted, drop_kept, refuse_data_loss
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -163,6 +168,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    connection = op.get_bind()
+    nouns = {"incidents": "incident", "alerts": "alert", "incident_events": "incident event"}
+    found = {
+        table: connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+        for table in nouns
+    }
+    refuse_data_loss("0003", [counted(n, nouns[table]) for table, n in found.items() if n])
+    drop_kept(connection, "kept_0006_alert_severity")
     op.drop_index(op.f("ix_incident_events_incident_id_id"), table_name="incident_events")
 
     op.drop_table("incident_events")

@@ -14,6 +14,11 @@ migration never follows later code).
 The arm and probe verdict columns are dropped: verdicts are judged from the stored metrics with
 the configured tolerances wherever they are shown. A downgrade recomputes them with the default
 gates, as the suite used to.
+
+The downgrade loses nothing the upgrade cannot rebuild: hashes and `weight_step` are recomputed
+from each run's stored config (series a weight_step apart merge below 0005 and split again
+above). Series rows that no metric refers to (their runs deleted) would not be rebuilt: the
+downgrade keeps them in `kept_0005_series`, which the upgrade puts back and drops.
 """
 
 import hashlib
@@ -24,6 +29,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
+
+from monitor.store.migrate import drop_kept, has_table, keep_rows
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -55,6 +62,8 @@ TYPES = {
     "ignore_eos": bool,
     "weight_step": float,
 }
+KEPT = "kept_0005_series"
+KEPT_COLUMNS = ", ".join(("hash", *SERIES_COLUMNS, "weight_step"))
 DEFAULT_GATES = (
     ("token_mult_prob_error", 1.05, False),
     ("k1", 0.1, True),
@@ -235,6 +244,12 @@ def upgrade() -> None:
     _rekey_series(connection, with_weight_step=True)
     with op.batch_alter_table("series", schema=None) as batch_op:
         batch_op.alter_column("weight_step", existing_type=sa.Float(), nullable=False)
+    if has_table(connection, KEPT):
+        op.execute(
+            f"INSERT INTO series ({KEPT_COLUMNS}) SELECT {KEPT_COLUMNS} FROM {KEPT} "
+            "WHERE hash NOT IN (SELECT hash FROM series)"
+        )
+        drop_kept(connection, KEPT)
     _rehash_runs(connection, ("engine", "prompts", "kv_cache_gib"))
     _rehash_incidents(connection, new=True)
     with op.batch_alter_table("arm_results", schema=None) as batch_op:
@@ -305,6 +320,11 @@ def downgrade() -> None:
     _judge_arms(connection)
     _rehash_incidents(connection, new=False)
     _rehash_runs(connection, ("engine", "prompts"))
+    keep_rows(
+        connection,
+        KEPT,
+        f"SELECT {KEPT_COLUMNS} FROM series WHERE hash NOT IN (SELECT series_hash FROM metrics)",
+    )
     _rekey_series(connection, with_weight_step=False)
     with op.batch_alter_table("series", schema=None) as batch_op:
         batch_op.drop_column("weight_step")

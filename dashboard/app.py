@@ -2,7 +2,8 @@
 releases, one run in detail, two runs compared, the run queue. Reads the results store named by
 the PARITY_* settings. The page scripts live in `app_pages/`, not `pages/`: Streamlit would
 serve a `pages/` folder as its older file-based navigation to a fresh server's first visitor,
-bypassing this entry point."""
+bypassing this entry point. A page that fails unexpectedly shows one line; the traceback goes
+to the dashboard's log, never to the visitor."""
 
 from __future__ import annotations
 
@@ -12,11 +13,17 @@ import pandas  # noqa: F401
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
+from dashboard import ui
+
 # pandas and plotly are imported here, before any page runs: plotly looks pandas up in
 # sys.modules without importing it, and sessions run in threads, so a page must never see
 # pandas half-imported by another session.
 
 PAGES = Path(__file__).parent / "app_pages"
+FAILED = (
+    "This page could not be drawn: an unexpected error, logged on the dashboard's server. "
+    "Reload the page or open another one."
+)
 
 st.set_page_config(page_title="vLLM parity", page_icon=":material/balance:", layout="wide")
 page = st.navigation(
@@ -31,4 +38,9 @@ page = st.navigation(
         ),
     ]
 )
-page.run()
+ui.setup_logging()
+try:
+    page.run()
+except Exception:
+    ui.LOG.exception("page %r failed (query %r)", page.title, st.query_params.to_dict())
+    st.error(FAILED)

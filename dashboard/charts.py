@@ -1,5 +1,6 @@
 """Plotly figures of the dashboard, built from plain data (views, numpy arrays, trend lines).
-Pure: no store, no Streamlit, so tests can call them and check the figure's data."""
+Pure: no store, no Streamlit, so tests can call them and check the figure's data. Stored text
+(labels, titles, buckets) is escaped for Plotly's pseudo-HTML here (versions are PEP 440)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy.typing as npt
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from dashboard.escape import plot
 from dashboard.trend import TrendLine, release_order
 from monitor.gates import Gate
 from monitor.metrics import TokenArrays
@@ -47,6 +49,7 @@ def trend_figure(
     figure = go.Figure()
     for index, line in enumerate(lines):
         color = _color(index)
+        label = plot(line.label)
         if line.bands:
             figure.add_trace(
                 go.Bar(
@@ -54,8 +57,8 @@ def trend_figure(
                     base=[b.low for b in line.bands],
                     y=[b.high - b.low for b in line.bands],
                     customdata=[[b.n_runs, b.low, b.high] for b in line.bands],
-                    name=f"{line.label}: noise band",
-                    legendgroup=line.label,
+                    name=f"{label}: noise band",
+                    legendgroup=label,
                     marker={"color": _rgba(color, 0.25), "line": {"width": 0}},
                     width=0.5,
                     hovertemplate="%{x}: %{customdata[0]} runs, "
@@ -68,10 +71,10 @@ def trend_figure(
                 y=line.values,
                 customdata=line.run_ids,
                 mode="lines+markers",
-                name=line.label,
-                legendgroup=line.label,
+                name=label,
+                legendgroup=label,
                 line={"color": color},
-                hovertemplate="%{x}: %{y:.4g} (run %{customdata})<extra>" + line.label + "</extra>",
+                hovertemplate="%{x}: %{y:.4g} (run %{customdata})<extra>" + label + "</extra>",
             )
         )
         if line.change_points:
@@ -81,8 +84,8 @@ def trend_figure(
                     x=line.change_points,
                     y=[at[v] for v in line.change_points],
                     mode="markers",
-                    name=f"{line.label}: change point",
-                    legendgroup=line.label,
+                    name=f"{label}: change point",
+                    legendgroup=label,
                     marker={
                         "symbol": "diamond-open",
                         "size": 16,
@@ -92,7 +95,8 @@ def trend_figure(
                     hovertemplate="new level from %{x}<extra></extra>",
                 )
             )
-    for label, gate in gates:
+    for gate_label, gate in gates:
+        label = plot(gate_label)
         limits = [gate.limit, -gate.limit] if gate.absolute else [gate.limit]
         for sign, limit in enumerate(limits):
             figure.add_trace(
@@ -104,13 +108,13 @@ def trend_figure(
                     legendgroup=f"gate {label}",
                     showlegend=sign == 0,
                     line={"color": "#c62828", "dash": "dash", "width": 1.5},
-                    hovertemplate=f"{gate.source}: {limit:g}<extra></extra>",
+                    hovertemplate=f"{plot(gate.source)}: {limit:g}<extra></extra>",
                 )
             )
     figure.update_layout(
-        title=title,
+        title=plot(title),
         xaxis={"type": "category", "categoryorder": "array", "categoryarray": categories},
-        yaxis={"type": scale, "title": metric},
+        yaxis={"type": scale, "title": plot(metric)},
         xaxis_title="release",
         barmode="overlay",
         legend={"orientation": "h", "y": -0.2},
@@ -147,7 +151,7 @@ def delta_histogram(
                 x=centres,
                 y=share,
                 width=float(edges[1] - edges[0]),
-                name=f"{label} ({delta.size} tokens)",
+                name=f"{plot(label)} ({delta.size} tokens)",
                 marker={"color": _rgba(_color(index), 0.55)},
                 hovertemplate="δ ≈ %{x:.3g}: %{y:.2%}<extra></extra>",
             )
@@ -217,7 +221,7 @@ def abs_delta_by_probability(strata: Sequence[Stratum]) -> go.Figure:
     ordered = sorted(strata, key=lambda s: s.lo)
     figure = go.Figure(
         go.Bar(
-            x=[s.bucket for s in ordered],
+            x=[plot(s.bucket) for s in ordered],
             y=[s.mean_abs_delta for s in ordered],
             customdata=[[s.n_tokens, s.fraction] for s in ordered],
             marker={"color": _color(0)},
@@ -265,7 +269,7 @@ def logprob_scatter(
     )
     figure.update_layout(
         xaxis_title="vLLM logprob",
-        yaxis_title=f"reference logprob ({reference})",
+        yaxis_title=f"reference logprob ({plot(reference)})",
         legend={"orientation": "h", "y": -0.25},
         **LAYOUT,
     )
@@ -278,9 +282,10 @@ def metric_comparison(
     """One metric per arm in run a and run b, side by side, arms down the chart (rows from
     `tables.metric_delta_rows`)."""
     chosen = [row for row in rows if row["metric"] == metric]
-    arms = [f"{row['probe']}/{row['arm']}" for row in chosen]
+    arms = [plot(f"{row['probe']}/{row['arm']}") for row in chosen]
     figure = go.Figure()
-    for index, (side, label) in enumerate(zip(("a", "b"), labels, strict=True)):
+    for index, (side, run_label) in enumerate(zip(("a", "b"), labels, strict=True)):
+        label = plot(run_label)
         figure.add_trace(
             go.Bar(
                 y=arms,
@@ -294,7 +299,7 @@ def metric_comparison(
     figure.update_layout(
         barmode="group",
         yaxis={"type": "category", "autorange": "reversed", "automargin": True},
-        xaxis_title=metric,
+        xaxis_title=plot(metric),
         height=120 + 26 * max(len(arms), 1),
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
         **LAYOUT,

@@ -1,16 +1,51 @@
 """A page's state in the URL's query parameters, so a chart can be shared as a link. Each
 widget is seeded from its parameter (when the URL is new or changed) and the page writes its
 whole state back at the end of the run. Values the URL names that are not valid choices are
-ignored in favour of the default."""
+ignored in favour of the default, with one line on the page saying so."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TypeVar
 
 import streamlit as st
 
+from dashboard.escape import md
+
 T = TypeVar("T")
+MAX_ID = 2**53 - 1
+"""The largest id a URL may name: the largest whole number a browser's number widget holds."""
+DIGITS = re.compile("[0-9]{1,30}")
+SHOWN_CHARS = 40
+SHOWN_VALUES = 3
+
+
+def whole(raw: str, low: int = 1, high: int = MAX_ID) -> int | None:
+    """`raw` as a whole number in [low, high], or None (ASCII digits only: no sign, no
+    superscripts or other scripts' digits, which int() would take or choke on)."""
+    if DIGITS.fullmatch(raw) is None:
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
+def cut(raw: str) -> str:
+    """A URL value cut to SHOWN_CHARS for a one-line message."""
+    return raw[:SHOWN_CHARS] + ("…" if len(raw) > SHOWN_CHARS else "")
+
+
+def quoted(raw: str) -> str:
+    """A URL value for a message: cut, quoted, unprintable characters spelled out."""
+    return repr(cut(raw))
+
+
+def ignored(param: str, values: Sequence[str], why: str) -> None:
+    """Say on the page, in one line, that these values of the URL's `param` were not used and
+    why (the first SHOWN_VALUES of them, then how many more)."""
+    named = ", ".join(md(quoted(raw)) for raw in values[:SHOWN_VALUES])
+    more = f" and {len(values) - SHOWN_VALUES} more" if len(values) > SHOWN_VALUES else ""
+    st.warning(f"Ignored {md(param)}={named}{more} in the URL: {why}.")
 
 
 class PageState:
@@ -38,6 +73,8 @@ class PageState:
         if self._url_changed(param):
             raw = st.query_params.get(param)
             chosen = by_text.get(raw) if raw is not None else None
+            if raw is not None and chosen is None:
+                ignored(param, [raw], "not one of the choices here")
             st.session_state[key] = chosen if chosen is not None else default
         elif st.session_state.get(key) not in options:
             st.session_state[key] = default
@@ -49,6 +86,9 @@ class PageState:
         by_text = {str(option): option for option in options}
         if self._url_changed(param):
             raw = st.query_params.get_all(param)
+            unknown = [text for text in dict.fromkeys(raw) if text not in by_text]
+            if unknown:
+                ignored(param, unknown, "not one of the choices here")
             chosen = [by_text[text] for text in dict.fromkeys(raw) if text in by_text]
             st.session_state[key] = chosen or list(default)
         else:
@@ -57,11 +97,13 @@ class PageState:
         return key
 
     def pick_int(self, param: str, default: int | None, *, low: int = 1) -> str:
-        """Widget key of a whole number ≥ `low` (an id)."""
+        """Widget key of a whole number in [low, MAX_ID] (an id)."""
         key = self._key(param)
         if self._url_changed(param):
             raw = st.query_params.get(param)
-            value = _whole(raw, low) if raw is not None else None
+            value = whole(raw, low) if raw is not None else None
+            if raw is not None and value is None:
+                ignored(param, [raw], f"not a whole number from {low} to {MAX_ID}")
             st.session_state[key] = value if value is not None else default
         return key
 
@@ -86,14 +128,6 @@ class PageState:
                 st.session_state[name] = written.pop(name, None)
         for name, value in written.items():
             st.session_state[name] = value
-
-
-def _whole(raw: str, low: int) -> int | None:
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    return value if value >= low else None
 
 
 def _url_value(param: str) -> str | list[str] | None:

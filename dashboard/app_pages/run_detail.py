@@ -7,7 +7,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, data, tables, tokens, ui
-from dashboard.state import PageState
+from dashboard.escape import code, md, visible
+from dashboard.state import MAX_ID, PageState
 from monitor.detection.errors import DetectionError
 from monitor.gates import Tolerances
 from monitor.store.views import ArmView, RunDetail
@@ -25,25 +26,26 @@ def _default_arm(arms: list[ArmView], tolerances: Tolerances) -> str:
 
 
 def _header(detail: RunDetail) -> None:
-    st.title(f"Run {detail.id}: {detail.release}")
+    st.title(f"Run {detail.id}: {md(detail.release)}")
     model = f"{detail.model.name} ({detail.model.fingerprint})" if detail.model else "—"
     lines = [
-        f"**status** {detail.status} · **runner** {detail.runner} · **attempt** "
-        f"{detail.attempt} · **model** {model}"
+        f"**status** {md(detail.status)} · **runner** {md(detail.runner)} · **attempt** "
+        f"{detail.attempt} · **model** {md(model)}"
     ]
     env = detail.environment
     if env is not None:
         lines.append(
-            f"**device** {env.device} · **vLLM** {env.vllm} · **torch** {env.torch} · "
-            f"**transformers** {env.transformers} · **python** {env.python}"
+            f"**device** {md(env.device)} · **vLLM** {md(env.vllm)} · **torch** "
+            f"{md(env.torch)} · **transformers** {md(env.transformers)} · **python** "
+            f"{md(env.python)}"
         )
     if detail.finished_at is not None:
         lines.append(f"**finished** {detail.finished_at:%Y-%m-%d %H:%M} UTC")
     st.markdown("  \n".join(lines))
     if detail.status in PENDING:
-        st.info(f"This run is {detail.status}; its results appear here when it finishes.")
+        st.info(f"This run is {md(detail.status)}; its results appear here when it finishes.")
     elif detail.status != "succeeded":
-        st.error(f"The suite {detail.status}: {detail.error or 'no error recorded'}")
+        st.error(f"The suite {md(detail.status)}: {md(detail.error or 'no error recorded')}")
         if detail.error_tail:
             st.code(detail.error_tail, language=None)
 
@@ -55,7 +57,11 @@ newest = ui.read(lambda: data.runs(ctx.url, status="succeeded", limit=1)) or ui.
     lambda: data.runs(ctx.url, limit=1)
 )
 run_id = st.columns([1, 4])[0].number_input(
-    "Run", min_value=1, step=1, key=state.pick_int("run", newest[0].id if newest else 1)
+    "Run",
+    min_value=1,
+    max_value=MAX_ID,
+    step=1,
+    key=state.pick_int("run", newest[0].id if newest else 1),
 )
 state.keep("run", run_id)
 detail = ui.read(lambda: data.run_detail(ctx.url, int(run_id)), "reading the run")
@@ -63,11 +69,13 @@ _header(detail)
 
 config = detail.config
 st.caption(
-    f"suite config {detail.config_hash[:12]} · model {config.get('model')} · prompts "
-    f"{config.get('prompts')} ({config.get('n_prompts')}) · T={config.get('temperature')} "
-    f"top-p={config.get('top_p')} top-k={config.get('top_k')} max tokens "
-    f"{config.get('max_tokens')} · engine {config.get('engine_dtype')} · trainer "
-    f"{config.get('trainer_dtype')}"
+    md(
+        f"suite config {detail.config_hash[:12]} · model {config.get('model')} · prompts "
+        f"{config.get('prompts')} ({config.get('n_prompts')}) · T={config.get('temperature')} "
+        f"top-p={config.get('top_p')} top-k={config.get('top_k')} max tokens "
+        f"{config.get('max_tokens')} · engine {config.get('engine_dtype')} · trainer "
+        f"{config.get('trainer_dtype')}"
+    )
 )
 st.page_link(
     "app_pages/compare.py", label="Compare with another run", query_params={"b": str(run_id)}
@@ -79,7 +87,7 @@ if not detail.arms:
     st.stop()
 
 st.subheader("Arms")
-st.dataframe(
+ui.table(
     tables.arm_metric_rows(detail, ctx.settings.tolerances),
     hide_index=True,
     column_config={name: METRIC_COLUMN for name in tables.KEY_METRICS},
@@ -92,16 +100,19 @@ if not traced:
     st.stop()
 labels = [f"{arm.probe}/{arm.arm}" for arm in traced]
 chosen = st.selectbox(
-    "Arm", labels, key=state.pick("arm", labels, _default_arm(traced, ctx.settings.tolerances))
+    "Arm",
+    labels,
+    format_func=visible,
+    key=state.pick("arm", labels, _default_arm(traced, ctx.settings.tolerances)),
 )
 state.keep("arm", chosen)
 arm = traced[labels.index(chosen)]
 trace = ui.read(lambda: data.arm_trace(ctx.url, detail.id, arm.probe, arm.arm), "reading tokens")
 reasons = tables.why(arm, ctx.settings.tolerances)
 st.markdown(
-    f"**{arm.probe}/{arm.arm}**: {arm.description}  \nreference `{arm.reference}` · verdict "
-    f"**{tables.shown_verdict(arm, ctx.settings.tolerances)}**"
-    + (f" ({reasons})" if reasons else "")
+    f"**{md(chosen)}**: {md(arm.description)}  \nreference {code(arm.reference)} · verdict "
+    f"**{md(tables.shown_verdict(arm, ctx.settings.tolerances))}**"
+    + (f" ({md(reasons)})" if reasons else "")
 )
 st.page_link(
     "app_pages/trends.py",
@@ -142,22 +153,24 @@ top = st.columns([1, 4])[0].selectbox(
 state.keep("top", top)
 decode, reason = tokens.run_decoder(str(config.get("model", "")), detail.model, ctx.settings)
 if decode is None:
-    st.caption(f"Token ids only: {reason}.")
+    st.caption(f"Token ids only: {md(reason)}.")
 else:
-    st.caption(f"Tokens {reason}; context: the completion's preceding tokens, [token], following.")
+    st.caption(
+        f"Tokens {md(reason)}; context: the completion's preceding tokens, [token], following."
+    )
 try:
-    st.dataframe(
+    ui.table(
         tokens.divergent_token_rows(trace, int(top), decode),
         hide_index=True,
         column_config={name: METRIC_COLUMN for name in tokens.NUMBER_COLUMNS},
     )
 except DetectionError as exc:
-    st.error(f"cannot rank this arm's tokens: {exc}")
+    st.error(f"cannot rank this arm's tokens: {md(exc)}")
 
 st.subheader("Effective engine config")
 st.caption("Read back from the running engine: what took effect, not what was asked for.")
 probe_arms = [a for a in detail.arms if a.probe == arm.probe]
-st.dataframe(tables.effective_config_rows(probe_arms), hide_index=True)
+ui.table(tables.effective_config_rows(probe_arms), hide_index=True)
 with st.expander("Every arm of the run"):
-    st.dataframe(tables.effective_config_rows(detail.arms), hide_index=True)
+    ui.table(tables.effective_config_rows(detail.arms), hide_index=True)
 state.publish()

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import charts, data, tables, ui
 from dashboard.charts import Scale
+from dashboard.escape import md, plot, visible
 from dashboard.state import PageState
 from dashboard.trend import (
     BAND_MODES,
@@ -51,26 +52,39 @@ def _matching(**wanted: object) -> list[SeriesKey]:
 left, middle, right = st.columns(3)
 probes = sorted({k.probe for k in keys})
 probe = left.selectbox(
-    "Probe", probes, key=state.pick("probe", probes, _prefer(probes, PREFERRED_PROBE))
+    "Probe",
+    probes,
+    format_func=visible,
+    key=state.pick("probe", probes, _prefer(probes, PREFERRED_PROBE)),
 )
 metrics = sorted({k.metric for k in _matching(probe=probe)})
 metric = middle.selectbox(
-    "Metric", metrics, key=state.pick("metric", metrics, _prefer(metrics, PREFERRED_METRIC))
+    "Metric",
+    metrics,
+    format_func=visible,
+    key=state.pick("metric", metrics, _prefer(metrics, PREFERRED_METRIC)),
 )
 package = right.selectbox(
-    "Engine package", packages, key=state.pick("package", packages, packages[0])
+    "Engine package",
+    packages,
+    format_func=visible,
+    key=state.pick("package", packages, packages[0]),
 )
 models = sorted({k.model for k in _matching(probe=probe, metric=metric)})
 model = left.selectbox(
     "Model",
     models,
     key=state.pick("model", models, models[0]),
-    format_func=lambda fingerprint: f"{names.get(fingerprint, '?')} ({fingerprint})",
+    format_func=lambda fingerprint: visible(f"{names.get(fingerprint, '?')} ({fingerprint})"),
 )
 devices = sorted({k.device for k in _matching(probe=probe, metric=metric, model=model)})
-device = middle.selectbox("Device", devices, key=state.pick("device", devices, devices[0]))
+device = middle.selectbox(
+    "Device", devices, format_func=visible, key=state.pick("device", devices, devices[0])
+)
 arms = sorted({k.arm for k in _matching(probe=probe, metric=metric, model=model, device=device)})
-chosen_arms = right.multiselect("Arms (overlaid)", arms, key=state.pick_many("arm", arms, arms[:1]))
+chosen_arms = right.multiselect(
+    "Arms (overlaid)", arms, format_func=visible, key=state.pick_many("arm", arms, arms[:1])
+)
 scale = left.radio("Scale", SCALES, horizontal=True, key=state.pick("scale", SCALES, "linear"))
 band_mode = middle.radio(
     "Noise band",
@@ -109,7 +123,7 @@ with st.spinner("reading the series"):
             lines.append(line)
 
 if not lines:
-    st.info(f"No succeeded {package} run carries {probe}/{metric} for this model and device.")
+    st.info(md(f"No succeeded {package} run carries {probe}/{metric} for this model and device."))
     state.publish()
     st.stop()
 
@@ -139,7 +153,7 @@ if markers:
             mode="markers",
             name="incident",
             marker={"symbol": "x-thin-open", "size": 16, "color": "crimson", "line_width": 3},
-            text=[f"{marker.label}: {marker.text}" for marker in markers],
+            text=[plot(f"{marker.label}: {marker.text}") for marker in markers],
             hoverinfo="text",
         )
     )
@@ -151,21 +165,22 @@ for line in lines:
     points = ", ".join(line.change_points) or "none"
     cost = penalty_multiple(len(line.versions))
     notes.append(
-        f"**{line.label}**: {len(line.versions)} releases, {len(line.bands)} with repeat runs; "
-        f"{floor} ({line.floor_source}); change points at: {points} (a new level costs "
-        f"{cost:.1f} noise floors)"
+        f"**{md(line.label)}**: {len(line.versions)} releases, {len(line.bands)} with repeat "
+        f"runs; {md(floor)} ({md(line.floor_source)}); change points at: {md(points)} (a new "
+        f"level costs {cost:.1f} noise floors)"
     )
 if not gate_lines:
-    notes.append(f"No tolerance gate applies to {metric}.")
+    notes.append(f"No tolerance gate applies to {md(metric)}.")
 notes.append(
-    f"Incidents marked (×): {', '.join(sorted({m.text for m in markers}))}; see the Incidents page."
+    f"Incidents marked (×): {md(', '.join(sorted({m.text for m in markers})))}; see the "
+    "Incidents page."
     if markers
     else "Incidents: none on this series."
 )
 st.markdown("\n".join(f"- {note}" for note in notes))
 
 with st.expander("Values"):
-    st.dataframe(
+    ui.table(
         [
             {
                 "series": line.label,

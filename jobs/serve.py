@@ -65,12 +65,22 @@ def stop_dashboard(process: subprocess.Popen[bytes] | None) -> None:
 
 
 def serve(
-    settings: Settings, *, address: str = "127.0.0.1", port: int = 8501, app: Path = DASHBOARD_APP
+    settings: Settings,
+    *,
+    address: str = "127.0.0.1",
+    port: int = 8501,
+    app: Path = DASHBOARD_APP,
+    stopped: threading.Event | None = None,
 ) -> int:
-    """Run the scheduler and the dashboard until a signal (0) or until the dashboard dies (1)."""
+    """Run the scheduler and the dashboard until a signal (0) or until the dashboard dies (1);
+    `stopped`, when given, is the event the caller's signal handlers set."""
+    if stopped is None:
+        stopped = threading.Event()
+        stop_on_signals(stopped)
     scheduler = Scheduler(settings)
-    stopped = threading.Event()
-    stop_on_signals(stopped)
+    if stopped.is_set():
+        scheduler.store.close()
+        return 0
     dashboard = start_dashboard(app, address, port)
     code = 0
     try:

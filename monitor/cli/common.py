@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -71,6 +73,13 @@ def plain(value: object, style: str = "", *, lines: bool = False) -> Text:
     """Stored or user-given text as a rich Text: no markup interpreted, nothing that can act on
     the terminal (see `shown`)."""
     return Text(shown(value, lines=lines), style=style)
+
+
+def layout_width(console: Console) -> int:
+    """The width to lay a table out in: `COLUMNS` when the user set it (a console made with a
+    fixed width would ignore it), else the console's."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else console.width
 
 
 def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
@@ -292,6 +301,20 @@ def usage_line(exc: typer.TyperException) -> str:
     return message
 
 
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside it, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so that a stopped command
+    unwinds (a suite it started is killed with its engines) instead of orphaning them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 class OneLineErrors(TyperGroup):
     """The `parity` app's group: whatever goes wrong, the command ends with one `error:` line
     and a non-zero exit, never a traceback or a usage panel. Usage errors exit 2, like the
@@ -316,7 +339,10 @@ class OneLineErrors(TyperGroup):
                 _print_error(f"argument {index} is not UTF-8 text: {arg!r}")
                 sys.exit(BAD_INPUT)
         try:
-            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+            with sigterm_interrupts():
+                code = super().main(
+                    args, prog_name, complete_var, False, windows_expand_args, **extra
+                )
         except typer.TyperException as exc:
             if type(exc).__name__ != "NoArgsIsHelpError":  # its help is printed already
                 _print_error(usage_line(exc))

@@ -8,13 +8,32 @@ import re
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from annotated_types import MaxLen
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from sqlalchemy import BigInteger, Integer, String, select
 
 from monitor.config import Settings
-from monitor.schema import PackedArray, SuiteResult, load_result, write_result
+from monitor.schema import (
+    INT32_MAX,
+    INT64_MAX,
+    ArmResult,
+    ModelRef,
+    PackedArray,
+    ProbeResult,
+    SamplingSpec,
+    Stratum,
+    SuiteConfig,
+    SuiteResult,
+    Versions,
+    field_limits,
+    load_result,
+    write_result,
+)
 from monitor.store import IngestError, Store, ingest_result, open_store, record_release
 from monitor.store import ingest as ingest_module
 from monitor.store import models as m
@@ -124,10 +143,10 @@ def _with_long_arm_name(result: SuiteResult) -> SuiteResult:
 @pytest.mark.parametrize(
     ("break_it", "message"),
     [
-        (_with_nan_metric, "batch_invariance/repeat_run: k3 is nan"),
+        (_with_nan_metric, "probes.2.arms.1.metrics.k3: Input should be a finite number"),
         (_with_misfiled_arm, "arm logprob_semantics/cache_on is listed under probe prefix_cache"),
         (_without_model, "a succeeded result must name its model and versions"),
-        (_with_long_arm_name, "arm is 65 characters long (at most 64)"),
+        (_with_long_arm_name, "probes.0.arms.0.arm: String should have at most 64 characters"),
     ],
 )
 def test_an_unstorable_result_writes_nothing(store: Store, break_it, message: str) -> None:
@@ -261,3 +280,89 @@ def test_trace_arrays_in_another_dtype_are_stored_in_the_column_dtype(store: Sto
         stored = session.scalars(select(m.TraceRow.position)).first()
     assert stored is not None and len(stored) == 4 * positions.size
     assert np.array_equal(trace.position, positions)
+
+
+def _max_length(field: FieldInfo) -> int | None:
+    return next((rule.max_length for rule in field.metadata if isinstance(rule, MaxLen)), None)
+
+
+COLUMN_CAPACITY = {Integer: INT32_MAX, BigInteger: INT64_MAX}
+"""The largest value each integer column type holds on PostgreSQL (SQLite holds more)."""
+TEXT_FIELDS: list[tuple[type[BaseModel], str, type[m.Base], str]] = [
+    *((Versions, name, m.EnvironmentRow, name) for name in Versions.model_fields),
+    (Versions, "device", m.SeriesRow, "device"),
+    (ModelRef, "name", m.ModelRow, "name"),
+    (ModelRef, "fingerprint", m.ModelRow, "fingerprint"),
+    (ModelRef, "fingerprint", m.SeriesRow, "model"),
+    (ModelRef, "architecture", m.ModelRow, "architecture"),
+    (SuiteResult, "schema_version", m.RunRow, "schema_version"),
+    (SuiteConfig, "prompts_sha256", m.SeriesRow, "prompts_sha256"),
+    (ProbeResult, "name", m.ProbeRow, "probe"),
+    (ArmResult, "probe", m.ArmRow, "probe"),
+    (ArmResult, "arm", m.ArmRow, "arm"),
+    (ArmResult, "probe", m.SeriesRow, "probe"),
+    (ArmResult, "arm", m.SeriesRow, "arm"),
+    (ArmResult, "reference", m.ArmRow, "reference"),
+    (Stratum, "bucket", m.StratumRow, "bucket"),
+]
+"""Every text field of a result that lands in a bounded column, and that column."""
+INTEGER_FIELDS: list[tuple[type[BaseModel], str, type[m.Base], str]] = [
+    (SuiteResult, "engine_starts", m.RunRow, "engine_starts"),
+    (SuiteResult, "trainer_forwards", m.RunRow, "trainer_forwards"),
+    (ModelRef, "n_parameters", m.ModelRow, "n_parameters"),
+    (Stratum, "n_tokens", m.StratumRow, "n_tokens"),
+    (PackedArray, "n", m.TraceRow, "n_tokens"),
+    (SamplingSpec, "top_k", m.SeriesRow, "top_k"),
+    (SamplingSpec, "max_tokens", m.SeriesRow, "max_tokens"),
+    (SamplingSpec, "seed", m.SeriesRow, "seed"),
+]
+"""Every integer field of a result that lands in an integer column, and that column."""
+
+
+@pytest.mark.parametrize(("schema", "field", "row", "column"), TEXT_FIELDS)
+def test_every_text_field_is_bounded_by_its_column(
+    schema: type[BaseModel], field: str, row: type[m.Base], column: str
+) -> None:
+    kind = m.Base.metadata.tables[row.__tablename__].c[column].type
+    assert isinstance(kind, String)
+    assert _max_length(schema.model_fields[field]) == kind.length
+
+
+def test_metric_names_are_bounded_by_their_columns() -> None:
+    (key, _) = get_args(ArmResult.model_fields["metrics"].annotation)
+    bound = _max_length(get_args(key)[1])
+    for column in (m.MetricRow.__table__.c.name, m.SeriesRow.__table__.c.metric):
+        assert isinstance(column.type, String) and column.type.length == bound
+
+
+@pytest.mark.parametrize(("schema", "field", "row", "column"), INTEGER_FIELDS)
+def test_every_integer_field_fits_its_column(
+    schema: type[BaseModel], field: str, row: type[m.Base], column: str
+) -> None:
+    kind = type(m.Base.metadata.tables[row.__tablename__].c[column].type)
+    low, high = field_limits(schema.model_fields[field])
+    assert high == COLUMN_CAPACITY[kind] and low is not None and low >= -high - 1
+
+
+@pytest.mark.parametrize(
+    ("runner", "message"),
+    [("r" * 33, "runner is 33 characters long (at most 32)"), ("gpu\x00", "runner holds a NUL")],
+)
+def test_a_runner_name_its_column_cannot_hold_is_refused(
+    store: Store, runner: str, message: str
+) -> None:
+    with pytest.raises(IngestError, match=re.escape(message)):
+        ingest_result(store, succeeded("0.32.0"), runner=runner)
+    assert set(_counts(store).values()) == {0}
+
+
+def test_a_value_the_database_still_refuses_is_one_line_and_writes_nothing(
+    store: Store, monkeypatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "check_storable", lambda *_args: None)
+    result = succeeded("0.32.0")
+    result.engine_starts = 2**63
+    with pytest.raises(IngestError, match="result could not be stored") as info:
+        ingest_result(store, result)
+    assert "\n" not in str(info.value)
+    assert set(_counts(store).values()) == {0}

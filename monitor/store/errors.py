@@ -20,5 +20,9 @@ class IngestError(StoreError):
     """A result that is valid JSON of the schema but cannot be stored (nothing was written)."""
 
 
+class UnreadableRun(StoreError):
+    """A stored run whose config no longer validates (written before the schema refused it)."""
+
+
 class NotFound(StoreError):
     """A run or series that the store does not hold."""

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from monitor.schema import SuiteConfig
+from monitor.schema import SuiteConfig, validation_problem
 from monitor.series import series_config
 from monitor.store import models as m
-from monitor.store.errors import NotFound
+from monitor.store.errors import NotFound, UnreadableRun
 from monitor.store.models import CONFIRMATION, DISCOVERY
 from monitor.store.queries import version_key
 from monitor.store.views import view_of
@@ -191,7 +192,8 @@ def incident_series(session: Session, package: str) -> list[tuple[int, str, str,
 
 
 def stored_run(session: Session, run_id: int) -> StoredRun:
-    """A run's release and series configuration; NotFound when there is no such run."""
+    """A run's release and series configuration; NotFound when there is no such run,
+    UnreadableRun when its stored config does not validate."""
     row = session.execute(
         select(m.RunRow, m.ReleaseRow, m.ModelRow.fingerprint, m.EnvironmentRow.device)
         .join(m.ReleaseRow, m.ReleaseRow.id == m.RunRow.release_id)
@@ -202,10 +204,24 @@ def stored_run(session: Session, run_id: int) -> StoredRun:
     if row is None:
         raise NotFound(f"no run {run_id} in the store")
     run, release, model, device = row
-    return _stored(run, release, model or "", device or "")
+    try:
+        config = SuiteConfig.model_validate(run.config)
+    except ValidationError as exc:
+        problem = validation_problem(exc)
+        raise UnreadableRun(f"run {run_id}'s stored config is not valid: {problem}") from None
+    return _stored(run, release, model or "", device or "", config)
 
 
-def _stored(run: m.RunRow, release: m.ReleaseRow, model: str, device: str) -> StoredRun:
+def _config(run: m.RunRow) -> SuiteConfig | None:
+    try:
+        return SuiteConfig.model_validate(run.config)
+    except ValidationError:
+        return None
+
+
+def _stored(
+    run: m.RunRow, release: m.ReleaseRow, model: str, device: str, config: SuiteConfig
+) -> StoredRun:
     return StoredRun(
         run_id=run.id,
         release_id=release.id,
@@ -213,10 +229,21 @@ def _stored(run: m.RunRow, release: m.ReleaseRow, model: str, device: str) -> St
         version=release.version,
         model=model,
         device=device,
-        series_config=series_config(SuiteConfig.model_validate(run.config), model, device),
+        series_config=series_config(config, model, device),
         requested_by=run.requested_by,
         finished_at=run.finished_at,
     )
+
+
+def _readable(rows: Sequence[Any]) -> list[StoredRun]:
+    """(run, release, model, device) rows as StoredRuns, leaving out runs whose stored config
+    does not validate: they belong to no series configuration (judging one says why)."""
+    found = []
+    for run, release, model, device in rows:
+        config = _config(run)
+        if config is not None:
+            found.append(_stored(run, release, model, device, config))
+    return found
 
 
 def series_runs(session: Session, package: str, config: str) -> list[StoredRun]:
@@ -229,7 +256,7 @@ def series_runs(session: Session, package: str, config: str) -> list[StoredRun]:
         .join(m.EnvironmentRow, m.EnvironmentRow.id == m.RunRow.environment_id)
         .where(m.ReleaseRow.package == package, m.RunRow.status == m.RunStatus.SUCCEEDED)
     ).all()
-    runs = [_stored(*row) for row in rows]
+    runs = _readable(rows)
     kept = [run for run in runs if run.series_config == config]
     kept.sort(key=lambda r: (version_key(r.version), _time(r.finished_at), r.run_id))
     return kept
@@ -278,7 +305,7 @@ def release_runs(session: Session, package: str, version: str | None) -> list[St
             or_(m.RunRow.requested_by.is_(None), m.RunRow.requested_by != CONFIRMATION),
         )
     ).all()
-    runs = [_stored(*row) for row in rows]
+    runs = _readable(rows)
     if version is None and runs:
         version = max((r.version for r in runs), key=version_key)
     wanted = [

@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import FromClause, Table, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor.engines import EngineSpecError, parse_package, parse_version
-from monitor.schema import ArmResult, SuiteResult
+from monitor.errors import one_line
+from monitor.schema import (
+    SHORT_LENGTH,
+    ArmResult,
+    SchemaError,
+    SuiteResult,
+    recheck,
+    text_problem,
+)
 from monitor.series import config_hash, series_key
 from monitor.store import models as m
 from monitor.store.db import Store
@@ -61,49 +68,30 @@ def release_of(result: SuiteResult) -> tuple[str, str]:
     return result.config.engine.package, str(result.config.engine.version)
 
 
-def _check_length(table: FromClause, values: Mapping[str, Any], what: str) -> None:
-    for name, value in values.items():
-        limit = getattr(table.c[name].type, "length", None)
-        if isinstance(value, str) and limit is not None and len(value) > limit:
-            raise IngestError(f"{what} {name} is {len(value)} characters long (at most {limit})")
-
-
-def _check_finite(values: Mapping[str, Any], what: str) -> None:
-    for name, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise IngestError(f"{what}: {name} is {value} (metrics must be finite)")
-
-
-def check_storable(result: SuiteResult) -> None:
-    """Everything the schema allows but the store cannot hold, found before any write."""
-    if result.versions is not None:
-        _check_length(m.EnvironmentRow.__table__, result.versions.model_dump(), "versions")
-    if result.model is not None:
-        _check_length(m.ModelRow.__table__, result.model.model_dump(), "model")
+def check_storable(result: SuiteResult, runner: str | None = None) -> None:
+    """Everything that keeps a result out of the store, found before any write: whatever the
+    result schema refuses (checked again, the object may have changed since it was read), a
+    succeeded result or measured arm without the model and versions that key it, a runner
+    name its column cannot hold."""
+    try:
+        recheck(result)
+    except SchemaError as exc:
+        raise IngestError(str(exc)) from None
     keyed = result.model is not None and result.versions is not None
     if result.status == "succeeded" and not keyed:
         raise IngestError("a succeeded result must name its model and versions")
-    seen: set[tuple[str, str]] = set()
-    probes = [probe.name for probe in result.probes]
-    if len(set(probes)) != len(probes):
-        raise IngestError(f"result lists a probe twice: {', '.join(probes)}")
-    for probe in result.probes:
-        _check_length(m.ProbeRow.__table__, {"probe": probe.name}, "probe")
-        for arm in probe.arms:
-            where = f"arm {arm.probe}/{arm.arm}"
-            if arm.probe != probe.name:
-                raise IngestError(f"{where} is listed under probe {probe.name}")
-            if (arm.probe, arm.arm) in seen:
-                raise IngestError(f"{where} appears twice")
-            seen.add((arm.probe, arm.arm))
-            _check_length(m.ArmRow.__table__, {"arm": arm.arm, "reference": arm.reference}, where)
-            for name in arm.metrics:
-                _check_length(m.MetricRow.__table__, {"name": name}, f"{where} metric")
-            _check_finite(arm.metrics, where)
-            for stratum in (*arm.by_probability, *arm.by_position):
-                _check_finite(stratum.model_dump(), f"{where} stratum {stratum.bucket}")
-            if arm.metrics and not keyed:
-                raise IngestError(f"{where} has metrics but the result names no model or versions")
+    measured = next((arm for arm in result.arms() if arm.metrics), None)
+    if measured is not None and not keyed:
+        raise IngestError(
+            f"arm {measured.probe}/{measured.arm} has metrics but the result names no model "
+            "or versions"
+        )
+    if runner is not None:
+        limit = SHORT_LENGTH
+        problem = text_problem(runner)
+        if problem or len(runner) > limit:
+            shown_problem = problem or f"is {len(runner)} characters long (at most {limit})"
+            raise IngestError(f"runner {shown_problem}")
 
 
 def _fingerprint(fields: Mapping[str, Any]) -> str:
@@ -364,7 +352,7 @@ def ingest(
 ) -> IngestOutcome:
     """Store `result` within the caller's transaction (nothing is committed here), as a new run
     or into the queued run `run_id`; `status` defaults to the result's own."""
-    check_storable(result)
+    check_storable(result, runner)
     digest = digest or result_hash(result)
     status = status or m.RunStatus(result.status)
     existing = session.scalar(select(m.RunRow.id).where(m.RunRow.result_hash == digest))
@@ -386,8 +374,9 @@ def ingest_result(
     status: m.RunStatus | None = None,
 ) -> IngestOutcome:
     """Store `result` as a new run in its own transaction. A concurrent writer storing the same
-    result (or the same new release) makes this one retry and find it."""
-    check_storable(result)
+    result (or the same new release) makes this one retry and find it. A value the database
+    still refuses is an IngestError too (nothing is written)."""
+    check_storable(result, runner)
     digest = result_hash(result)
     for attempt in range(1, INGEST_TRIES + 1):
         try:
@@ -395,5 +384,7 @@ def ingest_result(
                 return ingest(session, result, runner=runner, digest=digest, status=status)
         except IntegrityError as exc:
             if attempt == INGEST_TRIES:
-                raise IngestError(f"result could not be stored: {exc.orig}") from None
+                raise IngestError(f"result could not be stored: {one_line(exc)}") from None
+        except (DataError, OverflowError) as exc:
+            raise IngestError(f"result could not be stored: {one_line(exc)}") from None
     raise AssertionError("unreachable")

@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from monitor.schema import LABEL_LENGTH, NAME_LENGTH, SHORT_LENGTH, TAG_LENGTH, TITLE_LENGTH
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -37,12 +39,13 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 BigId = BigInteger().with_variant(Integer, "sqlite")
-Str16 = Annotated[str, mapped_column(String(16))]
-Str32 = Annotated[str, mapped_column(String(32))]
-Str64 = Annotated[str, mapped_column(String(64))]
-Str128 = Annotated[str, mapped_column(String(128))]
-Str255 = Annotated[str, mapped_column(String(255))]
-"""Non-null text columns of a bounded length (the result schema bounds its fields alike)."""
+TagText = Annotated[str, mapped_column(String(TAG_LENGTH))]
+ShortText = Annotated[str, mapped_column(String(SHORT_LENGTH))]
+NameText = Annotated[str, mapped_column(String(NAME_LENGTH))]
+TitleText = Annotated[str, mapped_column(String(TITLE_LENGTH))]
+LabelText = Annotated[str, mapped_column(String(LABEL_LENGTH))]
+"""Non-null text columns of a bounded length; the widths are the result schema's own, so the
+schema refuses what a column cannot hold."""
 
 
 def utcnow() -> datetime:
@@ -99,8 +102,8 @@ class ReleaseRow(Base):
     __table_args__ = (UniqueConstraint("package", "version"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    package: Mapped[Str64]
-    version: Mapped[Str64]
+    package: Mapped[NameText]
+    version: Mapped[NameText]
     published_at: Mapped[datetime | None]
     yanked: Mapped[bool] = mapped_column(default=False, server_default=false())
     installable: Mapped[bool | None]
@@ -114,15 +117,15 @@ class EnvironmentRow(Base):
     __tablename__ = "environments"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    fingerprint: Mapped[Str64] = mapped_column(unique=True)
-    engine_package: Mapped[Str64]
-    vllm: Mapped[Str64]
-    torch: Mapped[Str64]
-    transformers: Mapped[Str64]
-    python: Mapped[Str32]
-    platform: Mapped[Str255]
-    device: Mapped[Str255]
-    monitor: Mapped[Str64]
+    fingerprint: Mapped[NameText] = mapped_column(unique=True)
+    engine_package: Mapped[NameText]
+    vllm: Mapped[NameText]
+    torch: Mapped[NameText]
+    transformers: Mapped[NameText]
+    python: Mapped[ShortText]
+    platform: Mapped[LabelText]
+    device: Mapped[LabelText]
+    monitor: Mapped[NameText]
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -132,10 +135,10 @@ class ModelRow(Base):
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    fingerprint: Mapped[Str64] = mapped_column(unique=True)
-    name: Mapped[Str255]
-    source: Mapped[Str16]
-    architecture: Mapped[Str128]
+    fingerprint: Mapped[NameText] = mapped_column(unique=True)
+    name: Mapped[LabelText]
+    source: Mapped[TagText]
+    architecture: Mapped[TitleText]
     n_parameters: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -152,9 +155,9 @@ class RunRow(Base):
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id", ondelete="RESTRICT"))
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
-    config_hash: Mapped[Str64] = mapped_column(index=True)
+    config_hash: Mapped[NameText] = mapped_column(index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    runner: Mapped[Str32]
+    runner: Mapped[ShortText]
     status: Mapped[RunStatus] = mapped_column(
         Enum(
             RunStatus,
@@ -182,7 +185,7 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_tail: Mapped[str | None] = mapped_column(Text)
     result_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
-    schema_version: Mapped[str | None] = mapped_column(String(16))
+    schema_version: Mapped[str | None] = mapped_column(String(TAG_LENGTH))
     engine_starts: Mapped[int] = mapped_column(default=0)
     trainer_forwards: Mapped[int] = mapped_column(default=0)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -197,7 +200,7 @@ class ProbeRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    probe: Mapped[Str64]
+    probe: Mapped[NameText]
     description: Mapped[str] = mapped_column(Text)
     finding: Mapped[str] = mapped_column(Text)
 
@@ -210,15 +213,15 @@ class ArmRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    probe: Mapped[Str64]
-    arm: Mapped[Str64]
+    probe: Mapped[NameText]
+    arm: Mapped[NameText]
     description: Mapped[str] = mapped_column(Text)
     applicable: Mapped[bool]
     reason: Mapped[str | None] = mapped_column(Text)
     engine_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     effective_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     sampling: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    reference: Mapped[Str255]
+    reference: Mapped[LabelText]
     extra: Mapped[dict[str, Any]] = mapped_column(JSON)
     gated: Mapped[bool] = mapped_column(default=True, server_default=true())
 
@@ -229,22 +232,22 @@ class SeriesRow(Base):
     __tablename__ = "series"
     __table_args__ = (Index(None, "probe", "arm", "metric"),)
 
-    hash: Mapped[Str32] = mapped_column(primary_key=True)
-    probe: Mapped[Str64]
-    arm: Mapped[Str64]
-    metric: Mapped[Str64]
-    model: Mapped[Str64]
-    device: Mapped[Str255]
+    hash: Mapped[ShortText] = mapped_column(primary_key=True)
+    probe: Mapped[NameText]
+    arm: Mapped[NameText]
+    metric: Mapped[NameText]
+    model: Mapped[NameText]
+    device: Mapped[LabelText]
     temperature: Mapped[float] = mapped_column(Float)
     top_p: Mapped[float] = mapped_column(Float)
     top_k: Mapped[int]
     max_tokens: Mapped[int]
     seed: Mapped[int] = mapped_column(BigInteger)
     ignore_eos: Mapped[bool]
-    trainer_dtype: Mapped[Str16]
-    engine_dtype: Mapped[Str16]
+    trainer_dtype: Mapped[TagText]
+    engine_dtype: Mapped[TagText]
     weight_step: Mapped[float] = mapped_column(Float)
-    prompts_sha256: Mapped[Str64]
+    prompts_sha256: Mapped[NameText]
 
 
 class MetricRow(Base):
@@ -261,7 +264,7 @@ class MetricRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     arm_result_id: Mapped[int] = mapped_column(ForeignKey("arm_results.id", ondelete="CASCADE"))
     series_hash: Mapped[str] = mapped_column(ForeignKey("series.hash"))
-    name: Mapped[Str64]
+    name: Mapped[NameText]
     value: Mapped[float] = mapped_column(Float)
 
 
@@ -273,8 +276,8 @@ class StratumRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     arm_result_id: Mapped[int] = mapped_column(ForeignKey("arm_results.id", ondelete="CASCADE"))
-    kind: Mapped[Str16]
-    bucket: Mapped[Str32]
+    kind: Mapped[TagText]
+    bucket: Mapped[ShortText]
     lo: Mapped[float] = mapped_column(Float)
     hi: Mapped[float] = mapped_column(Float)
     n_tokens: Mapped[int]
@@ -351,13 +354,13 @@ class IncidentRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id", ondelete="RESTRICT"))
-    engine_package: Mapped[Str64]
-    version: Mapped[Str64]
-    series_config: Mapped[Str64]
+    engine_package: Mapped[NameText]
+    version: Mapped[NameText]
+    series_config: Mapped[NameText]
     """Hash of what makes runs of different releases comparable (monitor.series.series_config)."""
-    model: Mapped[Str255]
-    device: Mapped[Str255]
-    severity: Mapped[Str16]
+    model: Mapped[LabelText]
+    device: Mapped[LabelText]
+    severity: Mapped[TagText]
     status: Mapped[IncidentStatus] = mapped_column(_str_enum(IncidentStatus, "incident_status"))
     owner: Mapped[str | None] = mapped_column(String(255))
     draft: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -382,9 +385,9 @@ class IncidentEventRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    by: Mapped[Str255]
+    by: Mapped[LabelText]
     from_status: Mapped[str | None] = mapped_column(String(16))
-    to_status: Mapped[Str16]
+    to_status: Mapped[TagText]
     owner: Mapped[str | None] = mapped_column(String(255))
     note: Mapped[str] = mapped_column(Text, default="")
 
@@ -403,11 +406,11 @@ class AlertRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
     target_index: Mapped[int]
-    target_hash: Mapped[Str64]
+    target_hash: Mapped[NameText]
     """sha256 of the Apprise URL (URLs carry secrets and are never stored)."""
-    severity: Mapped[Str16]
+    severity: Mapped[TagText]
     """The incident's severity the alert announces: a rise is alerted again, once."""
-    title: Mapped[Str255]
+    title: Mapped[LabelText]
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[AlertState] = mapped_column(_str_enum(AlertState, "alert_state"))
     attempts: Mapped[int] = mapped_column(default=0)

@@ -6,7 +6,7 @@ judged twice records nothing more the second time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -22,12 +22,17 @@ from monitor.detection.detect import (
     SeriesName,
     draft_incident,
     evaluate_release,
+    pairing_problem,
+    repeat_problem,
+    unusable,
 )
+from monitor.detection.errors import DetectionError
 from monitor.detection.findings import (
     SEVERITY_RANK,
     Finding,
     IncidentDraft,
     unmeasured_incident,
+    unusable_run,
 )
 from monitor.incidents.lifecycle import (
     Action,
@@ -40,6 +45,7 @@ from monitor.incidents.lifecycle import (
 from monitor.schema import SuiteConfig
 from monitor.store import models as m
 from monitor.store.db import Store
+from monitor.store.errors import UnreadableRun
 from monitor.store.incident_reads import (
     StoredRun,
     arm_metric_values,
@@ -72,12 +78,19 @@ class DetectionOutcome:
 
 @dataclass(frozen=True)
 class Inputs:
-    """Everything detection needs for one run, read from the store."""
+    """Everything detection needs for one run, read from the store, and the stored runs it
+    left out (as baseline or repeat), each as an info finding saying why."""
 
     candidate: RunInput
     baseline: RunInput | None
     repeats: list[RunInput]
     history: dict[SeriesName, list[float]]
+    left_out: list[Finding] = field(default_factory=list)
+
+
+class UnusableRun(DetectionError):
+    """The run being judged holds data detection cannot use (written before the result schema
+    refused it): it is skipped with a finding saying why."""
 
 
 def run_input(session: Session, run: StoredRun) -> RunInput:
@@ -101,6 +114,52 @@ def _representatives(runs: Sequence[StoredRun]) -> dict[str, StoredRun]:
     return {run.version: run for run in runs if run.requested_by != CONFIRMATION}
 
 
+class _Loader:
+    """Loads the runs one judgement compares, each once, leaving out (with a finding) those
+    detection cannot use or pair with the run they are compared with."""
+
+    def __init__(self, session: Session, run: StoredRun, policy: DetectionPolicy) -> None:
+        self.session, self.run, self.policy = session, run, policy
+        self.left_out: list[Finding] = []
+        self.left_out_ids: set[int] = set()
+        self.loaded: dict[int, RunInput] = {}
+        candidate = run_input(session, run)
+        problem = unusable(candidate, policy)
+        if problem is not None:
+            raise UnusableRun(problem)
+        self.candidate = candidate
+
+    def usable(
+        self, stored: StoredRun, role: str, pairs: Callable[[RunInput], str | None] | None = None
+    ) -> RunInput | None:
+        """The run, or None (noted) when it is unusable or `pairs` finds it cannot be compared
+        with the run it is to be compared with."""
+        if stored.run_id not in self.loaded:
+            self.loaded[stored.run_id] = run_input(self.session, stored)
+        each = self.loaded[stored.run_id]
+        problem = unusable(each, self.policy)
+        if problem is None and pairs is not None:
+            problem = pairs(each)
+        if problem is None:
+            return each
+        which = f"{stored.run_id} ({stored.version})"
+        self.left_out_ids.add(stored.run_id)
+        self.left_out.append(
+            unusable_run(self.run.version, str(self.run.run_id), role, which, problem)
+        )
+        return None
+
+    def baseline(self, stored: StoredRun) -> RunInput | None:
+        return self.usable(
+            stored, "baseline", lambda each: pairing_problem(each, self.candidate, self.policy)
+        )
+
+    def repeat(self, stored: StoredRun, first: RunInput | None) -> RunInput | None:
+        if first is None:
+            return self.usable(stored, "repeat")
+        return self.usable(stored, "repeat", lambda each: repeat_problem(first, each, self.policy))
+
+
 def detection_inputs(
     session: Session,
     run: StoredRun,
@@ -112,21 +171,37 @@ def detection_inputs(
     """The candidate, its baseline (the previous measured release's newest full run, or the
     given run), repeat runs for the noise floor (the baseline release's, else the candidate
     release's other runs: a floor must not hold the change it judges) and earlier releases'
-    values."""
+    values. A baseline or repeat detection cannot use is left out (the next lower release
+    becomes the baseline); UnusableRun when the candidate itself cannot be used."""
     runs = series_runs(session, run.package, run.series_config)
     releases = _representatives(runs)
+    loader = _Loader(session, run, policy)
+    base, baseline = None, None
     if choose:
-        version = choose_baseline([v for v in releases if v != run.version], run.version)
-        baseline_run_id = releases[version].run_id if version is not None else None
-    base = next((r for r in runs if r.run_id == baseline_run_id), None)
-    repeats = [r for r in runs if base is not None and r.version == base.version]
-    if len(repeats) < 2:
-        repeats = [r for r in runs if r.version == run.version and r.run_id != run.run_id]
-    repeats = repeats[-MAX_REPEATS:] if len(repeats) >= 2 else []
+        measured = [v for v in releases if v != run.version]
+        while (version := choose_baseline(measured, run.version)) is not None:
+            baseline = loader.baseline(releases[version])
+            if baseline is not None:
+                base = releases[version]
+                break
+            measured.remove(version)
+    else:
+        base = next((r for r in runs if r.run_id == baseline_run_id), None)
+        baseline = loader.baseline(base) if base else None
+        base = base if baseline is not None else None
+    stored_repeats = [r for r in runs if base is not None and r.version == base.version]
+    if len(stored_repeats) < 2:
+        stored_repeats = [r for r in runs if r.version == run.version and r.run_id != run.run_id]
+    repeats: list[RunInput] = []
+    for each in stored_repeats[-MAX_REPEATS:] if len(stored_repeats) >= 2 else []:
+        found = loader.repeat(each, repeats[0] if repeats else None)
+        if found is not None:
+            repeats.append(found)
     earlier = [
         each.run_id
         for version, each in releases.items()
         if version_key(version) < version_key(run.version)
+        and each.run_id not in loader.left_out_ids
     ]
     values = arm_metric_values(session, earlier)
     history: dict[SeriesName, list[float]] = {}
@@ -134,26 +209,51 @@ def detection_inputs(
         for (probe, arm, metric), value in values[run_id].items():
             if metric in policy.metrics:
                 history.setdefault((probe, arm, metric), []).append(value)
-    loaded = {
-        each.run_id: run_input(session, each) for each in [run, *repeats, *([base] if base else [])]
-    }
     return Inputs(
-        candidate=loaded[run.run_id],
-        baseline=loaded[base.run_id] if base else None,
-        repeats=[loaded[each.run_id] for each in repeats],
+        candidate=loader.candidate,
+        baseline=baseline,
+        repeats=repeats if len(repeats) >= 2 else [],
         history=history,
+        left_out=loader.left_out,
     )
 
 
 def _findings(inputs: Inputs, settings: Settings, policy: DetectionPolicy) -> list[Finding]:
-    return evaluate_release(
-        inputs.candidate,
-        inputs.baseline,
-        repeats=inputs.repeats,
-        history=inputs.history,
-        tolerances=settings.tolerances,
-        policy=policy,
-    )
+    """Every finding of the candidate, the runs left out included. Should the comparison still
+    fail, the candidate is judged alone (its gates and history) and the baseline noted as left
+    out; UnusableRun when even that fails."""
+
+    def evaluate(baseline: RunInput | None, repeats: list[RunInput]) -> list[Finding]:
+        return evaluate_release(
+            inputs.candidate,
+            baseline,
+            repeats=repeats,
+            history=inputs.history,
+            tolerances=settings.tolerances,
+            policy=policy,
+        )
+
+    try:
+        return [*evaluate(inputs.baseline, inputs.repeats), *inputs.left_out]
+    except DetectionError as exc:
+        if inputs.baseline is None and not inputs.repeats:
+            raise UnusableRun(str(exc)) from None
+        problem = str(exc)
+    candidate = inputs.candidate
+    other = inputs.baseline.run_id if inputs.baseline else "repeats"
+    note = unusable_run(candidate.release, candidate.run_id, "baseline", other, problem)
+    try:
+        return [*evaluate(None, []), *inputs.left_out, note]
+    except DetectionError as exc:
+        raise UnusableRun(str(exc)) from None
+
+
+def _skipped(run_id: int, release: str, problem: str) -> DetectionOutcome:
+    """The outcome of judging a run detection cannot use: skipped, with a finding saying why."""
+    version = release.partition("==")[2]
+    finding = unusable_run(version, str(run_id), "candidate", str(run_id), problem, "major")
+    why = f"run {run_id} cannot be judged: {problem}"
+    return DetectionOutcome(run_id, release, "skipped", findings=[finding], reason=why)
 
 
 def judge_run(
@@ -165,9 +265,14 @@ def judge_run(
     incident of its own (the release could not be measured)."""
     policy = policy or DetectionPolicy()
     with store.reading() as session:
-        run = stored_run(session, run_id)
         row = session.get_one(m.RunRow, run_id)
         status, error = row.status, row.error
+        stored_release = session.get_one(m.ReleaseRow, row.release_id)
+        release = f"{stored_release.package}=={stored_release.version}"
+        try:
+            run = stored_run(session, run_id)
+        except UnreadableRun as exc:
+            return _skipped(run_id, release, str(exc))
         confirms = session.scalars(
             select(m.IncidentRow).where(m.IncidentRow.confirmation_run_id == run_id)
         ).one_or_none()
@@ -175,7 +280,6 @@ def judge_run(
         measured_before = run_with_config(
             session, SuiteConfig.model_validate(row.config), status=m.RunStatus.SUCCEEDED
         )
-    release = f"{run.package}=={run.version}"
     if confirms is not None and held is not None and unmeasured(held):
         with store.writing() as session:
             action = settle_unmeasured(session, confirms.id, run_id, str(status), held, settings)
@@ -189,12 +293,18 @@ def judge_run(
         why = f"run {run_id} ended {status}: {error or 'no reason recorded'}"
         news = unmeasured_incident(run.version, str(run_id), str(status), why)
         return _record(store, run, news, settings)
-    with store.reading() as session:
-        inputs = detection_inputs(session, run, policy)
-    draft = draft_incident(inputs.candidate, _findings(inputs, settings, policy), policy)
+    try:
+        with store.reading() as session:
+            inputs = detection_inputs(session, run, policy)
+        findings = _findings(inputs, settings, policy)
+    except UnusableRun as exc:
+        return _skipped(run_id, release, str(exc))
+    draft = draft_incident(inputs.candidate, findings, policy)
     baseline_id = int(inputs.baseline.run_id) if inputs.baseline else None
     if draft is None:
-        return DetectionOutcome(run_id, release, "clean", baseline_run_id=baseline_id)
+        return DetectionOutcome(
+            run_id, release, "clean", findings=inputs.left_out, baseline_run_id=baseline_id
+        )
     return _record(store, run, draft, settings, baseline_id)
 
 
@@ -252,16 +362,19 @@ def confirm(
         if row.confirmation != Confirmation.PENDING:
             return DetectionOutcome(run_id, release, "unchanged", incident_id, draft)
         status = session.scalar(select(m.RunRow.status).where(m.RunRow.id == run_id))
-        inputs = None
+        ended, inputs, findings = str(status), None, []
         if status == m.RunStatus.SUCCEEDED:
-            inputs = detection_inputs(
-                session, run, policy, baseline_run_id=baseline_run_id, choose=False
-            )
+            try:
+                inputs = detection_inputs(
+                    session, run, policy, baseline_run_id=baseline_run_id, choose=False
+                )
+                findings = _findings(inputs, settings, policy)
+            except UnusableRun as exc:
+                ended, inputs = f"unusable ({exc})", None
     if inputs is None:
         with store.writing() as session:
-            confirmation_failed(session, incident_id, run_id, str(status))
+            confirmation_failed(session, incident_id, run_id, ended)
         return DetectionOutcome(run_id, release, "waiting", incident_id, draft)
-    findings = _findings(inputs, settings, policy)
     reproduced = sorted(_regressed(findings) & _regressed(draft.findings))
     with store.writing() as session:
         action = settle_confirmation(session, incident_id, run_id, reproduced, draft, settings)

@@ -45,6 +45,9 @@ HARNESS: tuple[str, str] = ("dtype_floor", "harness")
 """The (probe, arm) whose metrics are the harness's own resolution (the suite's trainer against
 a float64 trainer on the same tokens): detection floors every series with them, never drifts
 on them."""
+REPLAY: tuple[str, str] = ("replay", "prefill")
+"""The (probe, arm) that scores one fixed token corpus in every release: two runs of it are
+compared token by token, so their tokens must be the same."""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import false_discovery_control
 
-from monitor.detection.drift import effect_interval, exceeds_floor, paired_test
+from monitor.detection.detect import DetectionPolicy, judge_drifts
+from monitor.detection.drift import PairedTest, effect_interval, exceeds_floor, paired_test
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
 from monitor.detection.fdr import q_values
 from monitor.detection.noise import COMMON_SHIFT_MULTIPLE, floor_from_matrix, noise_floor
@@ -152,3 +153,23 @@ def test_q_values_by_hand_and_bad_input() -> None:
             q_values(bad)
     with pytest.raises(DetectionError, match="1-D"):
         q_values([[0.1]])
+
+
+def test_claims_and_contrasts_are_separate_families() -> None:
+    """A batch of contrasts with tiny p-values does not make a borderline claim significant
+    (one family would lower its q), and the claims do not dilute the contrasts."""
+    policy = DetectionPolicy(alpha=0.05)
+    borderline = PairedTest(
+        n_prompts=52, baseline_value=0.0, candidate_value=1.0, effect=1.0, p_value=0.04
+    )
+    others = [
+        PairedTest(n_prompts=52, baseline_value=0.0, candidate_value=1.0, effect=1.0, p_value=p)
+        for p in (1e-9, 2e-9, 3e-9, 4e-9, 0.5)
+    ]
+    tests = [borderline, *others]
+    claims_only = judge_drifts([borderline, others[-1]], [None, None], policy)
+    split = judge_drifts(tests, [None] * 6, policy, ["claims", *["contrasts"] * 4, "claims"])
+    pooled = judge_drifts(tests, [None] * 6, policy)
+    assert split[0] == claims_only[0] and split[0][1] is False  # q = 0.08 within the claims
+    assert pooled[0][1] is True  # pooled with the contrasts, the same claim would alarm
+    assert all(flagged for _, flagged in split[1:5])

@@ -21,7 +21,9 @@ from monitor.detection.detect import (
 )
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
 from monitor.detection.findings import IncidentDraft, build_incident
+from monitor.detection.noise import COMMON_SHIFT_MULTIPLE, sampling_sd
 from monitor.detection.render import render_alert
+from monitor.detection.traces import per_prompt_values
 from monitor.metrics import HARNESS
 from monitor.schema import ArmResult, ProbeResult, SamplingSpec, SuiteResult
 from monitor.verdicts import judge_arm
@@ -290,9 +292,29 @@ def test_the_harness_resolution_is_a_floor_under_every_series() -> None:
     assert not [f for f in quiet if f.kind == "drift" and f.metric == "mean_abs_delta"]
     fine = evaluate_release(with_harness(shifted, effect / 20), BASELINE)
     found = next(f for f in fine if f.kind == "drift" and f.metric == "mean_abs_delta")
-    assert found.noise_floor == pytest.approx(effect / 20)
-    assert found.effect_in_floors == pytest.approx(20.0)
+    trace = shifted.arms[SHIFTED].trace
+    assert trace is not None
+    resampled = COMMON_SHIFT_MULTIPLE * sampling_sd(per_prompt_values(trace, "mean_abs_delta"))
+    assert effect / 20 < resampled < effect
+    assert found.noise_floor == pytest.approx(resampled)
     assert not [f for f in fine if f.arm == "harness"]
+
+
+def test_without_spread_in_repeats_a_sampled_arm_is_floored_by_resampling() -> None:
+    """Bit-identical repeats show no sampling noise; another release samples other tokens, so
+    the floor of a sampled arm is what resampling moves its mean by (3 × √2 × the standard
+    error over prompts), while repeats that differ keep the floor they measured."""
+    shifted = candidate(times=4)
+    trace = shifted.arms[SHIFTED].trace
+    assert trace is not None
+    expected = COMMON_SHIFT_MULTIPLE * sampling_sd(per_prompt_values(trace, "mean_abs_delta"))
+    identical = [BASELINE, replace(BASELINE, run_id="again")]
+    found = evaluate_release(shifted, BASELINE, repeats=identical)
+    floors = {f.metric: f.noise_floor for f in found if (f.probe, f.arm) == SHIFTED}
+    assert floors and all(floor is not None and floor > 0.0 for floor in floors.values())
+    assert floors["mean_abs_delta"] == pytest.approx(expected)
+    measured = noise_floors(REPEATS)[(*SHIFTED, "k1")]
+    assert measured.shift_sd > 0.0 and measured.sampling_sd == 0.0
 
 
 def test_arms_that_measured_the_same_values_enter_the_family_once() -> None:

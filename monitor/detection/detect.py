@@ -25,7 +25,7 @@ from monitor.detection.findings import (
     direction,
     gate_severity,
 )
-from monitor.detection.noise import NoiseFloor, noise_floor, resolution_floor
+from monitor.detection.noise import NoiseFloor, noise_floor, resolution_floor, sampling_sd
 from monitor.detection.traces import (
     PER_PROMPT_METRICS,
     PromptValues,
@@ -34,7 +34,7 @@ from monitor.detection.traces import (
     per_prompt_values,
 )
 from monitor.gates import Tolerances
-from monitor.metrics import HARNESS, TokenArrays
+from monitor.metrics import HARNESS, REPLAY, TokenArrays
 from monitor.series import series_label
 from monitor.verdicts import MEASURED_BY, NOT_MEASURED, gate_problems, measured
 
@@ -54,6 +54,12 @@ SeriesName = tuple[str, str, str]
 """(probe, arm, metric): one series within a run configuration."""
 
 
+MOVED_NATS = 0.01
+"""A token whose logprob moved by more than this between two releases scoring the very same
+token (a 1% change of its probability ratio) moved: numerics of one dtype differ by ~1e-6."""
+MOVED_MAJOR_FRACTION = 0.01
+
+
 @dataclass(frozen=True)
 class DetectionPolicy:
     """How strict detection is. `alpha`: BH false-discovery level across a release's series;
@@ -69,6 +75,7 @@ class DetectionPolicy:
     min_history: int = 3
     top_tokens: int = 10
     seed: int = 0
+    moved_nats: float = MOVED_NATS
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(PER_PROMPT_METRICS))
@@ -76,7 +83,7 @@ class DetectionPolicy:
             raise DetectionError(f"drift metrics must be among {PER_PROMPT_METRICS}: {unknown}")
         if not 0.0 < self.alpha < 1.0:
             raise DetectionError(f"alpha must lie in (0, 1), got {self.alpha}")
-        for name in ("floor_multiple", "min_effect"):
+        for name in ("floor_multiple", "min_effect", "moved_nats"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0.0:
                 raise DetectionError(f"{name} must be finite and non-negative, got {value}")
@@ -179,6 +186,25 @@ def with_resolution(
     return raised
 
 
+def with_sampling(
+    floors: Mapping[SeriesName, NoiseFloor], run: RunInput, metrics: Sequence[str]
+) -> dict[SeriesName, NoiseFloor]:
+    """Where repeats measured no spread (none, or bit-identical runs), a sampled arm's floor
+    raised to what resampling its tokens would move it by, from the candidate's own spread over
+    prompts; repeats that differ measure that themselves. The replay arm scores fixed tokens."""
+    raised = dict(floors)
+    for key, trace in arm_traces(run, "candidate").items():
+        if key in (REPLAY, HARNESS):
+            continue
+        for metric in metrics:
+            floor = raised.get((*key, metric)) or NoiseFloor(0.0, 0.0, 0, 0)
+            if floor.prompt_sd > 0.0 or floor.shift_sd > 0.0:
+                continue
+            spread = sampling_sd(per_prompt_values(trace, metric))
+            raised[(*key, metric)] = floor.sampled(spread)
+    return raised
+
+
 def arm_traces(run: RunInput, role: str) -> dict[ArmKey, TokenArrays]:
     """Validated token arrays of every applicable arm that kept some."""
     return {
@@ -186,6 +212,23 @@ def arm_traces(run: RunInput, role: str) -> dict[ArmKey, TokenArrays]:
         for key, arm in _arms(run).items()
         if arm.trace is not None and arm.trace.n_tokens > 0
     }
+
+
+def unusable(run: RunInput, policy: DetectionPolicy) -> str | None:
+    """Why detection cannot judge with a stored run, or None: a non-finite metric, a trace that
+    fails its checks, per-prompt values that overflow (a store may hold runs written before the
+    result schema refused them)."""
+    for (probe, arm), facts in _arms(run).items():
+        broken = sorted(name for name, value in facts.metrics.items() if not math.isfinite(value))
+        if broken:
+            return f"{probe}/{arm} has non-finite metrics: {', '.join(broken)}"
+    try:
+        for trace in arm_traces(run, f"run {run.run_id}").values():
+            for metric in policy.metrics:
+                per_prompt_values(trace, metric)
+    except DetectionError as exc:
+        return str(exc)
+    return None
 
 
 def check_comparable(baseline: RunInput, candidate: RunInput) -> None:
@@ -234,15 +277,21 @@ def drift_tests(
     check_comparable(baseline, candidate)
     before = arm_traces(baseline, "baseline")
     after = arm_traces(candidate, "candidate")
+    after_arms = _arms(candidate)
     pending: list[tuple[str, str, str, PairedTest, PromptValues, PromptValues]] = []
     for key in sorted((set(before) & set(after)) - {HARNESS}):
+        if key == REPLAY and not same_tokens(before[key], after[key]):
+            continue
         for metric in policy.metrics:
             old = per_prompt_values(before[key], metric)
             new = per_prompt_values(after[key], metric)
             test = paired_test(old, new, series_label(*key, metric))
             pending.append((key[0], key[1], metric, test, old, new))
     chosen = [floors.get((probe, arm, metric)) for probe, arm, metric, *_ in pending]
-    verdicts = judge_drifts([item[3] for item in pending], chosen, policy)
+    families = [
+        CLAIMS if after_arms[(probe, arm)].gated else CONTRASTS for probe, arm, *_ in pending
+    ]
+    verdicts = judge_drifts([item[3] for item in pending], chosen, policy, families)
     return [
         SeriesDrift(probe, arm, metric, test, floor, q, flagged, old, new)
         for (probe, arm, metric, test, old, new), floor, (q, flagged) in zip(
@@ -251,19 +300,103 @@ def drift_tests(
     ]
 
 
+CLAIMS, CONTRASTS = "claims", "contrasts"
+"""The two families of drift questions, each with its own false-discovery control: gated arms
+(does the release still keep its claims) and contrasts (how large a known mismatch is)."""
+
+
+def same_tokens(one: TokenArrays, other: TokenArrays) -> bool:
+    """Whether two traces hold the very same tokens at the very same places."""
+    return all(
+        np.array_equal(getattr(one, name), getattr(other, name))
+        for name in ("prompt_index", "position", "token_id")
+    )
+
+
+def replay_findings(baseline: RunInput, candidate: RunInput) -> list[Finding]:
+    """The replay arm compares two releases token by token: runs that replayed different
+    tokens (another corpus) are not compared, and that is said, never a quiet pass."""
+    old, new = baseline.arms.get(REPLAY), candidate.arms.get(REPLAY)
+    if old is None or new is None or old.trace is None or new.trace is None:
+        return []
+    if not old.applicable or not new.applicable or same_tokens(old.trace, new.trace):
+        return []
+    return [
+        candidate.finding(
+            "coverage",
+            (*REPLAY, "tokens"),
+            direction="worse",
+            severity="major",
+            candidate_value=float(new.trace.n_tokens),
+            baseline_value=float(old.trace.n_tokens),
+            baseline_release=baseline.release,
+            baseline_run_id=baseline.run_id,
+            detail=f"replayed other tokens than {baseline.release} (another corpus): not compared",
+        )
+    ]
+
+
+def moved_token_findings(
+    baseline: RunInput, candidate: RunInput, policy: DetectionPolicy
+) -> list[Finding]:
+    """Arms that scored the very same tokens in both runs (the replay arm always) compared
+    token by token: tokens whose δ moved by more than `moved_nats`. A per-prompt test cannot
+    see a few tokens moving a lot (most prompts unchanged); this can."""
+    before = arm_traces(baseline, "baseline")
+    after = arm_traces(candidate, "candidate")
+    findings = []
+    for key in sorted((set(before) & set(after)) - {HARNESS}):
+        old, new = before[key], after[key]
+        if not same_tokens(old, new):
+            continue
+        change = np.abs(new.delta - old.delta)
+        moved = int(np.count_nonzero(change > policy.moved_nats))
+        if moved == 0:
+            continue
+        fraction = moved / change.size
+        findings.append(
+            candidate.finding(
+                "drift",
+                (*key, "moved_tokens"),
+                direction="worse",
+                severity="major" if fraction >= MOVED_MAJOR_FRACTION else "minor",
+                candidate_value=fraction,
+                baseline_release=baseline.release,
+                baseline_run_id=baseline.run_id,
+                baseline_value=0.0,
+                effect=float(change.max()),
+                limit=policy.moved_nats,
+                detail=(
+                    f"{moved} of {change.size} identical tokens moved by more than "
+                    f"{policy.moved_nats:g} nats against {baseline.release} (largest "
+                    f"{float(change.max()):.3g})"
+                ),
+            )
+        )
+    return findings
+
+
 def judge_drifts(
-    tests: Sequence[PairedTest], floors: Sequence[NoiseFloor | None], policy: DetectionPolicy
+    tests: Sequence[PairedTest],
+    floors: Sequence[NoiseFloor | None],
+    policy: DetectionPolicy,
+    families: Sequence[str] | None = None,
 ) -> list[tuple[float, bool]]:
-    """(q-value, flagged) per test of one release: BH across its distinct tests (arms that
-    measured exactly the same values enter the family once), then a flagged drift must have
-    q ≤ alpha and an effect beyond the noise floor."""
-    distinct = list(dict.fromkeys(tests))
-    family = dict(zip(distinct, q_values([test.p_value for test in distinct]), strict=True))
-    qs = [family[test] for test in tests]
+    """(q-value, flagged) per test of one release: BH within each family of questions (the
+    gated claims; the contrasts), across its distinct tests (arms that measured exactly the
+    same values enter once), then a flagged drift must have q ≤ alpha and an effect beyond the
+    noise floor."""
+    groups = list(families) if families is not None else [CLAIMS] * len(tests)
+    q_of: dict[tuple[str, PairedTest], float] = {}
+    for family in dict.fromkeys(groups):
+        distinct = list(dict.fromkeys(t for t, g in zip(tests, groups, strict=True) if g == family))
+        found = q_values([test.p_value for test in distinct])
+        q_of.update({(family, test): float(q) for test, q in zip(distinct, found, strict=True)})
+    qs = [q_of[(group, test)] for test, group in zip(tests, groups, strict=True)]
     return [
         (
-            float(q),
-            bool(q <= policy.alpha)
+            q,
+            q <= policy.alpha
             and exceeds_floor(
                 test.effect,
                 None if floor is None else floor.value,
@@ -493,6 +626,25 @@ def divergent_tokens(
     return tokens
 
 
+def pairing_problem(baseline: RunInput, candidate: RunInput, policy: DetectionPolicy) -> str | None:
+    """Why two usable runs cannot be compared series by series (as `drift_tests` compares a
+    baseline with a candidate), or None."""
+    try:
+        drift_tests(baseline, candidate, {}, policy)
+    except DetectionError as exc:
+        return str(exc)
+    return None
+
+
+def repeat_problem(first: RunInput, other: RunInput, policy: DetectionPolicy) -> str | None:
+    """Why two usable runs of one release cannot measure a noise floor together, or None."""
+    try:
+        noise_floors([first, other], policy.metrics)
+    except DetectionError as exc:
+        return str(exc)
+    return None
+
+
 def evaluate_release(
     candidate: RunInput,
     baseline: RunInput | None = None,
@@ -506,11 +658,14 @@ def evaluate_release(
     policy = policy or DetectionPolicy()
     series = [(*key, metric) for key in _arms(candidate) for metric in policy.metrics]
     floors = with_resolution(noise_floors(repeats, policy.metrics), series, candidate)
+    floors = with_sampling(floors, candidate, policy.metrics)
     findings = gate_findings(candidate, baseline, tolerances or {})
     findings += coverage_findings(candidate, baseline)
     if baseline is not None:
         tests = drift_tests(baseline, candidate, floors, policy)
         findings += drift_findings(baseline, candidate, tests, policy)
+        findings += replay_findings(baseline, candidate)
+        findings += moved_token_findings(baseline, candidate, policy)
     findings += change_point_findings(candidate, history or {}, floors, policy)
     return findings
 

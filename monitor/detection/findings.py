@@ -12,10 +12,12 @@ from monitor.detection.errors import DetectionError
 from monitor.series import series_label
 
 Severity = Literal["info", "minor", "major", "critical"]
-FindingKind = Literal["gate", "drift", "change_point", "coverage", "unmeasured"]
+FindingKind = Literal["gate", "drift", "change_point", "coverage", "unmeasured", "unusable"]
 """gate: a tolerance broken or a measurement missing; drift / change_point: moved against the
 baseline or the series' history; coverage: an arm the baseline measured that no longer applies;
-unmeasured: the release could not be measured at all (failed, timed out, not installable)."""
+unmeasured: the release could not be measured at all (failed, timed out, not installable);
+unusable: a stored run detection could not use (the candidate, or a baseline or repeat it left
+out)."""
 Direction = Literal["worse", "better"]
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "minor": 1, "major": 2, "critical": 3}
@@ -168,6 +170,25 @@ def unmeasured_incident(release: str, run_id: str, what: str, detail: str) -> In
         detail=detail,
     )
     return _assemble(release, run_id, [finding], ())
+
+
+def unusable_run(
+    release: str, run_id: str, role: str, other: str, problem: str, severity: Severity = "info"
+) -> Finding:
+    """A stored run detection could not use, as a finding of the candidate `run_id`: `role`
+    is what it was to be (candidate, baseline, repeat), `other` which run it is."""
+    return Finding(
+        release=release,
+        run_id=run_id,
+        kind="unusable",
+        probe="release",
+        arm=role,
+        metric=f"run {other}",
+        direction="worse",
+        severity=severity,
+        candidate_value=None,
+        detail=f"{role} run {other} left out: {problem}",
+    )
 
 
 def _finding_key(finding: Finding) -> tuple[str, str, str, str]:

@@ -33,21 +33,37 @@ class NoiseFloor:
     resolution: float = 0.0
     """What the harness itself cannot resolve in this metric (the suite measures it): a floor
     is never below it, so bit-identical repeats never make every change an alarm."""
+    sampling_sd: float = 0.0
+    """SD of the difference of two runs that sampled other tokens from the same distribution
+    (√2 × the standard error of the mean over prompts): what a release that samples differently
+    moves the metric by with nothing changed, which deterministic repeats never show."""
 
     @property
     def value(self) -> float:
         """The smallest shift repeats cannot explain: the per-prompt spread, or three times the
-        common shift between repeats where runs of one release move together, and never less
-        than the harness's resolution."""
-        return max(self.prompt_sd, COMMON_SHIFT_MULTIPLE * self.shift_sd, self.resolution)
+        common shift between runs (measured by repeats, or expected from resampling the tokens),
+        and never less than the harness's resolution."""
+        common = max(self.shift_sd, self.sampling_sd)
+        return max(self.prompt_sd, COMMON_SHIFT_MULTIPLE * common, self.resolution)
 
     def at_least(self, resolution: float) -> NoiseFloor:
         return replace(self, resolution=max(self.resolution, resolution))
+
+    def sampled(self, sampling_sd: float) -> NoiseFloor:
+        return replace(self, sampling_sd=max(self.sampling_sd, sampling_sd))
 
 
 def resolution_floor(resolution: float) -> NoiseFloor:
     """The floor of a series no repeats measured: the harness's resolution alone."""
     return NoiseFloor(0.0, 0.0, 0, 0, resolution)
+
+
+def sampling_sd(values: PromptValues) -> float:
+    """√2 × the standard error of the mean over prompts: the SD of the difference between the
+    means of two independent samples of tokens (0 for fewer than 2 prompts)."""
+    if values.values.size < 2:
+        return 0.0
+    return float(np.sqrt(2.0) * values.values.std(ddof=1) / np.sqrt(values.values.size))
 
 
 def _spread(differences: npt.NDArray[np.float64]) -> float:

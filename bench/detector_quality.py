@@ -47,6 +47,8 @@ from monitor.schema import (
 )
 from tests.detection_inputs import run_input
 
+ROOT = Path(__file__).resolve().parent.parent
+
 N_PROMPTS = 52
 N_SERIES = 20
 N_RELEASES = 10
@@ -260,10 +262,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--real", action="store_true", help="plant shifts into real stored runs")
+    parser.add_argument(
+        "--store",
+        default=f"sqlite:///{ROOT / '.cache' / 'bench-real' / 'parity.db'}",
+        help="--real: the store holding the real history (SQLite)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT / ".cache" / "bench-real",
+        help="--real: the data dir whose runs/ holds the history's result files",
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="--real: seeds per random plant")
     args = parser.parse_args()
     if args.trials < 1:
         parser.error("--trials must be at least 1")
     clock = time.perf_counter()
+    if args.real:
+        from bench.detector_real import real
+
+        real(args.store, args.data_dir, args.seeds)
+        print(f"total {time.perf_counter() - clock:.0f} s")
+        return
     quality(args.trials, args.seed)
     cost(args.seed)
     print(f"total {time.perf_counter() - clock:.0f} s")

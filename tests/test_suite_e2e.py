@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from monitor.metrics import REPLAY
 from monitor.schema import PROBE_NAMES, ArmResult, SuiteResult, load_result
+from monitor.suite.replay import SHIPPED, corpus_path, load_corpus
 from monitor.verdicts import judge_arm
 from tests.conftest import TEST_ENGINE, parity
 
@@ -109,7 +111,7 @@ def test_only_the_known_breaches_fail(result: SuiteResult) -> None:
         ("weight_sync", "no_reset"),
     }
     passing = [a for a in result.arms() if verdict(a) == "pass"]
-    assert len(passing) == 14
+    assert len(passing) == 15
 
 
 def test_every_measured_arm_compared_every_finite_token(result: SuiteResult) -> None:
@@ -120,7 +122,7 @@ def test_every_measured_arm_compared_every_finite_token(result: SuiteResult) -> 
         metrics = candidate.metrics
         assert metrics["nonfinite_tokens"] == 0 and metrics["uncompared_fraction"] == 0.0
         assert metrics["unmet_claims"] == 0, candidate.reason
-        if candidate.probe != "weight_sync":
+        if candidate.probe not in ("weight_sync", "replay"):
             assert metrics["n_tokens"] == expected, candidate.arm
 
 
@@ -174,6 +176,26 @@ def test_the_harness_floor_is_the_trainer_against_float64(result: SuiteResult) -
     base = arm(result, "prefill_vs_decode", "decode")
     # float32 against float64 rounding: above zero, below the engine-vs-trainer arms
     assert 0 < harness.metrics["mean_abs_delta"] < base.metrics["mean_abs_delta"] < 1e-5
+
+
+def test_the_replay_corpus_is_scored_token_for_token(result: SuiteResult) -> None:
+    """The shipped corpus of the tiny model, every token of it, teacher-forced in vLLM and
+    recomputed by the trainer: the same tokens any other release replays."""
+    assert result.model is not None
+    corpus = load_corpus(corpus_path(SHIPPED, result.model.fingerprint), result.model.fingerprint)
+    replay = arm(result, *REPLAY)
+    assert replay.gated and verdict(replay) == "pass", judge_arm(replay, {}).reasons
+    assert replay.extra["corpus"] == corpus.digest
+    assert replay.sampling == corpus.sampling()
+    assert replay.tokens is not None
+    trace = replay.tokens.arrays()
+    assert trace.token_id.tolist() == [t for s in corpus.sequences for t in s.token_ids]
+    assert trace.prompt_index.tolist() == [
+        s.prompt_index for s in corpus.sequences for _ in s.token_ids
+    ]
+    base = arm(result, "prefill_vs_decode", "prefill")
+    # the same prefill path on other tokens: the same order of error, far from zero or a gate
+    assert 0 < replay.metrics["mean_abs_delta"] < 10 * base.metrics["mean_abs_delta"] < 1e-4
 
 
 def test_prefix_cache_was_exercised(result: SuiteResult) -> None:

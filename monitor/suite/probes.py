@@ -8,7 +8,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from monitor.metrics import HARNESS
+import numpy as np
+
+from monitor.metrics import HARNESS, REPLAY
 from monitor.schema import (
     PROBE_NAMES,
     ArmResult,
@@ -26,6 +28,7 @@ from monitor.suite.engine import (
     read_back_problems,
     resolved_key,
 )
+from monitor.suite.replay import ReplayCorpus
 from monitor.suite.trainer import SEMANTICS, Trainer
 
 Progress = Callable[[str], None]
@@ -70,6 +73,7 @@ class SuiteContext:
     requested: dict[str, dict[str, Any]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     extra_trainers: list[Trainer] = field(default_factory=list)
+    replay: ReplayCorpus | None = None
     _memo: dict[tuple[Any, ...], list[Rollout]] = field(default_factory=dict)
 
     def trainers(self) -> list[Trainer]:
@@ -558,6 +562,46 @@ class PrefillVsDecode(Probe):
         ]
 
 
+class Replay(Probe):
+    name, arm = REPLAY
+    description = (
+        "A fixed corpus of token sequences, made once per model and kept, scored by teacher "
+        "forcing (prompt_logprobs, T=1) and by the trainer: every release scores the very same "
+        "tokens, so releases are compared token by token, free of sampling noise."
+    )
+    engines = ("base",)
+
+    def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
+        if ctx.replay is None:
+            return
+        ctx.progress(f"replay corpus {ctx.replay.digest}")
+        corpus = [
+            Rollout(s.prompt_index, s.prompt_ids, s.token_ids, np.empty(0), None)
+            for s in ctx.replay.sequences
+        ]
+        scored = engine.prompt_logprobs(corpus)
+        self.rollouts["base"] = [
+            replace(rollout, logprobs=logprobs)
+            for rollout, logprobs in zip(corpus, scored, strict=True)
+        ]
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        text = "the replay corpus: prompt_logprobs vs trainer, raw at T=1"
+        if ctx.replay is None:
+            return [not_applicable(self.name, self.arm, text, "no replay corpus was loaded")]
+        return [
+            self.vs_trainer(
+                ctx,
+                self.arm,
+                text,
+                "base",
+                "raw",
+                sampling=ctx.replay.sampling(),
+                extra={"corpus": ctx.replay.digest},
+            )
+        ]
+
+
 class DtypeFloor(Probe):
     name, arm = HARNESS
     description = (
@@ -639,6 +683,7 @@ PROBES: tuple[type[Probe], ...] = (
     BatchInvariance,
     Fp32Head,
     PrefillVsDecode,
+    Replay,
     DtypeFloor,
     V0VsV1,
 )

@@ -30,8 +30,9 @@ from monitor.suite.engine import (
     version_tuple,
 )
 from monitor.suite.models import resolve_model
-from monitor.suite.probes import PROBES, DtypeFloor, Probe, SuiteContext, engine_plan
+from monitor.suite.probes import PROBES, DtypeFloor, Probe, Replay, SuiteContext, engine_plan
 from monitor.suite.prompts import load_prompts
+from monitor.suite.replay import PROMPTS, ReplayCorpus, replay_corpus
 from monitor.suite.trainer import Trainer
 
 Emit = Callable[..., None]
@@ -113,6 +114,10 @@ def run_suite(
     prompts = load_prompts(Path(config.prompts) if config.prompts != "bundled" else None)
     tokenized = [(i, list(tokenizer.encode(p.text))) for i, p in enumerate(prompts)]
     longest = max(len(ids) for _, ids in tokenized)
+    replay = None
+    if Replay.name in config.probes:
+        replay = _replay(info.name, info.fingerprint, trainer, tokenizer, cache_dir, emit)
+        longest = max(longest, replay.longest - config.max_tokens)
     timings["setup"] = time.perf_counter() - clock
 
     seed = config.seed
@@ -141,6 +146,7 @@ def run_suite(
         work_dir=work_dir,
         progress=lambda message: emit("step", message=message),
         plan=engine_plan(config.engine_dtype, knobs),
+        replay=replay,
     )
     probes = [cls() for cls in PROBES if cls.name in config.probes]
     base_kwargs: dict[str, Any] = {
@@ -179,6 +185,16 @@ def run_suite(
         trainer_forwards=sum({id(t): t.forwards for t in ctx.trainers()}.values()),
         timings_s=timings,
     )
+
+
+def _replay(
+    model: str, fingerprint: str, trainer: Trainer, tokenizer: Any, cache_dir: Path, emit: Emit
+) -> ReplayCorpus:
+    """The model's replay corpus (made from the bundled prompts if the model has none yet)."""
+    bundled = [(i, list(tokenizer.encode(p.text))) for i, p in enumerate(load_prompts()[:PROMPTS])]
+    corpus, origin = replay_corpus(model, fingerprint, bundled, trainer, cache_dir)
+    emit("stage", message=f"replay corpus {corpus.digest} ({origin})")
+    return corpus
 
 
 def _visit_engines(

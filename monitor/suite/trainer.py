@@ -80,6 +80,20 @@ class Trainer:
         targets = torch.tensor(token_ids, dtype=torch.long)
         return score_logits(logits, targets, temperature, top_p, top_k)
 
+    def continuation(self, prompt_ids: list[int], n_tokens: int, seed: int) -> list[int]:
+        """`n_tokens` tokens drawn at T=1 from this model after the prompt (numpy's generator
+        with `seed` picks each from the float64 softmax), for a corpus made once and kept."""
+        import torch
+
+        rng = np.random.default_rng(seed)
+        ids = list(prompt_ids)
+        with torch.inference_mode():
+            for _ in range(n_tokens):
+                logits = self.model(input_ids=torch.tensor([ids], dtype=torch.long)).logits
+                probs = torch.softmax(logits[0, -1].double(), dim=-1).numpy()
+                ids.append(int(rng.choice(probs.size, p=probs / probs.sum())))
+        return ids[len(prompt_ids) :]
+
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 

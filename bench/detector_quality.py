@@ -4,8 +4,10 @@
 
 Per-prompt values of a metric are simulated with large prompt effects (52 prompts, log-normal
 levels), heavy-tailed per-prompt run noise (Student t, 4 d.f.) and a small whole-run shift;
-each release is judged with 20 series side by side (Benjamini–Hochberg across them), the noise
-floor measured from 3 repeat runs of the first release. The detector is the project's own code
+each release is judged with 20 series side by side (Benjamini–Hochberg across them). Every
+release is measured 3 times (a run and its repeats); a release's floor comes from its baseline
+release's repeats, their whole-run shift pooled over every earlier release's, as production
+does. The detector is the project's own code
 (`paired_test`, `judge_drifts`, `confirmed_new_level`); the true floor of a series is measured with
 60 repeats. Prints the detection rate of shifts of k × the noise floor (goal at 3×: >= 95%),
 false alarms per release on repeat-only series (goal <= 1%), and the time a real release takes to
@@ -33,7 +35,7 @@ from monitor.detection.detect import (
     judge_drifts,
 )
 from monitor.detection.drift import PairedTest, paired_test
-from monitor.detection.noise import NoiseFloor, floor_from_matrix
+from monitor.detection.noise import NoiseFloor, floor_from_matrix, pooled_shift
 from monitor.detection.traces import PromptValues
 from monitor.engines import parse_release
 from monitor.metrics import TokenArrays, token_metrics
@@ -114,36 +116,50 @@ def flagged(
     return tests, judge_drifts(tests, floors, POLICY)
 
 
-def detection_trial(rng: np.random.Generator, scenario: Scenario, size: float) -> tuple[bool, ...]:
+def release_runs(series: Series, repeats: int) -> np.ndarray:
+    """releases × repeats × prompts: every release measured `repeats` times, as a release and
+    its confirmation runs are stored."""
+    return series.runs(N_RELEASES * repeats).reshape(N_RELEASES, repeats, N_PROMPTS)
+
+
+def floor_at(runs: np.ndarray, release: int) -> NoiseFloor:
+    """The floor judging `release`, as production builds it: the baseline release's repeats,
+    their whole-run shift pooled with every earlier release's."""
+    floor = floor_from_matrix(runs[release - 1])
+    return floor.pooled(*pooled_shift(list(runs[:release].mean(axis=2))))
+
+
+def detection_trial(
+    rng: np.random.Generator, scenario: Scenario, size: float
+) -> tuple[bool, bool, float]:
     """One shift of `size` true floors in series 0, from a random release on: found by drift at
-    that release with the right sign; found as a change point once the next release confirms."""
+    that release with the right sign; found as a change point once the next release confirms.
+    Also the shift in metric units, relative to the series' mean."""
     series = [Series(rng, scenario) for _ in range(N_SERIES)]
-    floors = [floor_from_matrix(s.runs(scenario.repeats)) for s in series]
     truth = floor_from_matrix(series[0].runs(TRUTH_REPEATS)).value
     at = int(rng.integers(POLICY.min_history, N_RELEASES - 1))
     sign = rng.choice([-1.0, 1.0])
-    history = series[0].runs(at + 2)
-    history[at:] += sign * series[0].shift(size * truth)
-    baseline = [history[at - 1], *(s.runs(1)[0] for s in series[1:])]
-    candidate = [history[at], *(s.runs(1)[0] for s in series[1:])]
-    tests, verdicts = flagged(baseline, candidate, floors)
+    runs = [release_runs(s, scenario.repeats) for s in series]
+    runs[0][at:] += sign * series[0].shift(size * truth)
+    floors = [floor_at(r, at) for r in runs]
+    tests, verdicts = flagged([r[at - 1, 0] for r in runs], [r[at, 0] for r in runs], floors)
     drift = verdicts[0][1] and np.sign(tests[0].effect) == sign
-    means = history.mean(axis=1)
-    found = confirmed_new_level(list(means), floors[0], POLICY)
+    means = runs[0][: at + 2, 0].mean(axis=1)
+    found = confirmed_new_level(list(means), floor_at(runs[0], at + 1), POLICY)
     point = found is not None and found[0] == at and np.sign(means[at:].mean() - found[1]) == sign
-    return drift, point
+    return drift, point, size * truth / float(series[0].levels.mean())
 
 
 def null_trial(rng: np.random.Generator, scenario: Scenario) -> list[bool]:
     """Repeat-only series: whether each release after the first raised any finding."""
     series = [Series(rng, scenario) for _ in range(N_SERIES)]
-    floors = [floor_from_matrix(s.runs(scenario.repeats)) for s in series]
-    runs = [s.runs(N_RELEASES) for s in series]
-    means = [r.mean(axis=1) for r in runs]
+    runs = [release_runs(s, scenario.repeats) for s in series]
+    means = [r[:, 0].mean(axis=1) for r in runs]
     alarms = []
     for release in range(1, N_RELEASES):
-        _, verdicts = flagged([r[release - 1] for r in runs], [r[release] for r in runs], floors)
-        drift = any(hit for _, hit in verdicts)
+        floors = [floor_at(r, release) for r in runs]
+        baseline, candidate = [r[release - 1, 0] for r in runs], [r[release, 0] for r in runs]
+        drift = any(hit for _, hit in flagged(baseline, candidate, floors)[1])
         points = any(
             confirmed_new_level(list(m[: release + 1]), floor, POLICY) is not None
             for m, floor in zip(means, floors, strict=True)
@@ -167,12 +183,14 @@ def quality(trials: int, seed: int) -> None:
         print(f"\n{scenario.name} (floor from {scenario.repeats} repeats)")
         for size in SIZES:
             outcomes = np.array([detection_trial(rng, scenario, size) for _ in range(trials)])
-            drift, point = outcomes.sum(axis=0)
-            either = int(outcomes.any(axis=1).sum())
+            found = outcomes[:, :2].astype(bool)
+            drift, point = found.sum(axis=0)
+            either = int(found.any(axis=1).sum())
             goal = "  (goal >= 95%)" if size == 3.0 else ""
             print(
-                f"  shift {size:3.1f}x floor: drift {rate(int(drift), trials)}  change point "
-                f"(next release) {rate(int(point), trials)}  either {rate(either, trials)}{goal}"
+                f"  shift {size:3.1f}x floor ({100 * np.median(outcomes[:, 2]):.0f}% of the "
+                f"mean): drift {rate(int(drift), trials)}  change point (next release) "
+                f"{rate(int(point), trials)}  either {rate(either, trials)}{goal}"
             )
         alarms = [hit for _ in range(trials) for hit in null_trial(rng, scenario)]
         print(

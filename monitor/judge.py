@@ -85,6 +85,7 @@ class Inputs:
     baseline: RunInput | None
     repeats: list[RunInput]
     history: dict[SeriesName, list[float]]
+    repeat_history: dict[SeriesName, list[list[float]]] = field(default_factory=dict)
     left_out: list[Finding] = field(default_factory=list)
 
 
@@ -203,19 +204,34 @@ def detection_inputs(
         if version_key(version) < version_key(run.version)
         and each.run_id not in loader.left_out_ids
     ]
-    values = arm_metric_values(session, earlier)
+    others = [r for r in runs if r.run_id != run.run_id and r.run_id not in loader.left_out_ids]
+    values = arm_metric_values(session, [r.run_id for r in others])
     history: dict[SeriesName, list[float]] = {}
     for run_id in earlier:
-        for (probe, arm, metric), value in values[run_id].items():
-            if metric in policy.metrics:
-                history.setdefault((probe, arm, metric), []).append(value)
+        for key, value in values[run_id].items():
+            if key[2] in policy.metrics:
+                history.setdefault(key, []).append(value)
     return Inputs(
         candidate=loader.candidate,
         baseline=baseline,
         repeats=repeats if len(repeats) >= 2 else [],
         history=history,
+        repeat_history=_by_release(others, values, policy),
         left_out=loader.left_out,
     )
+
+
+def _by_release(
+    runs: list[StoredRun], values: dict[int, dict[SeriesName, float]], policy: DetectionPolicy
+) -> dict[SeriesName, list[list[float]]]:
+    """Per series, its values in every stored run, grouped by release: the repeat history
+    whole-run shifts are pooled over."""
+    grouped: dict[SeriesName, dict[str, list[float]]] = {}
+    for each in runs:
+        for key, value in values[each.run_id].items():
+            if key[2] in policy.metrics:
+                grouped.setdefault(key, {}).setdefault(each.version, []).append(value)
+    return {key: list(releases.values()) for key, releases in grouped.items()}
 
 
 def _findings(inputs: Inputs, settings: Settings, policy: DetectionPolicy) -> list[Finding]:
@@ -229,6 +245,7 @@ def _findings(inputs: Inputs, settings: Settings, policy: DetectionPolicy) -> li
             baseline,
             repeats=repeats,
             history=inputs.history,
+            repeat_history=inputs.repeat_history,
             tolerances=settings.tolerances,
             policy=policy,
         )

@@ -7,13 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.stats import false_discovery_control
+from scipy.stats import false_discovery_control, norm
+from scipy.stats import t as student_t
 
 from monitor.detection.detect import DetectionPolicy, judge_drifts
 from monitor.detection.drift import PairedTest, effect_interval, exceeds_floor, paired_test
 from monitor.detection.errors import DetectionError, PromptSetMismatchError
 from monitor.detection.fdr import q_values
-from monitor.detection.noise import COMMON_SHIFT_MULTIPLE, floor_from_matrix, noise_floor
+from monitor.detection.noise import (
+    COMMON_SHIFT_MULTIPLE,
+    NoiseFloor,
+    floor_from_matrix,
+    noise_floor,
+    pooled_shift,
+)
 from monitor.detection.traces import PromptValues
 
 N_PROMPTS = 52
@@ -173,3 +180,54 @@ def test_claims_and_contrasts_are_separate_families() -> None:
     assert split[0] == claims_only[0] and split[0][1] is False  # q = 0.08 within the claims
     assert pooled[0][1] is True  # pooled with the contrasts, the same claim would alarm
     assert all(flagged for _, flagged in split[1:5])
+
+
+def test_pooled_shift_by_hand_and_what_adds_nothing() -> None:
+    """√2 × the pooled within-release SD of run values: [1, 3] adds 2 squares on 1 d.f.,
+    [2, 2] none on 1 d.f.; lone runs and non-finite groups add nothing."""
+    sd, df = pooled_shift([[1.0, 3.0], [2.0, 2.0], [5.0], [1.0, float("nan")]])
+    assert df == 2 and sd == pytest.approx(np.sqrt(2.0 * 2.0 / 2))
+    assert pooled_shift([[1.0], []]) == (0.0, 0)
+
+
+def test_whole_run_shifts_are_told_from_per_prompt_noise() -> None:
+    """Repeats with per-prompt noise only keep the many degrees of freedom of that noise;
+    repeats that move as whole runs rest on their few pairs."""
+    rng = np.random.default_rng(3)
+    levels = rng.normal(5.0, 2.0, 52)
+    quiet = floor_from_matrix(levels + rng.normal(0.0, 0.1, (3, 52)))
+    moving = floor_from_matrix(levels + rng.normal(0.0, 0.1, (3, 52)) + [[0.0], [0.4], [-0.4]])
+    assert quiet.shift_df == 2 * 52
+    assert moving.shift_df == 2
+    assert floor_from_matrix(np.tile(levels, (3, 1))).shift_df == 2 * 52
+
+
+def test_a_shift_is_judged_against_whole_run_noise_with_its_degrees_of_freedom() -> None:
+    floor = NoiseFloor(prompt_sd=0.01, shift_sd=0.1, n_repeats=3, n_prompts=52, shift_df=2)
+    assert floor.shift_p_value(0.5) == pytest.approx(2 * student_t.sf(5.0, 2))
+    assert NoiseFloor(0.01, 0.0, 3, 52, shift_df=2).shift_p_value(0.5) == 0.0
+    sampled = NoiseFloor(0.0, 0.0, 0, 0, sampling_sd=0.1)
+    assert sampled.shift_p_value(0.5) == pytest.approx(2 * norm.sf(5.0))
+    pooled = floor.pooled(0.12, 20)
+    assert (pooled.shift_sd, pooled.shift_df) == (0.12, 20)
+    assert floor.pooled(0.05, 1) is floor
+    assert floor.pooled(0.3, 1).shift_sd == 0.3
+
+
+def test_a_whole_run_shift_the_history_shows_is_not_a_drift() -> None:
+    """Every prompt moved by 0.25 (signed-rank p tiny, 2.5 common-shift SDs, above the floor's
+    3 × SD only by the luck of two degrees of freedom): no drift once whole-run noise of that
+    size is known from 20 degrees of freedom; a move of 10 SDs still is one."""
+    policy = DetectionPolicy()
+    own = NoiseFloor(prompt_sd=0.01, shift_sd=0.08, n_repeats=3, n_prompts=52, shift_df=2)
+    known = own.pooled(0.1, 20)
+
+    def moved(by: float) -> PairedTest:
+        return PairedTest(
+            n_prompts=52, baseline_value=1.0, candidate_value=1.0 + by, effect=by, p_value=1e-10
+        )
+
+    assert judge_drifts([moved(0.25)], [None], policy)[0][1] is True
+    assert judge_drifts([moved(0.25)], [known], policy)[0][1] is False
+    assert judge_drifts([moved(1.0)], [known], policy)[0][1] is True
+    assert judge_drifts([moved(1.0)], [known], policy)[0][0] >= 2 * student_t.sf(10.0, 20)

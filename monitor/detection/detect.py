@@ -25,7 +25,13 @@ from monitor.detection.findings import (
     direction,
     gate_severity,
 )
-from monitor.detection.noise import NoiseFloor, noise_floor, resolution_floor, sampling_sd
+from monitor.detection.noise import (
+    NoiseFloor,
+    noise_floor,
+    pooled_shift,
+    resolution_floor,
+    sampling_sd,
+)
 from monitor.detection.traces import (
     PER_PROMPT_METRICS,
     PromptValues,
@@ -184,6 +190,23 @@ def with_resolution(
         floor = raised.get(key)
         raised[key] = resolution_floor(limit) if floor is None else floor.at_least(limit)
     return raised
+
+
+def with_pooled_shift(
+    floors: Mapping[SeriesName, NoiseFloor],
+    repeat_history: Mapping[SeriesName, Sequence[Sequence[float]]],
+) -> dict[SeriesName, NoiseFloor]:
+    """Every series' whole-run shift measured over all releases' repeats where they outnumber
+    its own repeats: three repeats estimate it from two degrees of freedom, far too loosely
+    for a floor of three times it to hold the false-alarm rate."""
+    pooled = dict(floors)
+    for key, groups in repeat_history.items():
+        shift_sd, shift_df = pooled_shift(groups)
+        if shift_df == 0:
+            continue
+        floor = pooled.get(key) or NoiseFloor(0.0, 0.0, 0, 0)
+        pooled[key] = floor.pooled(shift_sd, shift_df)
+    return pooled
 
 
 def with_sampling(
@@ -385,14 +408,20 @@ def judge_drifts(
     """(q-value, flagged) per test of one release: BH within each family of questions (the
     gated claims; the contrasts), across its distinct tests (arms that measured exactly the
     same values enter once), then a flagged drift must have q ≤ alpha and an effect beyond the
-    noise floor."""
+    noise floor. A test's p-value is the larger of the per-prompt test's and that of its mean
+    difference as a whole-run shift (`NoiseFloor.shift_p_value`): a change must stand out from
+    both kinds of noise the repeats measured."""
     groups = list(families) if families is not None else [CLAIMS] * len(tests)
-    q_of: dict[tuple[str, PairedTest], float] = {}
+    asked = [
+        (group, test, max(test.p_value, 0.0 if floor is None else floor.shift_p_value(test.effect)))
+        for test, floor, group in zip(tests, floors, groups, strict=True)
+    ]
+    q_of: dict[tuple[str, PairedTest, float], float] = {}
     for family in dict.fromkeys(groups):
-        distinct = list(dict.fromkeys(t for t, g in zip(tests, groups, strict=True) if g == family))
-        found = q_values([test.p_value for test in distinct])
-        q_of.update({(family, test): float(q) for test, q in zip(distinct, found, strict=True)})
-    qs = [q_of[(group, test)] for test, group in zip(tests, groups, strict=True)]
+        distinct = list(dict.fromkeys(each for each in asked if each[0] == family))
+        found = q_values([p for *_, p in distinct])
+        q_of.update({each: float(q) for each, q in zip(distinct, found, strict=True)})
+    qs = [q_of[each] for each in asked]
     return [
         (
             q,
@@ -651,13 +680,17 @@ def evaluate_release(
     *,
     repeats: Sequence[RunInput] = (),
     history: Mapping[SeriesName, Sequence[float]] | None = None,
+    repeat_history: Mapping[SeriesName, Sequence[Sequence[float]]] | None = None,
     tolerances: Tolerances | None = None,
     policy: DetectionPolicy | None = None,
 ) -> list[Finding]:
-    """Every finding for the candidate release, info ones included."""
+    """Every finding for the candidate release, info ones included. `repeat_history`: per
+    series, the values of every stored release's runs, grouped by release (the candidate run
+    left out), from which whole-run shifts are pooled."""
     policy = policy or DetectionPolicy()
     series = [(*key, metric) for key in _arms(candidate) for metric in policy.metrics]
     floors = with_resolution(noise_floors(repeats, policy.metrics), series, candidate)
+    floors = with_pooled_shift(floors, repeat_history or {})
     floors = with_sampling(floors, candidate, policy.metrics)
     findings = gate_findings(candidate, baseline, tolerances or {})
     findings += coverage_findings(candidate, baseline)

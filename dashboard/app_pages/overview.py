@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard import data, tables, ui
 from dashboard.escape import code, visible
 from dashboard.incident_tables import INCIDENT_LINKS, incident_rows
+from dashboard.progress_panel import progress_panel
 from dashboard.state import PageState
 
 RECENT_RUNS = 15
@@ -17,6 +18,7 @@ ctx = ui.context()
 state = PageState("overview")
 st.title("vLLM parity")
 st.caption(f"Database {code(ctx.shown_url)}")
+progress_panel(ctx, compact=True)
 ui.require_runs(ctx)
 
 releases = ui.read(lambda: data.releases(ctx.url))

@@ -35,6 +35,7 @@ from monitor.engines import (
 from monitor.envs import EnvBuildError, ReleaseEnv, first_installable, index_config
 from monitor.errors import one_line
 from monitor.pipeline import execute
+from monitor.progress import ProgressFeed, RunProgress, summary
 from monitor.releases import DiscoveryError, candidate_releases
 from monitor.requests import RequestError, read_prompts, suite_config
 from monitor.runners.base import OnEvent, RunnerLost, RunnerUnavailable
@@ -58,6 +59,7 @@ FindLinks = Annotated[list[str] | None, typer.Option(help="extra find-links (rep
 
 
 def progress_bar() -> Progress:
+    """Live bars on a terminal; elsewhere (a log file, a pipe) none, the steps being lines."""
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", style="progress.description", markup=False),
@@ -66,31 +68,45 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=errors,
         transient=False,
+        disable=not errors.is_terminal,
     )
 
 
-def suite_events(progress: Progress) -> OnEvent:
-    """Show the suite's progress events: engines started of all, the current stage or step."""
+def suite_events(progress: Progress, feed: ProgressFeed | None = None) -> OnEvent:
+    """Show the suite's progress events: engines started of all, then the stage or step with
+    counts, elapsed and what is left; where the console is no terminal (a log file, a pipe),
+    one plain line per step instead. `feed` also takes every event (e.g. to store it)."""
+    feed = feed or ProgressFeed(RunProgress())
+    if feed.line is None and not progress.console.is_terminal:
+        feed.line = lambda text: progress.console.print(
+            plain(text), highlight=False, soft_wrap=True
+        )
     engines = progress.add_task("engines", total=None, visible=False)
     step = progress.add_task("suite", total=None)
 
     def handle(event: dict[str, Any]) -> None:
-        message = shown(event.get("message", ""))
+        feed(event)
         if event.get("event") == "engine":
             progress.update(
                 engines,
                 visible=True,
-                description=message,
+                description=shown(event.get("message", "")),
                 completed=event.get("done", 0),
                 total=event.get("total"),
             )
         elif event.get("event") in ("stage", "step"):
-            progress.update(step, description=message)
+            progress.update(step, description=shown(summary(feed.progress)))
         elif event.get("event") == "done":
             done = shown(f"suite {event.get('status')}")
             progress.update(step, description=done, total=1, completed=1)
 
     return handle
+
+
+def step_line(progress: Progress, message: str) -> None:
+    """A set-up step (environment) as one plain line where the console is no terminal."""
+    if not progress.console.is_terminal:
+        progress.console.print(plain(message), highlight=False, soft_wrap=True)
 
 
 def _runner(chosen: Settings, runner: str | None) -> str:
@@ -112,18 +128,16 @@ def _environment(
 
     def log(message: str) -> None:
         progress.update(task, description=shown(message))
+        step_line(progress, message)
 
     candidates = candidate_releases(*release, chosen, log)
     env = first_installable(
         candidates, chosen, index_config(chosen, index, find_links), log, here=runner == "local"
     )
     verb = "reused" if env.reused else "built"
-    progress.update(
-        task,
-        description=shown(f"environment {env.spec} {verb} ({env.build_seconds:.1f} s)"),
-        total=1,
-        completed=1,
-    )
+    described = f"environment {env.spec} {verb} ({env.build_seconds:.1f} s)"
+    progress.update(task, description=shown(described), total=1, completed=1)
+    step_line(progress, described)
     return env
 
 

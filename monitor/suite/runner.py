@@ -32,7 +32,7 @@ from monitor.suite.engine import (
 from monitor.suite.models import resolve_model
 from monitor.suite.probes import PROBES, DtypeFloor, Probe, Replay, SuiteContext, engine_plan
 from monitor.suite.prompts import load_prompts
-from monitor.suite.replay import PROMPTS, ReplayCorpus, replay_corpus
+from monitor.suite.replay import ReplayCorpus, bundled_prompt_ids, replay_corpus
 from monitor.suite.trainer import Trainer
 
 Emit = Callable[..., None]
@@ -191,7 +191,7 @@ def _replay(
     model: str, fingerprint: str, trainer: Trainer, tokenizer: Any, cache_dir: Path, emit: Emit
 ) -> ReplayCorpus:
     """The model's replay corpus (made from the bundled prompts if the model has none yet)."""
-    bundled = [(i, list(tokenizer.encode(p.text))) for i, p in enumerate(load_prompts()[:PROMPTS])]
+    bundled = bundled_prompt_ids(tokenizer)
     corpus, origin = replay_corpus(model, fingerprint, bundled, trainer, cache_dir)
     emit("stage", message=f"replay corpus {corpus.digest} ({origin})")
     return corpus

@@ -111,6 +111,12 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def storable_text(text: str) -> str:
+    """Text every backend stores (NUL and lone surrogates escaped, the rest kept): for a log
+    tail or a traceback, so that a crash's own output cannot turn its failure into a refusal."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def value_problem(value: Any, limit: int = MAX_NESTING) -> str | None:
     """Why a JSON-like value cannot be stored alike on every backend: a string `text_problem`
     refuses, a non-finite float, an integer beyond 64 bits, nesting deeper than `limit`."""

@@ -103,7 +103,8 @@ def main() -> int:
         print("stand-in suite working", flush=True)
         time.sleep(0.2)
     if mode == "garbage":
-        print("Segmentation fault? <<<not json>>>", flush=True)
+        sys.stdout.buffer.write(b"Segmentation fault? \x00\xff\x1b[31m <<<not json>>>\n")
+        sys.stdout.flush()
         args.out.write_text("<<<this is not a result>>>")
         return 0
     if mode == "no_result":

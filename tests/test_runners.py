@@ -105,6 +105,7 @@ def test_local_runner_turns_garbage_into_a_failed_result(tmp_path: Path) -> None
     assert result.status == "failed"
     assert (result.error or "").startswith("suite wrote an unreadable result:")
     assert "not json" in (result.error_tail or "")
+    assert "\\x00" in (result.error_tail or "") and "\x00" not in (result.error_tail or "")
 
 
 def test_local_runner_times_out(tmp_path: Path) -> None:

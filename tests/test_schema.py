@@ -77,6 +77,16 @@ def test_failed_result_needs_an_error() -> None:
         _failed(error=None)
 
 
+def test_a_crash_whose_message_holds_unstorable_text_is_still_a_failed_result(tmp_path) -> None:
+    from monitor.suite.__main__ import failed_result
+
+    crash = ValueError("token \x00 \udcff")
+    result = failed_result(suite_config("0.32.0"), datetime.now(UTC), crash)
+    assert result.error == "ValueError: token \\x00 \\udcff"
+    write_result(result, tmp_path / "r.json")
+    assert "\\udcff" in (load_result(tmp_path / "r.json").error_tail or "")
+
+
 def test_write_is_atomic_and_reads_back(tmp_path) -> None:
     path = tmp_path / "r.json"
     write_result(_failed(), path)

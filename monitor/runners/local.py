@@ -27,7 +27,7 @@ from monitor.runners.base import (
     RunnerLost,
     SuiteJob,
 )
-from monitor.schema import SchemaError, SuiteConfig, SuiteResult, load_result
+from monitor.schema import SchemaError, SuiteConfig, SuiteResult, load_result, storable_text
 
 WATCH_INTERVAL_S = 2.0
 SCRUBBED_ENV = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")
@@ -82,7 +82,7 @@ suite's process): a crash of the release, a failed run, not a runner lost from o
 
 def log_tail(path: Path, lines: int = 40) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return storable_text("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
     except OSError:
         return ""
 

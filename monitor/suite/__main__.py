@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.schema import SuiteConfig, SuiteResult, write_result
+from monitor.schema import SuiteConfig, SuiteResult, storable_text, write_result
 
 
 def _emitter(stream: TextIO | None) -> Any:
@@ -28,8 +28,8 @@ def _emitter(stream: TextIO | None) -> Any:
 
 
 def failed_result(config: SuiteConfig, started_at: datetime, exc: BaseException) -> SuiteResult:
-    tail = "".join(traceback.format_exception(exc))[-4000:]
-    message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    tail = storable_text("".join(traceback.format_exception(exc))[-4000:])
+    message = storable_text(f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500])
     return SuiteResult(
         status="failed",
         error=message,

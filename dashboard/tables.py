@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -82,6 +83,41 @@ def _release_note(release: ReleaseInfo) -> str:
     return "" if release.n_runs else "no run"
 
 
+def tested(release: ReleaseInfo) -> bool:
+    """Whether anything was learnt of a release: it has a run (of any outcome), or an attempt
+    found it not installable. Only discovered: neither."""
+    return release.n_runs > 0 or release.installable is False
+
+
+@dataclass(frozen=True)
+class ReleaseCounts:
+    """How many releases were discovered and how many of them were tested."""
+
+    discovered: int
+    tested: int
+
+    @property
+    def untested(self) -> int:
+        return self.discovered - self.tested
+
+    def toggle_label(self) -> str:
+        """The label of the switch that shows the untested releases too."""
+        return f"{self.discovered} discovered, {self.tested} tested — show all"
+
+
+def release_counts(releases: Iterable[ReleaseInfo]) -> ReleaseCounts:
+    releases = list(releases)
+    return ReleaseCounts(len(releases), sum(tested(release) for release in releases))
+
+
+def shown_releases(matrix: StatusMatrix, *, show_all: bool) -> StatusMatrix:
+    """The matrix with its tested releases only, unless `show_all`: at 100 discovered releases
+    and a handful tested, the rest would be rows of dots."""
+    if show_all:
+        return matrix
+    return replace(matrix, releases=[release for release in matrix.releases if tested(release)])
+
+
 def matrix_html(matrix: StatusMatrix, tolerances: Tolerances, *, newest_first: bool = True) -> str:
     """Releases × probes, each cell coloured by the probe's verdict (judged from its arms) in
     the newest succeeded run of the release and linking to that run. Every stored string is
@@ -89,7 +125,7 @@ def matrix_html(matrix: StatusMatrix, tolerances: Tolerances, *, newest_first: b
     releases = sorted(
         matrix.releases, key=lambda r: (r.package, version_order(r.version)), reverse=newest_first
     )
-    head = "".join(f"<th>{html.escape(probe)}</th>" for probe in matrix.probes)
+    head = "".join(f"<th>{_breakable(probe)}</th>" for probe in matrix.probes)
     rows = []
     for release in releases:
         note = _release_note(release)
@@ -120,13 +156,25 @@ def matrix_html(matrix: StatusMatrix, tolerances: Tolerances, *, newest_first: b
     )
 
 
+def _breakable(name: str) -> str:
+    """A probe name for a column header, escaped, that may wrap after its underscores (and
+    nowhere else), so eight or nine probes fit the page's width without wrapping mid-word."""
+    return html.escape(name).replace("_", "_<wbr>")
+
+
 MATRIX_CSS = (
-    ".parity-matrix{overflow-x:auto;max-height:36rem;overflow-y:auto}"
-    ".parity-matrix table{border-collapse:collapse;font-size:0.85rem}"
-    ".parity-matrix th,.parity-matrix td{border:1px solid #e0e0e0;padding:0.2rem 0.5rem;"
-    "text-align:center;white-space:nowrap}"
-    ".parity-matrix thead th{position:sticky;top:0;background:#fafafa}"
-    ".parity-matrix th.release{text-align:left;font-weight:600}"
+    ".parity-matrix{overflow:auto;max-height:36rem;max-width:100%}"
+    ".parity-matrix table{border-collapse:separate;border-spacing:0;font-size:0.85rem;"
+    "border-top:1px solid #e0e0e0;border-left:1px solid #e0e0e0}"
+    ".parity-matrix th,.parity-matrix td{border-right:1px solid #e0e0e0;"
+    "border-bottom:1px solid #e0e0e0;padding:0.2rem 0.5rem;text-align:center;"
+    "white-space:nowrap;background:#fff}"
+    ".parity-matrix thead th{position:sticky;top:0;z-index:2;background:#fafafa;"
+    "white-space:normal;word-break:keep-all;overflow-wrap:normal;vertical-align:bottom}"
+    ".parity-matrix th.release,.parity-matrix thead th:first-child{position:sticky;left:0;"
+    "text-align:left}"
+    ".parity-matrix th.release{z-index:1;font-weight:600}"
+    ".parity-matrix thead th:first-child{z-index:3}"
     ".parity-matrix .note{font-weight:400;color:#b71c1c;font-size:0.75rem}"
     ".parity-matrix td a{text-decoration:none;font-weight:600;display:block}"
     ".parity-matrix td.empty{color:#bdbdbd}"

@@ -1,5 +1,6 @@
-"""Overview: the newest release of each engine package, every release × probe verdict (each
-cell links to its run), incidents and the most recent runs."""
+"""Overview: the newest release of each engine package, every tested release × probe verdict
+(each cell links to its run; releases only discovered behind a switch), incidents and the most
+recent runs."""
 
 from __future__ import annotations
 
@@ -53,11 +54,17 @@ if len(packages) > 1:
     state.keep("package", package)
 matrix = ui.read(lambda: data.status_matrix(ctx.url, package, ctx.judged_metrics))
 if matrix.probes:
+    counts = tables.release_counts(matrix.releases)
+    show_all = False
+    if counts.untested:  # releases only discovered (no run) are rows of dots: hidden unless asked
+        show_all = st.toggle(counts.toggle_label(), key=state.pick("all", [False, True], False))
+        state.keep("all", show_all or None)
     st.caption(
         "Each cell: the probe's verdict in the newest succeeded run of that release (fail when "
         "any of its arms breaks a tolerance gate). Click a cell to open the run."
     )
-    st.html(tables.matrix_html(matrix, ctx.settings.tolerances))
+    shown = tables.shown_releases(matrix, show_all=show_all)
+    st.html(tables.matrix_html(shown, ctx.settings.tolerances))
 else:
     st.warning("No run has succeeded yet, so no verdict to show. See the runs below.")
 

@@ -7,12 +7,6 @@ a link or an image in the page's DOM and that a bad URL shows one line, not a tr
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,23 +34,13 @@ from tests.dashboard_seed import (
     seed_hostile,
     seed_store,
 )
-from tests.loopback import free_port
+from tests.dashboard_server import CHROMIUM, IDLE, dashboard_served, launch_chromium
 from tests.store_fixtures import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "dashboard" / "app.py"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 SHOTS = ROOT / "screenshots" / "dashboard"
 HOSTILE_SHOTS = ROOT / ".cache" / "screens"
 TOKEN = "browser-test-token"
-START_TIMEOUT_S = 90
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 WAIT_MS = 90_000
 
 
@@ -64,20 +48,6 @@ WAIT_MS = 90_000
 class Served:
     base: str
     seeded: Seeded
-
-
-def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"streamlit exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"streamlit did not answer in {START_TIMEOUT_S} s: {log.read_text()[-2000:]}")
 
 
 def need_chromium() -> None:
@@ -93,48 +63,10 @@ def need_chromium() -> None:
 
 @contextmanager
 def streamlit_on(seeded: Seeded, work: Path) -> Iterator[Served]:
-    """A real `streamlit run` of the dashboard on `seeded`'s store, on a free loopback port,
-    with the checkout's .streamlit/config.toml."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PARITY_DATABASE_URL": seeded.url,
-        "PARITY_DATA_DIR": str(work / "data"),
-        "PARITY_DASHBOARD_TOKEN": TOKEN,
-    }
-    log = work / "streamlit.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(APP),
-                "--server.address=127.0.0.1",
-                f"--server.port={port}",
-                "--server.headless=true",
-                "--server.fileWatcherType=none",
-                "--browser.gatherUsageStats=false",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, process, log)
+    """A real `streamlit run` of the dashboard on `seeded`'s store (tests/dashboard_server.py),
+    with the access token set."""
+    with dashboard_served(seeded.url, work, {"PARITY_DASHBOARD_TOKEN": TOKEN}) as base:
         yield Served(base, seeded)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +93,7 @@ def hostile_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
 def browser() -> Iterator[Browser]:
     need_chromium()
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = launch_chromium(playwright)
         try:
             yield chromium
         finally:

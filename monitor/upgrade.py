@@ -123,7 +123,12 @@ def moves(findings: Sequence[Finding]) -> list[Finding]:
     """Detection's findings of numbers that moved beyond the floor (drift against the from
     release, change points in the series' history), worst first."""
     moved = [f for f in findings if f.kind in MOVE_KINDS]
-    return sorted(moved, key=lambda f: (f.direction != "worse", -(f.effect_in_floors or 0.0)))
+    return sorted(moved, key=lambda f: (f.direction != "worse", -floors(f)))
+
+
+def floors(finding: Finding) -> float:
+    """How many noise floors a finding moved, whichever way (0 where no floor was measured)."""
+    return abs(finding.effect_in_floors or 0.0)
 
 
 @dataclass(frozen=True)
@@ -161,18 +166,21 @@ def decide(
     verified: Verification,
     open_incidents: Sequence[str],
 ) -> tuple[VerdictName, list[str]]:
-    """Regression: a move for the worse of 3 or more floors, a newly broken gate the new recipe
-    does not address, a new problem no setting fixes, a failed recipe run or an open incident.
-    Else safe with these recipe changes when the recipe changed, else safe as is."""
-    reasons = [
-        f"{f.series} moved {f.direction} by {f.effect_in_floors or 0:.1f} floors ({f.severity})"
-        for f in moved
-        if f.direction == "worse" and f.severity in REGRESSION_SEVERITIES
-    ]
+    """Regression: a move for the worse of 3 or more floors or a newly broken gate, on an arm
+    no line of the new recipe addresses; a new problem no setting fixes; a failed recipe run;
+    an open incident. Else safe with these recipe changes when the recipe changed, else safe
+    as is."""
     addressed = {(e.probe, e.arm) for line in new_recipe.lines for e in line.evidence}
+    reasons = [
+        f"{f.series} moved {f.direction} by {floors(f):.1f} floors ({f.severity})"
+        for f in moved
+        if f.direction == "worse"
+        and f.severity in REGRESSION_SEVERITIES
+        and (f.probe, f.arm) not in addressed
+    ]
     reasons += [
-        f"{f.series} newly breaks its gate ({f.candidate_value} > {f.limit}) and no recipe line "
-        "addresses it"
+        f"{f.series} newly breaks its gate ({_num(f.candidate_value)} > {_num(f.limit)}) and "
+        "no recipe line addresses it"
         for f in new_gates
         if (f.probe, f.arm) not in addressed
     ]
@@ -226,7 +234,7 @@ def markdown(upgrade: Upgrade) -> str:
                 f.direction,
                 _num(f.baseline_value),
                 _num(f.candidate_value),
-                _num(f.effect_in_floors),
+                _num(floors(f)) if f.effect_in_floors is not None else "",
                 f.severity,
             ]
             for f in upgrade.moved

@@ -43,12 +43,20 @@ def release(
     *,
     recipe: str | None = None,
     tested: Recipe | None = None,
+    n_prompts: int = 12,
 ) -> SuiteResult:
     """A result of the recipe-relevant probes, `failing` arms shifted far past their gates;
     `recipe` "pass" or "fail" adds a recipe probe (its rollout arm failing on "fail") that
-    stored `tested` (default: the recipe derived from the other probes)."""
+    stored `tested` (default: the recipe derived from the other probes). 12 prompts: enough
+    for detection's paired tests to see a planted shift."""
     result = succeeded(
-        version, probes=tuple(ARMS), arms=ARMS, failing=failing, not_applicable={}, effective=RAW
+        version,
+        probes=tuple(ARMS),
+        arms=ARMS,
+        failing=failing,
+        not_applicable={},
+        effective=RAW,
+        n_prompts=n_prompts,
     )
     if recipe is None:
         return result
@@ -60,6 +68,7 @@ def release(
             arm,
             version,
             sampling=SAMPLING.model_copy(update={"max_tokens": 16}),
+            n_prompts=n_prompts,
             shift=1.0 if recipe == "fail" and arm == "rollout" else 0.0,
             seed=900 + index,
         )

@@ -17,7 +17,7 @@ from monitor.cli.common import fail, settings, shown, spec, transaction
 from monitor.detection.errors import DetectionError
 from monitor.engines import EngineSpecError, parse_engine, parse_package, parse_version
 from monitor.recipe_formats import FORMATS, render
-from monitor.upgrade import BAD_REQUEST, Upgrade, markdown
+from monitor.upgrade import BAD_REQUEST, Upgrade, floors, markdown
 
 out = Console(width=200, highlight=False, soft_wrap=True)
 UPGRADE_FORMATS = ("text", "markdown", "json")
@@ -104,7 +104,7 @@ def upgrade_text(advice: Upgrade) -> str:
     lines += [f"  knob removed: {knob}" for knob in advice.knobs_removed]
     lines += [
         f"  moved {f.direction}: {f.series} {f.baseline_value:.4g} -> {f.candidate_value:.4g}"
-        f" ({(f.effect_in_floors or 0):.1f} floors, {f.severity})"
+        f" ({floors(f):.1f} floors, {f.severity})"
         if f.baseline_value is not None and f.candidate_value is not None
         else f"  moved {f.direction}: {f.series} ({f.severity})"
         for f in advice.moved

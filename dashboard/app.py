@@ -1,5 +1,6 @@
 """The parity dashboard: `streamlit run dashboard/app.py`. Pages: overview, trends over
-releases, one run in detail, two runs compared, the run queue. Reads the results store named by
+releases, one run in detail, two runs compared, the run queue, incidents, the
+upgrade verdict between two releases. Reads the results store named by
 the PARITY_* settings. The page scripts live in `app_pages/`, not `pages/`: Streamlit would
 serve a `pages/` folder as its older file-based navigation to a fresh server's first visitor,
 bypassing this entry point. A page that fails unexpectedly shows one line; the traceback goes
@@ -36,6 +37,7 @@ page = st.navigation(
         st.Page(
             PAGES / "incidents.py", title="Incidents", icon=":material/notification_important:"
         ),
+        st.Page(PAGES / "upgrade.py", title="Upgrade", icon=":material/upgrade:"),
     ]
 )
 ui.setup_logging()

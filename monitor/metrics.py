@@ -19,17 +19,22 @@ __all__ = [
     "POSITION_BUCKET_EDGES",
     "PROB_BUCKET_EDGES",
     "TOKEN_TERMS",
+    "TOPK_METRICS",
     "MetricsError",
     "TokenArrays",
+    "TopkComparison",
     "agreement_metrics",
     "arm_metrics",
     "by_position",
     "by_probability",
     "first_divergence",
+    "sample_positions",
     "sequence_metrics",
     "stratify",
     "support_violations",
     "token_metrics",
+    "topk_comparison",
+    "topk_metrics",
 ]
 
 PROB_BUCKET_EDGES: tuple[float, ...] = (0.0, 1e-3, 1e-2, 1e-1, 0.5, 0.9, 1.0)
@@ -482,3 +487,84 @@ class TokenArrays:
             self.prompt_index, return_inverse=True, return_counts=True
         )
         return prompts.astype(np.int64), inverse.ravel().astype(np.int64), counts
+
+
+TOPK_METRICS: tuple[str, ...] = ("topk_kl", "topk_tv", "topk_overlap")
+"""Beyond the sampled token: vLLM's top-k logprobs against the trainer's whole distribution at
+sampled positions (`topk_comparison`). Not gated by default (monitor/gates.py)."""
+
+
+@dataclass(frozen=True)
+class TopkComparison:
+    """One position: KL(vLLM‖trainer) and total variation over the shared support, each side
+    renormalised over it, and the share of vLLM's top-k that is also the trainer's top-k."""
+
+    kl: float
+    tv: float
+    overlap: float
+    shared: int
+
+
+def sample_positions(lengths: Sequence[int], stride: int, cap: int) -> list[tuple[int, int]]:
+    """Deterministic (sequence, position) pairs: every `stride`-th position of each sequence
+    from position 0, sequences in order, at most `cap` pairs."""
+    if stride < 1 or cap < 0:
+        raise MetricsError(f"stride must be >= 1 and cap >= 0, got {stride} and {cap}")
+    chosen = [(seq, pos) for seq, n in enumerate(lengths) for pos in range(0, n, stride)]
+    return chosen[:cap]
+
+
+def topk_comparison(
+    vllm_ids: npt.ArrayLike, vllm_logprobs: npt.ArrayLike, trainer_logprobs: npt.ArrayLike
+) -> TopkComparison | None:
+    """Compare vLLM's top-k at one position (token ids and their logprobs) with the trainer's
+    log-distribution over the whole vocabulary there (`trainer_logprobs[token id]`).
+
+    The shared support S is vLLM's top-k ids whose logprob is finite on both sides (a processed
+    distribution is -inf outside its top-k/top-p support). Both sides are renormalised over S
+    (p_S = p / p(S), q_S = q / q(S); a constant shift per side, e.g. logits instead of
+    logprobs, cancels), then KL = Σ_S p_S log(p_S / q_S) with p = vLLM (the sampling policy,
+    as the k1/k3 mismatch estimators), TV = ½ Σ_S |p_S − q_S|. Overlap = |V ∩ T| / |V| with V
+    vLLM's finite top ids and T the trainer's |V| most likely ids of finite logprob. None when S
+    is empty."""
+    ids = integers("vllm_ids", vllm_ids)
+    got = floats("vllm_logprobs", vllm_logprobs)
+    row = floats("trainer_logprobs", trainer_logprobs)
+    _same_length(vllm_ids=ids, vllm_logprobs=got)
+    if ids.size and (ids.min() < 0 or ids.max() >= row.size):
+        raise MetricsError(f"vllm_ids outside the trainer's vocabulary of {row.size}")
+    if np.isnan(got).any() or np.isnan(row).any():
+        raise MetricsError("top-k logprobs hold NaN")
+    ref = row[ids]
+    shared = np.isfinite(got) & np.isfinite(ref)
+    if not shared.any():
+        return None
+    p_log = got[shared] - _logsumexp(got[shared])
+    q_log = ref[shared] - _logsumexp(ref[shared])
+    p, q = np.exp(p_log), np.exp(q_log)
+    kl = float(max(0.0, np.sum(p * (p_log - q_log))))
+    tv = float(0.5 * np.sum(np.abs(p - q)))
+    top_v = ids[np.isfinite(got)]
+    size = int(top_v.size)
+    top_t = np.argsort(-row, kind="stable")[:size]
+    top_t = top_t[np.isfinite(row[top_t])]
+    overlap = len(set(top_v.tolist()) & set(top_t.tolist())) / size
+    return TopkComparison(kl=kl, tv=tv, overlap=float(overlap), shared=int(shared.sum()))
+
+
+def topk_metrics(comparisons: Sequence[TopkComparison | None]) -> dict[str, float]:
+    """Means of the per-position comparisons (positions without a shared support are left out);
+    empty when none has one."""
+    kept = [c for c in comparisons if c is not None]
+    if not kept:
+        return {}
+    return {
+        "topk_kl": float(np.mean([c.kl for c in kept])),
+        "topk_tv": float(np.mean([c.tv for c in kept])),
+        "topk_overlap": float(np.mean([c.overlap for c in kept])),
+    }
+
+
+def _logsumexp(values: FloatArray) -> float:
+    top = float(values.max())
+    return top + math.log(float(np.sum(np.exp(values - top))))

@@ -88,11 +88,13 @@ def carried_by_every_arm() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def known_metrics() -> frozenset[str]:
-    """Every scalar metric name an arm can carry (agreement only in vLLM-vs-vLLM arms; what a
-    default gate checks, e.g. the suite's measurement counts, too)."""
+    """Every scalar metric name an arm can carry (agreement only in vLLM-vs-vLLM arms, top-k
+    only in the recipe probe's; what a default gate checks, e.g. the suite's measurement counts,
+    too). The top-k metrics have no default gate yet (docs/probes.md): an override gates them."""
     index = [0, 1]
     agreement = metrics.agreement_metrics(index, index, index, index)
-    return carried_by_every_arm() | set(agreement) | {gate.metric for gate in DEFAULT_GATES}
+    gated = {gate.metric for gate in DEFAULT_GATES}
+    return carried_by_every_arm() | set(agreement) | set(metrics.TOPK_METRICS) | gated
 
 
 def check_override_key(key: str) -> tuple[str, ...]:

@@ -35,7 +35,8 @@ from pydantic_core import PydanticUndefined
 from monitor.engines import EngineSpec, parse_release
 from monitor.metrics import TokenArrays
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
+"""1.5: the `recipe` probe (run last) and the top-k metrics (topk_kl, topk_tv, topk_overlap)."""
 SUPPORTED_MAJOR = 1
 
 TAG_LENGTH = 16
@@ -74,6 +75,7 @@ PROBE_NAMES: tuple[str, ...] = (
     "replay",
     "dtype_floor",
     "v0_vs_v1",
+    "recipe",
 )
 """The probes a result can hold, in the order the suite runs them (its registry must match)."""
 

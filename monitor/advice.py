@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from monitor.config import Settings
 from monitor.detection.detect import DetectionPolicy, evaluate_release
 from monitor.detection.errors import DetectionError
-from monitor.recipe import RECIPE_PROBE, Recipe, derive_recipe
+from monitor.recipe import RECIPE_PROBE, Recipe, derive_recipe, unmeasured
 from monitor.schema import ArmResult, EffectiveConfig, ProbeResult
 from monitor.store.incident_reads import StoredRun, list_incidents, release_runs
 from monitor.store.queries import run_detail, version_key
@@ -48,6 +48,7 @@ class StoredRecipe:
     recipe: Recipe
     verified: Verification
     detail: RunDetail
+    unmeasured: list[str]
 
 
 def _arm(view: ArmView) -> ArmResult:
@@ -102,12 +103,13 @@ def tested_recipe(detail: RunDetail) -> Recipe | None:
 
 def recipe_of(detail: RunDetail, settings: Settings) -> StoredRecipe:
     """The run's recipe and its verification by the run's own recipe probe."""
-    recipe = derive_recipe(probe_results(detail), detail.environment).model_copy(
+    probes = probe_results(detail)
+    recipe = derive_recipe(probes, detail.environment).model_copy(
         update={"engine_package": detail.package, "version": detail.version}
     )
     arms = [arm for probe in detail.probes if probe.probe == RECIPE_PROBE for arm in probe.arms]
     verified = verification(arms, settings.tolerances, tested_recipe(detail), recipe)
-    return StoredRecipe(detail.id, recipe, verified, detail)
+    return StoredRecipe(detail.id, recipe, verified, detail, unmeasured(probes))
 
 
 def release_run(session: Session, package: str, version: str) -> StoredRun:
@@ -228,6 +230,7 @@ def upgrade(
         recipe_changes=recipe_diff(before.recipe, after.recipe),
         verified=after.verified,
         open_incidents=incidents,
+        unmeasured=after.unmeasured,
         verdict=verdict,
         reasons=reasons,
     )

@@ -325,6 +325,28 @@ RULES: tuple[Rule, ...] = (
 setting fixes)."""
 
 
+RULE_PROBES = (
+    "logprob_semantics",
+    "prefix_cache",
+    "async_scheduling",
+    "fp32_head",
+    "weight_sync",
+    "batch_invariance",
+)
+"""The probes the rules read: a recipe says nothing about the ones a run did not measure."""
+
+
+def unmeasured(probes: Sequence[ProbeResult]) -> list[str]:
+    """The rule probes of which the run measured no arm (not run, or not applicable): no
+    line about them means "not known", not "at parity"."""
+    measured = {
+        arm.probe
+        for arm in arms_of(probes).values()
+        if arm.applicable and arm.metrics.get("n_tokens", 0) > 0
+    }
+    return [probe for probe in RULE_PROBES if probe not in measured]
+
+
 def arms_of(probes: Sequence[ProbeResult]) -> Arms:
     """The arms of the probes that measure the release as it is (the recipe probe's own arms,
     which measure the recipe, are left out)."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from monitor.recipe import Recipe
 from monitor.upgrade import Verification
 
+NOT_MEASURED = "not measured in this run, so not in the recipe"
 FORMATS = ("text", "json", "vllm-args", "verl", "nemo-rl")
 NEMO_RL_OWN = frozenset({"logprobs_mode"})
 """Engine arguments NeMo-RL reads in `vllm_cfg` itself; the others go to `vllm_kwargs`."""
@@ -45,11 +46,13 @@ def yaml_block(document: dict[str, Any], indent: int = 0) -> list[str]:
     return lines
 
 
-def _notes(recipe: Recipe, verified: Verification | None) -> list[str]:
+def _notes(recipe: Recipe, verified: Verification | None, missing: Sequence[str] = ()) -> list[str]:
     """What a config file cannot hold, as comment lines: practices, unfixable, verification."""
     lines = [f"# parity recipe of {recipe.engine_package}=={recipe.version}"]
     if verified is not None:
         lines.append(f"# {verified.text}")
+    if missing:
+        lines.append(f"# {NOT_MEASURED}: {', '.join(missing)}")
     lines += [
         f"# practice: {line.key} ({line.why})" for line in recipe.lines if line.kind == "practice"
     ]
@@ -57,19 +60,24 @@ def _notes(recipe: Recipe, verified: Verification | None) -> list[str]:
     return lines
 
 
-def as_text(recipe: Recipe, verified: Verification | None) -> str:
+def as_text(recipe: Recipe, verified: Verification | None, missing: Sequence[str] = ()) -> str:
     head = f"recipe of {recipe.engine_package}=={recipe.version}"
     lines = [head + (f": {verified.text}" if verified is not None else "")]
+    if missing:
+        lines.append(f"  {NOT_MEASURED}: {', '.join(missing)}")
     if not recipe.lines:
-        lines.append("  nothing to set: every rule found the defaults at parity")
+        lines.append("  nothing to set: every measured rule found the defaults at parity")
     for line in recipe.lines:
         lines.append(f"  {line.kind} {line.key} = {json.dumps(line.value)}: {line.why}")
         lines += [f"      evidence: {item.text()}" for item in line.evidence]
     return "\n".join(lines) + "\n"
 
 
-def as_json(recipe: Recipe, verified: Verification | None) -> str:
-    document: dict[str, Any] = {"recipe": recipe.model_dump(mode="json")}
+def as_json(recipe: Recipe, verified: Verification | None, missing: Sequence[str] = ()) -> str:
+    document: dict[str, Any] = {
+        "recipe": recipe.model_dump(mode="json"),
+        "not_measured": list(missing),
+    }
     if verified is not None:
         document["verification"] = {
             "state": verified.state,
@@ -79,23 +87,23 @@ def as_json(recipe: Recipe, verified: Verification | None) -> str:
     return json.dumps(document, indent=1) + "\n"
 
 
-def as_vllm_args(recipe: Recipe, verified: Verification | None) -> str:
+def as_vllm_args(recipe: Recipe, verified: Verification | None, missing: Sequence[str] = ()) -> str:
     kwargs = recipe.engine_kwargs()
-    lines = _notes(recipe, verified)
+    lines = _notes(recipe, verified, missing)
     lines += ["# vllm.LLM keyword arguments (JSON)", json.dumps(kwargs)]
     lines += ["# vllm serve flags", shlex.join(serve_flags(kwargs))]
     return "\n".join(lines) + "\n"
 
 
-def as_verl(recipe: Recipe, verified: Verification | None) -> str:
+def as_verl(recipe: Recipe, verified: Verification | None, missing: Sequence[str] = ()) -> str:
     """verl: extra vLLM engine arguments live under actor_rollout_ref.rollout.engine_kwargs.vllm."""
     document = {
         "actor_rollout_ref": {"rollout": {"engine_kwargs": {"vllm": recipe.engine_kwargs()}}}
     }
-    return "\n".join([*_notes(recipe, verified), *yaml_block(document)]) + "\n"
+    return "\n".join([*_notes(recipe, verified, missing), *yaml_block(document)]) + "\n"
 
 
-def as_nemo_rl(recipe: Recipe, verified: Verification | None) -> str:
+def as_nemo_rl(recipe: Recipe, verified: Verification | None, missing: Sequence[str] = ()) -> str:
     """NeMo-RL: logprobs_mode is its own policy.generation.vllm_cfg key; other engine arguments
     pass through policy.generation.vllm_kwargs."""
     kwargs = recipe.engine_kwargs()
@@ -107,10 +115,10 @@ def as_nemo_rl(recipe: Recipe, verified: Verification | None) -> str:
     if passed:
         generation["vllm_kwargs"] = passed
     document = {"policy": {"generation": generation}}
-    return "\n".join([*_notes(recipe, verified), *yaml_block(document)]) + "\n"
+    return "\n".join([*_notes(recipe, verified, missing), *yaml_block(document)]) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Recipe, Verification | None], str]] = {
+RENDERERS: dict[str, Callable[[Recipe, Verification | None, Sequence[str]], str]] = {
     "text": as_text,
     "json": as_json,
     "vllm-args": as_vllm_args,
@@ -119,8 +127,11 @@ RENDERERS: dict[str, Callable[[Recipe, Verification | None], str]] = {
 }
 
 
-def render(recipe: Recipe, fmt: str, verified: Verification | None = None) -> str:
-    """The recipe in one of FORMATS (ValueError naming the formats otherwise)."""
+def render(
+    recipe: Recipe, fmt: str, verified: Verification | None = None, missing: Sequence[str] = ()
+) -> str:
+    """The recipe in one of FORMATS (ValueError naming the formats otherwise); `missing`: the
+    rule probes the run did not measure."""
     if fmt not in RENDERERS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    return RENDERERS[fmt](recipe, verified)
+    return RENDERERS[fmt](recipe, verified, missing)

@@ -150,6 +150,8 @@ class Upgrade:
     recipe_changes: list[Change]
     verified: Verification
     open_incidents: list[str]
+    unmeasured: list[str]
+    """Rule probes the new release's run did not measure: its recipe is silent on them."""
     verdict: VerdictName
     reasons: list[str]
 
@@ -246,6 +248,8 @@ def markdown(upgrade: Upgrade) -> str:
         [[c.key, _value(c.old), _value(c.new)] for c in upgrade.recipe_changes],
     )
     out += ["", f"Recipe of {upgrade.new}: {upgrade.verified.text}", ""]
+    if upgrade.unmeasured:
+        out += [f"Not measured, so not in the recipe: {', '.join(upgrade.unmeasured)}", ""]
     out += [
         f"- `{line.kind}` `{line.key}` = `{line.value}`: {line.why}"
         for line in upgrade.new_recipe.lines

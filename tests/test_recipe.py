@@ -17,6 +17,7 @@ from monitor.recipe import (
     RESET_PRACTICE,
     Recipe,
     derive_recipe,
+    unmeasured,
 )
 from monitor.recipe_formats import FORMATS, render, serve_flags
 from monitor.schema import ArmResult, ProbeResult, SuiteResult
@@ -103,8 +104,19 @@ def test_real_release_defaults_give_processed_logprobs_and_the_reset_practice() 
     assert fixed and all(e.limit is not None and e.value <= e.limit for e in fixed)
 
 
-def test_defaults_at_parity_need_nothing() -> None:
-    assert recipe_of(release(failing=())).lines == []
+def test_defaults_at_parity_need_nothing_and_unmeasured_probes_are_named() -> None:
+    at_parity = release(failing=())
+    assert recipe_of(at_parity).lines == [] and unmeasured(at_parity.probes) == []
+    text = render(recipe_of(at_parity), "text", None, unmeasured(at_parity.probes))
+    assert "every measured rule found the defaults at parity" in text
+
+    other = succeeded("0.32.0")  # logprob_semantics, prefix_cache (cache_on only), ...
+    assert unmeasured(other.probes) == ["async_scheduling", "fp32_head", "weight_sync"]
+    shown = render(recipe_of(other), "text", None, unmeasured(other.probes))
+    assert "not measured in this run, so not in the recipe: async_scheduling, fp32_head" in shown
+    assert json.loads(render(recipe_of(other), "json", None, ["weight_sync"]))["not_measured"] == [
+        "weight_sync"
+    ]
 
 
 def test_processed_default_needs_no_logprobs_mode() -> None:

@@ -81,6 +81,8 @@ for reason in advice.reasons:
 
 st.subheader("Recipe of the new release")
 st.caption(md(advice.verified.text))
+if advice.unmeasured:
+    st.warning(f"Not measured, so not in the recipe: {md(', '.join(advice.unmeasured))}")
 if advice.new_recipe.lines:
     ui.table(
         [

@@ -67,7 +67,7 @@ def recipe(
             fail(str(exc), BAD_REQUEST)
 
     found = transaction(chosen, read)
-    out.print(render(found.recipe, fmt, found.verified), end="", markup=False)
+    out.print(render(found.recipe, fmt, found.verified, found.unmeasured), end="", markup=False)
 
 
 def upgrade_json(advice: Upgrade) -> str:
@@ -88,6 +88,7 @@ def upgrade_json(advice: Upgrade) -> str:
         "recipe": advice.new_recipe.model_dump(mode="json"),
         "verification": advice.verified.text,
         "open_incidents": advice.open_incidents,
+        "not_measured": advice.unmeasured,
     }
     return json.dumps(document, indent=1, default=str) + "\n"
 
@@ -111,6 +112,8 @@ def upgrade_text(advice: Upgrade) -> str:
     ]
     lines += [f"  recipe {c.key}: {c.old} -> {c.new}" for c in advice.recipe_changes]
     lines.append(f"  recipe of {advice.new}: {advice.verified.text}")
+    if advice.unmeasured:
+        lines.append(f"  not measured, so not in the recipe: {', '.join(advice.unmeasured)}")
     lines.append(f"  open incidents: {', '.join(advice.open_incidents) or 'none'}")
     return "\n".join(lines) + "\n"
 

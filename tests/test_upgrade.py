@@ -187,3 +187,25 @@ def test_decide_weighs_moves_gates_recipes_and_incidents() -> None:
     assert decide([], [], old, same, NOT_RUN, ["#4 (major, new)"])[1] == [
         "open incident #4 (major, new)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("PARITY_TOLERANCES", '{"k9": 1}', "error: PARITY_TOLERANCES"),
+        ("PARITY_DATABASE_URL", "sqlite:////nonexistent/folder/parity.db", "error: "),
+    ],
+)
+def test_a_bad_setting_or_store_is_exit_3_not_a_verdict(
+    cli: CliRunner, store: Store, variable: str, value: str, line: str
+) -> None:
+    """A bad setting or an unopenable store ends every other command with exit 2: here it
+    must not read as "regression"."""
+    put(store, "0.31.0")
+    put(store, "0.32.0")
+    for args in (("upgrade", "--from", "0.31.0", "--to", "0.32.0"), ("recipe", "0.32.0")):
+        get_settings.cache_clear()
+        done = cli.invoke(app, list(args), env={variable: value})
+        get_settings.cache_clear()
+        assert done.exit_code == BAD_REQUEST, (args, done.stdout, done.stderr)
+        assert error_line(done.stderr).startswith(line)

@@ -6,6 +6,8 @@ the store has not measured (even a malformed command line, so CI never reads it 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +15,7 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from monitor.advice import AdviceError, stored_recipe, upgrade
+from monitor.cli import common
 from monitor.cli.common import fail, settings, shown, spec, transaction
 from monitor.detection.errors import DetectionError
 from monitor.engines import EngineSpecError, parse_engine, parse_package, parse_version
@@ -21,6 +24,20 @@ from monitor.upgrade import BAD_REQUEST, Upgrade, floors, markdown
 
 out = Console(width=200, highlight=False, soft_wrap=True)
 UPGRADE_FORMATS = ("text", "markdown", "json")
+
+
+@contextmanager
+def not_a_verdict() -> Iterator[None]:
+    """Inside it, whatever ends the command early (a bad setting, an unreachable store, an
+    unexpected error) exits BAD_REQUEST, never 1 or 2, which CI reads as verdicts."""
+    try:
+        yield
+    except typer.Exit as exc:
+        if exc.exit_code not in (0, BAD_REQUEST):
+            raise typer.Exit(BAD_REQUEST) from None
+        raise
+    except Exception as exc:
+        fail(common._unexpected(exc), BAD_REQUEST)
 
 
 class BadRequestCommand(TyperCommand):
@@ -57,16 +74,17 @@ def recipe(
     recipe run verified them."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {shown(fmt)!r}", BAD_REQUEST)
-    chosen = settings()
-    package, version = _release(release, engine, chosen.engine_package)
+    with not_a_verdict():
+        chosen = settings()
+        package, version = _release(release, engine, chosen.engine_package)
 
-    def read(session: Any) -> Any:
-        try:
-            return stored_recipe(session, package, version, chosen)
-        except AdviceError as exc:
-            fail(str(exc), BAD_REQUEST)
+        def read(session: Any) -> Any:
+            try:
+                return stored_recipe(session, package, version, chosen)
+            except AdviceError as exc:
+                fail(str(exc), BAD_REQUEST)
 
-    found = transaction(chosen, read)
+        found = transaction(chosen, read)
     out.print(render(found.recipe, fmt, found.verified, found.unmeasured), end="", markup=False)
 
 
@@ -135,19 +153,20 @@ def upgrade_command(
             f"--format must be one of {', '.join(UPGRADE_FORMATS)}, not {shown(fmt)!r}",
             BAD_REQUEST,
         )
-    chosen = settings()
-    package, old_version = _release(old, engine, chosen.engine_package)
-    new_package, new_version = _release(new, engine, chosen.engine_package)
-    if new_package != package:
-        fail(f"--from is {package} but --to is {new_package}", BAD_REQUEST)
+    with not_a_verdict():
+        chosen = settings()
+        package, old_version = _release(old, engine, chosen.engine_package)
+        new_package, new_version = _release(new, engine, chosen.engine_package)
+        if new_package != package:
+            fail(f"--from is {package} but --to is {new_package}", BAD_REQUEST)
 
-    def read(session: Any) -> Upgrade:
-        try:
-            return upgrade(session, package, old_version, new_version, chosen)
-        except (AdviceError, DetectionError) as exc:
-            fail(str(exc), BAD_REQUEST)
+        def read(session: Any) -> Upgrade:
+            try:
+                return upgrade(session, package, old_version, new_version, chosen)
+            except (AdviceError, DetectionError) as exc:
+                fail(str(exc), BAD_REQUEST)
 
-    advice = transaction(chosen, read)
+        advice = transaction(chosen, read)
     text = {"markdown": markdown, "json": upgrade_json}.get(fmt, upgrade_text)(advice)
     out.print(text, end="", markup=False)
     raise typer.Exit(advice.exit_code)

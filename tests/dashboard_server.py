@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, Playwright
+from playwright.sync_api import Browser, BrowserContext, Playwright, ViewportSize
 
 from tests.loopback import free_port
 
@@ -36,13 +36,25 @@ class ServeError(RuntimeError):
     """The dashboard's server exited or did not answer in time (the message holds its log)."""
 
 
+def _chromium() -> str:
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(f"no Debian Chromium at {CHROMIUM} (apt-get install chromium)")
+    return str(CHROMIUM)
+
+
 def launch_chromium(playwright: Playwright) -> Browser:
     """Debian's Chromium, headless, with the flags it needs in a container without a GPU."""
-    if not CHROMIUM.exists():
-        raise FileNotFoundError(
-            f"Debian's Chromium is not at {CHROMIUM} (apt-get install chromium)"
-        )
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+
+
+def launch_chromium_profile(
+    playwright: Playwright, profile: Path, viewport: ViewportSize
+) -> BrowserContext:
+    """The same Chromium with a profile kept on disk in `profile` (its HTTP and compiled-code
+    caches survive between tabs, as in a user's own browser)."""
+    return playwright.chromium.launch_persistent_context(
+        profile, executable_path=_chromium(), args=CHROMIUM_ARGS, viewport=viewport
+    )
 
 
 def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -217,7 +217,11 @@ def markdown(upgrade: Upgrade) -> str:
         "",
     ]
     out += [f"- {reason}" for reason in upgrade.reasons]
-    out += ["", "#### Defaults that changed", ""]
+    out += (
+        ["", "#### Defaults that changed", ""]
+        if upgrade.reasons
+        else ["#### Defaults that changed", ""]
+    )
     out += _table(
         ["setting", upgrade.old, upgrade.new],
         [[c.key, _value(c.old), _value(c.new)] for c in upgrade.config_changes],

@@ -24,7 +24,14 @@ from monitor.suite.engine import (
     recipe_engine_kwargs,
     recipe_read_back,
 )
-from monitor.suite.probes import PROBES, RecipeRun, SuiteContext, trainer_semantics
+from monitor.suite.probes import (
+    PROBES,
+    TOPK_WANTED,
+    RecipeRun,
+    SuiteContext,
+    topk_asked,
+    trainer_semantics,
+)
 from monitor.suite.runner import _recipe_engine
 from monitor.verdicts import judge_arm
 from tests.store_factory import suite_config
@@ -115,6 +122,11 @@ def test_trainer_semantics_follow_the_engine_mode() -> None:
     assert trainer_semantics("processed_logits") == "processed"
     assert trainer_semantics("raw_logprobs") == "raw"
     assert trainer_semantics(None) == "raw"
+
+
+def test_top_k_asks_as_many_as_the_engine_allows_up_to_the_cap() -> None:
+    assert topk_asked(20) == 20
+    assert topk_asked(1000) == topk_asked(-1) == TOPK_WANTED == 64
 
 
 def test_top_k_metrics_are_known_to_the_gates_and_not_gated_by_default() -> None:

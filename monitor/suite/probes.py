@@ -695,6 +695,12 @@ TOPK_CAP = 256
 """Top-k positions: every 4th generated token of each sequence, at most 256 per arm."""
 
 
+def topk_asked(limit: int) -> int:
+    """How many top logprobs to ask of an engine whose max_logprobs is `limit` (negative: no
+    limit, as newer releases allow)."""
+    return TOPK_WANTED if limit < 0 else min(TOPK_WANTED, limit)
+
+
 def trainer_semantics(logprobs_mode: str | None) -> str:
     """The trainer semantics of the logprobs an engine reports: processed for
     processed_logprobs/processed_logits, else raw (logits differ from logprobs by a constant
@@ -738,7 +744,7 @@ class RecipeRun(Probe):
         return set(self.recipe.practices()) if self.recipe is not None else set()
 
     def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
-        k = min(TOPK_WANTED, engine.max_logprobs())
+        k = topk_asked(engine.max_logprobs())
         self.top_k[name] = k
         if name == "base":
             self.rollouts[name] = ctx.generate(

@@ -83,10 +83,14 @@ READY: dict[str, tuple[str, int]] = {
 }
 """Per page: its main element (a CSS selector) and how many of them make it interactive."""
 INTERACTIVE = """([idle, selector, count]) => {
-    const done = document.querySelector(idle) !== null
-        && document.querySelectorAll(selector).length >= count;
-    return done ? performance.now() : null;
+    const finished = document.querySelector(idle) !== null;
+    const shown = document.querySelectorAll(selector).length;
+    if (finished && shown >= count) return performance.now();
+    const failed = document.querySelector('[data-testid="stAlertContentError"]') !== null;
+    return finished && shown === 0 && failed ? -1 : null;
 }"""
+"""In the page: performance.now() once it is interactive; -1 once its run ended with an error
+line and none of its main elements (the page failed: no time to report); else null (not yet)."""
 DISCOVERED_ONLY = tuple(f"0.{minor}.{patch}" for minor in range(35, 40) for patch in range(10))
 """Releases the screenshot store adds without a run: newer than the synthetic ones."""
 
@@ -114,7 +118,10 @@ def visit(context: BrowserContext, url: str, page: str) -> float:
         ready = tab.wait_for_function(
             INTERACTIVE, arg=[IDLE, selector, count], polling="raf", timeout=WAIT_MS
         )
-        return float(ready.json_value()) / 1000
+        elapsed = float(ready.json_value())
+        if elapsed < 0:
+            raise SystemExit(f"{page} failed: {tab.inner_text('[data-testid=stApp]')[-500:]}")
+        return elapsed / 1000
     finally:
         tab.close()
 

@@ -20,6 +20,7 @@ from monitor.store.incident_reads import StoredRun, list_incidents, release_runs
 from monitor.store.queries import run_detail, version_key
 from monitor.store.views import ArmView, RunDetail
 from monitor.upgrade import (
+    OpenIncident,
     Upgrade,
     Verification,
     config_diff,
@@ -207,7 +208,9 @@ def upgrade(
     moved = moves(findings)
     new_gates = [f for f in findings if f.kind == "gate" and f.severity != "info"]
     incidents = [
-        f"#{incident.id} ({incident.severity}, {incident.status})"
+        OpenIncident(
+            f"#{incident.id} ({incident.severity}, {incident.status})", tuple(incident.probes)
+        )
         for incident in list_incidents(session, package=package, version=new, open_only=True)
     ]
     added, removed = knob_diff(knobs(before.detail), knobs(after.detail))
@@ -229,7 +232,10 @@ def upgrade(
         new_recipe=after.recipe,
         recipe_changes=recipe_diff(before.recipe, after.recipe),
         verified=after.verified,
-        open_incidents=incidents,
+        open_incidents=[
+            f"{incident.label} on {', '.join(incident.probes) or 'no probe'}"
+            for incident in incidents
+        ],
         unmeasured=after.unmeasured,
         verdict=verdict,
         reasons=reasons,

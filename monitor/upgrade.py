@@ -84,6 +84,14 @@ def verification(
 
 
 @dataclass(frozen=True)
+class OpenIncident:
+    """An open incident of the new release: its label and the probes its findings name."""
+
+    label: str
+    probes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Change:
     """A setting, knob or recipe line that differs (None: absent on that side)."""
 
@@ -166,12 +174,13 @@ def decide(
     old_recipe: Recipe,
     new_recipe: Recipe,
     verified: Verification,
-    open_incidents: Sequence[str],
+    open_incidents: Sequence[OpenIncident],
 ) -> tuple[VerdictName, list[str]]:
     """Regression: a move for the worse of 3 or more floors or a newly broken gate, on an arm
     no line of the new recipe addresses; a new problem no setting fixes; a failed recipe run;
-    an open incident. Else safe with these recipe changes when the recipe changed, else safe
-    as is."""
+    an open incident naming a probe no recipe line addresses (one about what the recipe fixes
+    is the defaults' known mismatch). Else safe with these recipe changes when the recipe
+    changed, else safe as is."""
     addressed = {(e.probe, e.arm) for line in new_recipe.lines for e in line.evidence}
     reasons = [
         f"{f.series} moved {f.direction} by {floors(f):.1f} floors ({f.severity})"
@@ -194,7 +203,12 @@ def decide(
     ]
     if verified.state == "failed":
         reasons.append(f"recipe run {verified.text}")
-    reasons += [f"open incident {incident}" for incident in open_incidents]
+    probes = {probe for probe, _ in addressed}
+    reasons += [
+        f"open incident {incident.label}"
+        for incident in open_incidents
+        if not incident.probes or not set(incident.probes) <= probes
+    ]
     if reasons:
         return "regression", reasons
     if recipe_diff(old_recipe, new_recipe):

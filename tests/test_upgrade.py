@@ -18,7 +18,7 @@ from monitor.config import Settings, get_settings
 from monitor.detection.findings import Finding
 from monitor.recipe import RESET_PRACTICE
 from monitor.store import Store, ingest_result
-from monitor.upgrade import BAD_REQUEST, NOT_RUN, Verification, decide
+from monitor.upgrade import BAD_REQUEST, NOT_RUN, OpenIncident, Verification, decide
 from tests.store_fixtures import error_line
 from tests.test_recipe import STALE, recipe_of, release
 
@@ -184,9 +184,10 @@ def test_decide_weighs_moves_gates_recipes_and_incidents() -> None:
     assert verdict == "regression" and "batch_variant_outputs" in why[0]
     failed = Verification("failed", "failed: rollout: k3 = 0.7 > 0.1")
     assert decide([], [], old, same, failed, [])[0] == "regression"
-    assert decide([], [], old, same, NOT_RUN, ["#4 (major, new)"])[1] == [
-        "open incident #4 (major, new)"
-    ]
+    elsewhere = OpenIncident("#4 (major, new)", ("prefix_cache",))
+    assert decide([], [], old, same, NOT_RUN, [elsewhere])[1] == ["open incident #4 (major, new)"]
+    known = OpenIncident("#5 (major, new)", ("logprob_semantics", "weight_sync"))
+    assert decide([], [], old, same, NOT_RUN, [known]) == ("safe as is", [])
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""Running runs' live progress (stage, engine i of N, generations and steps, elapsed, what is
-left), read straight from the store and refreshed on its own every few seconds; the whole page
-reruns when a run starts or ends, so the tables around it follow."""
+"""Running runs' live progress (stage, engine i of N, prompts generated and sequences scored,
+elapsed, what is left), read straight from the store and refreshed on its own every few
+seconds; the whole page reruns when a run starts or ends, so the tables around it follow."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def _detail(run: RunningRun, compact: bool) -> None:
     cells = st.columns(6)
     cells[0].metric("Stage", md(progress.stage))
     cells[1].metric("Engine", engine)
-    cells[2].metric("Generations", progress.generations)
-    cells[3].metric("Steps", progress.steps)
+    cells[2].metric("Prompts generated", progress.prompts_generated)
+    cells[3].metric("Sequences scored", progress.sequences_scored)
     cells[4].metric("Elapsed", duration(progress.elapsed_s()))
     cells[5].metric("Left (estimate)", duration(progress.left_s()))
     if progress.step:

@@ -1,4 +1,5 @@
-"""A running suite's progress, folded from its events (stage, step, engine i of N, generations):
+"""A running suite's progress, folded from its events (stage, step, engine i of N, prompts
+generated, sequences scored):
 one record that the terminal, a log file and the store (for the dashboard) all show the same
 way, with the elapsed time and an estimate of what is left."""
 
@@ -19,8 +20,9 @@ def _now() -> datetime:
 
 @dataclass
 class RunProgress:
-    """Where a run is: its stage and step, engine i of N (engines finished), generations and
-    steps done, when it started, and how long the last such run took (for the estimate)."""
+    """Where a run is: its stage and step, engine i of N (engines finished), prompts generated
+    (summed over generations) and sequences the trainer scored, steps done, when it started,
+    and how long the last such run took (for the estimate)."""
 
     started_at: datetime = field(default_factory=_now)
     stage: str = "starting"
@@ -29,7 +31,8 @@ class RunProgress:
     engines: int | None = None
     engines_done: int = 0
     engines_started_at: datetime | None = None
-    generations: int = 0
+    prompts_generated: int = 0
+    sequences_scored: int = 0
     steps: int = 0
     expected_s: float | None = None
     status: str | None = None
@@ -86,7 +89,9 @@ def summary(progress: RunProgress, now: datetime | None = None) -> str:
     if progress.engines:
         parts.append(f"engine {max(progress.engine, 1)}/{progress.engines}")
     parts.append(progress.step or progress.stage)
-    parts.append(f"{progress.generations} generations, {progress.steps} steps")
+    parts.append(
+        f"{progress.prompts_generated} prompts generated, {progress.sequences_scored} scored"
+    )
     parts.append(f"elapsed {duration(progress.elapsed_s(now))}")
     left = progress.left_s(now)
     parts.append(f"~{duration(left)} left" if left is not None else "time left unknown")
@@ -112,8 +117,11 @@ def fold(progress: RunProgress, event: dict[str, Any]) -> bool:
     if kind == "step":
         progress.step = message
         progress.steps += 1
-        if message.startswith("generate "):
-            progress.generations += 1
+        prompts, scored = event.get("prompts"), event.get("scored")
+        if isinstance(prompts, int) and prompts > 0:
+            progress.prompts_generated += prompts
+        if isinstance(scored, int):
+            progress.sequences_scored = max(progress.sequences_scored, scored)
         return False
     if kind == "done":
         progress.status = str(event.get("status"))

@@ -64,10 +64,11 @@ def _succeeded(config_file: Path) -> str:
 PROGRESS: list[dict[str, Any]] = [
     {"event": "stage", "message": "vLLM stand-in on cpu"},
     {"event": "engine", "message": "engine 1/2: base", "done": 0, "total": 2},
-    {"event": "step", "message": "generate rollout"},
+    {"event": "step", "message": "generate rollout", "prompts": 65},
     {"event": "step", "message": "dtype_floor on base"},
+    {"event": "step", "message": "replay corpus", "scored": 16},
     {"event": "engine", "message": "engine 2/2: raw_logprobs", "done": 1, "total": 2},
-    {"event": "step", "message": "generate raw"},
+    {"event": "step", "message": "generate raw", "prompts": 65},
 ]
 """The progress events the stand-in sends on `--progress-fd`, as the suite does, at its start."""
 

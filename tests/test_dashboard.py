@@ -613,7 +613,7 @@ def test_the_jobs_page_and_the_overview_show_a_running_runs_progress(
         claim_next(session, "owner", 120)
         progress = RunProgress(stage="engine 2/6: prefix_cache_on", step="generate rollout")
         progress.engine, progress.engines, progress.engines_done = 2, 6, 1
-        progress.generations, progress.steps = 3, 7
+        progress.prompts_generated, progress.sequences_scored = 195, 70
         assert save_progress(session, run_id, "owner", progress)
     store.close()
     at = open_page(env, url, "jobs")
@@ -621,7 +621,7 @@ def test_the_jobs_page_and_the_overview_show_a_running_runs_progress(
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Engine"] == "2 of 6"
     assert shown(metrics["Stage"]) == "engine 2/6: prefix_cache_on"
-    assert (metrics["Generations"], metrics["Steps"]) == ("3", "7")
+    assert (metrics["Prompts generated"], metrics["Sequences scored"]) == ("195", "70")
     assert any(f"Run {run_id}" in shown(m.value) for m in at.markdown)
     assert list(table(at, "run", "status")["status"]) == ["running"]
     at = open_page(env, url)

@@ -71,11 +71,13 @@ def test_progress_is_written_and_read_back_through_the_store(store: Store) -> No
     )
     assert (progress.stage, progress.step) == ("engine 2/2: raw_logprobs", "generate raw")
     assert (progress.engine, progress.engines, progress.engines_done) == (2, 2, 1)
-    assert (progress.generations, progress.steps) == (2, 3)
+    assert (progress.prompts_generated, progress.sequences_scored, progress.steps) == (130, 16, 4)
     assert progress.fraction() == 0.5
     left = progress.left_s()
     assert left is not None and 590 < left <= 600
-    assert summary(progress).startswith("engine 2/2 · generate raw · 2 generations, 3 steps")
+    assert summary(progress).startswith(
+        "engine 2/2 · generate raw · 130 prompts generated, 16 scored"
+    )
 
     with store.writing() as session:
         assert not save_progress(session, run_id, "b" * 32, RunProgress(stage="intruder"))
@@ -108,8 +110,10 @@ def test_with_no_terminal_every_step_is_one_plain_line() -> None:
         handle = suite_events(progress)
         for event in events:
             handle(event)
-    lines = [line for line in out.getvalue().splitlines() if "generations" in line]
+    lines = [line for line in out.getvalue().splitlines() if "prompts generated" in line]
     assert len(lines) == len(events), out.getvalue()
-    assert lines[1].startswith("engine 1/2 · engine 1/2: base · 0 generations, 0 steps")
-    assert lines[5].startswith("engine 2/2 · generate raw · 2 generations, 3 steps · elapsed")
+    assert lines[1].startswith("engine 1/2 · engine 1/2: base · 0 prompts generated, 0 scored")
+    assert lines[6].startswith(
+        "engine 2/2 · generate raw · 130 prompts generated, 16 scored · elapsed"
+    )
     assert lines[-1].startswith("engine 2/2 · suite succeeded · ") and "~0s left" in lines[-1]

@@ -163,12 +163,14 @@ def test_killing_and_restarting_the_scheduler_mid_run_neither_duplicates_nor_los
     assert len(calls(d.env_dir)) == 1
     [log] = d.settings.runs_dir.glob("run-1/attempt-1/worker.log")
     steps = [line for line in log.read_text().splitlines() if "run 1: engine " in line]
-    last = "run 1: engine 2/2 · generate raw · 2 generations, 3 steps · elapsed "
+    last = "run 1: engine 2/2 · generate raw · 130 prompts generated, 16 scored · elapsed "
     assert len(steps) == 5 and last in steps[-1], log.read_text()
     store = open_store(d.settings)
     with store.reading() as session:
         row = session.get(m.RunProgressRow, 1)
-        assert row is not None and row.progress["generations"] == 2, "the worker's last write"
+        assert row is not None and row.progress["prompts_generated"] == 130, (
+            "the worker's last write"
+        )
     store.close()
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=40) == 0
@@ -298,7 +300,7 @@ def test_serve_first_run_serves_the_dashboard_while_its_first_run_runs(
             with store.reading() as session:
                 running = running_runs(session)
             progress = running[0].progress if running else None
-            return progress if progress is not None and progress.generations == 2 else None
+            return progress if progress is not None and progress.prompts_generated == 130 else None
 
         progress = wait_for(stored, 60, "the first run's progress in the store")
     finally:
@@ -309,11 +311,13 @@ def test_serve_first_run_serves_the_dashboard_while_its_first_run_runs(
     steps = [
         line
         for line in log.splitlines()
-        if line.startswith(("vLLM stand-in", "engine ")) and " generations, " in line
+        if line.startswith(("vLLM stand-in", "engine ")) and " prompts generated, " in line
     ]
-    assert len(steps) == 6, log
-    assert steps[0].startswith("vLLM stand-in on cpu · 0 generations, 0 steps · elapsed")
-    assert steps[-1].startswith("engine 2/2 · generate raw · 2 generations, 3 steps · elapsed")
+    assert len(steps) == 7, log
+    assert steps[0].startswith("vLLM stand-in on cpu · 0 prompts generated, 0 scored · elapsed")
+    assert steps[-1].startswith(
+        "engine 2/2 · generate raw · 130 prompts generated, 16 scored · elapsed"
+    )
     assert "result: " in log and log.index(steps[-1]) < log.index("result: ")
     assert d.run_status() == ("succeeded", 1)
     assert _healthy(port), "the same dashboard serves on"

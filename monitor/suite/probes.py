@@ -42,7 +42,8 @@ from monitor.suite.engine import (
 from monitor.suite.replay import ReplayCorpus
 from monitor.suite.trainer import SEMANTICS, Trainer
 
-Progress = Callable[[str], None]
+Progress = Callable[..., None]
+"""(step message, **counts): one step of the suite, e.g. `prompts=` a generation's prompts."""
 
 
 def engine_plan(engine_dtype: str, knobs: ReleaseKnobs) -> dict[str, EngineConfig]:
@@ -92,6 +93,10 @@ class SuiteContext:
         harness = [self.harness_trainer] if self.harness_trainer is not None else []
         return [self.trainer, *harness, *self.extra_trainers]
 
+    def scored(self) -> int:
+        """Sequences the trainers have scored so far (each distinct one once)."""
+        return sum({id(t): t.forwards for t in self.trainers()}.values())
+
     def group_prompts(self) -> list[tuple[int, list[int]]]:
         return [p for p in self.prompts if p[0] in self.group_indices]
 
@@ -109,10 +114,9 @@ class SuiteContext:
         key = (resolved_key(engine.config, self.knobs), label)
         if memo and key in self._memo:
             return self._memo[key]
-        self.progress(f"generate {label}")
-        rollouts = engine.generate(
-            prompts if prompts is not None else self.prompts, sampling, batched, top_logprobs
-        )
+        chosen = prompts if prompts is not None else self.prompts
+        self.progress(f"generate {label}", prompts=len(chosen))
+        rollouts = engine.generate(chosen, sampling, batched, top_logprobs)
         if memo:
             self._memo[key] = rollouts
         return rollouts

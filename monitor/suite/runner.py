@@ -155,7 +155,7 @@ def run_suite(
         trainer=trainer,
         harness_trainer=harness_trainer,
         work_dir=work_dir,
-        progress=lambda message: emit("step", message=message),
+        progress=lambda message, **counts: emit("step", message=message, **counts),
         plan=engine_plan(config.engine_dtype, knobs),
         replay=replay,
     )
@@ -194,13 +194,14 @@ def run_suite(
         probes=results,
         engines=engines,
         engine_starts=sum(e.started for e in engines),
-        trainer_forwards=sum({id(t): t.forwards for t in ctx.trainers()}.values()),
+        trainer_forwards=ctx.scored(),
         timings_s=timings,
     )
 
 
 def _scored(ctx: SuiteContext, probe: Probe) -> ProbeResult:
     arms = probe.arms(ctx)
+    ctx.progress(f"scored {probe.name}", scored=ctx.scored())
     return ProbeResult(
         name=probe.name, description=probe.description, finding=probe.finding(arms), arms=arms
     )

@@ -16,7 +16,12 @@ from monitor.detection.detect import DetectionPolicy, evaluate_release
 from monitor.detection.errors import DetectionError
 from monitor.recipe import RECIPE_PROBE, Recipe, derive_recipe, unmeasured
 from monitor.schema import ArmResult, EffectiveConfig, ProbeResult
-from monitor.store.incident_reads import StoredRun, list_incidents, release_runs
+from monitor.store.incident_reads import (
+    StoredRun,
+    incident_detail,
+    list_incidents,
+    release_runs,
+)
 from monitor.store.queries import run_detail, version_key
 from monitor.store.views import ArmView, RunDetail
 from monitor.upgrade import (
@@ -100,6 +105,16 @@ def tested_recipe(detail: RunDetail) -> Recipe | None:
             except ValidationError:
                 return None
     return None
+
+
+def incident_arms(draft: dict[str, Any]) -> tuple[str, ...]:
+    """The "probe/arm" series an incident's findings name (info findings left out)."""
+    named = {
+        f"{finding.get('probe')}/{finding.get('arm')}"
+        for finding in draft.get("findings", [])
+        if finding.get("severity") != "info"
+    }
+    return tuple(sorted(named))
 
 
 def recipe_of(detail: RunDetail, settings: Settings) -> StoredRecipe:
@@ -209,7 +224,8 @@ def upgrade(
     new_gates = [f for f in findings if f.kind == "gate" and f.severity != "info"]
     incidents = [
         OpenIncident(
-            f"#{incident.id} ({incident.severity}, {incident.status})", tuple(incident.probes)
+            f"#{incident.id} ({incident.severity}, {incident.status})",
+            incident_arms(incident_detail(session, incident.id).draft),
         )
         for incident in list_incidents(session, package=package, version=new, open_only=True)
     ]
@@ -233,7 +249,7 @@ def upgrade(
         recipe_changes=recipe_diff(before.recipe, after.recipe),
         verified=after.verified,
         open_incidents=[
-            f"{incident.label} on {', '.join(incident.probes) or 'no probe'}"
+            f"{incident.label} on {', '.join(incident.arms) or 'no arm'}"
             for incident in incidents
         ],
         unmeasured=after.unmeasured,

@@ -41,11 +41,15 @@ class Evidence(BaseModel):
     value: float
     limit: float | None
 
+    def breaks(self) -> bool:
+        """The fact is a gate this arm breaks (the problem a line answers, not its fix)."""
+        return self.limit is not None and self.value > self.limit
+
     def text(self) -> str:
         where = f"{self.probe}/{self.arm} {self.metric} = {self.value:.4g}"
         if self.limit is None:
             return where
-        return f"{where} {'>' if self.value > self.limit else '<='} {self.limit:g}"
+        return f"{where} {'>' if self.breaks() else '<='} {self.limit:g}"
 
 
 class RecipeLine(BaseModel):

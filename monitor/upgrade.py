@@ -85,10 +85,11 @@ def verification(
 
 @dataclass(frozen=True)
 class OpenIncident:
-    """An open incident of the new release: its label and the probes its findings name."""
+    """An open incident of the new release: its label and the "probe/arm" series its findings
+    name."""
 
     label: str
-    probes: tuple[str, ...] = ()
+    arms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,12 @@ def decide(
     open_incidents: Sequence[OpenIncident],
 ) -> tuple[VerdictName, list[str]]:
     """Regression: a move for the worse of 3 or more floors or a newly broken gate, on an arm
-    no line of the new recipe addresses; a new problem no setting fixes; a failed recipe run;
-    an open incident naming a probe no recipe line addresses (one about what the recipe fixes
-    is the defaults' known mismatch). Else safe with these recipe changes when the recipe
-    changed, else safe as is."""
-    addressed = {(e.probe, e.arm) for line in new_recipe.lines for e in line.evidence}
+    no line of the new recipe replaces; a new problem no setting fixes; a failed recipe run;
+    an open incident naming an arm no recipe line replaces (one about what the recipe replaces
+    is the defaults' known mismatch). An arm the recipe relies on (its fix, e.g. processed
+    logprobs or the reset) is never excused: a move there is what a user of the recipe gets.
+    Else safe with these recipe changes when the recipe changed, else safe as is."""
+    addressed = {(e.probe, e.arm) for line in new_recipe.lines for e in line.evidence if e.breaks()}
     reasons = [
         f"{f.series} moved {f.direction} by {floors(f):.1f} floors ({f.severity})"
         for f in moved
@@ -203,11 +205,11 @@ def decide(
     ]
     if verified.state == "failed":
         reasons.append(f"recipe run {verified.text}")
-    probes = {probe for probe, _ in addressed}
+    replaced = {f"{probe}/{arm}" for probe, arm in addressed}
     reasons += [
         f"open incident {incident.label}"
         for incident in open_incidents
-        if not incident.probes or not set(incident.probes) <= probes
+        if not incident.arms or not set(incident.arms) <= replaced
     ]
     if reasons:
         return "regression", reasons

@@ -144,12 +144,14 @@ def test_bad_input_is_one_line_and_exit_3(
     assert "Traceback" not in out + err
 
 
-def finding(arm: str, direction: str, severity: str, kind: str = "drift") -> Finding:
+def finding(
+    arm: str, direction: str, severity: str, kind: str = "drift", probe: str = "prefix_cache"
+) -> Finding:
     return Finding(
         release="0.32.0",
         run_id="2",
         kind=kind,
-        probe="prefix_cache",
+        probe=probe,
         arm=arm,
         metric="k3",  # type: ignore[arg-type]
         direction=direction,
@@ -184,10 +186,26 @@ def test_decide_weighs_moves_gates_recipes_and_incidents() -> None:
     assert verdict == "regression" and "batch_variant_outputs" in why[0]
     failed = Verification("failed", "failed: rollout: k3 = 0.7 > 0.1")
     assert decide([], [], old, same, failed, [])[0] == "regression"
-    elsewhere = OpenIncident("#4 (major, new)", ("prefix_cache",))
+    elsewhere = OpenIncident("#4 (major, new)", ("prefix_cache/cache_on",))
     assert decide([], [], old, same, NOT_RUN, [elsewhere])[1] == ["open incident #4 (major, new)"]
-    known = OpenIncident("#5 (major, new)", ("logprob_semantics", "weight_sync"))
+    known = OpenIncident(
+        "#5 (major, new)",
+        ("logprob_semantics/default_vs_trainer_processed", "weight_sync/no_reset"),
+    )
     assert decide([], [], old, same, NOT_RUN, [known]) == ("safe as is", [])
+    on_the_fix = OpenIncident("#6 (major, new)", ("weight_sync/no_reset", "weight_sync/reset"))
+    assert decide([], [], old, same, NOT_RUN, [on_the_fix])[0] == "regression"
+
+
+def test_a_move_on_the_arm_a_recipe_relies_on_is_never_excused() -> None:
+    """The reset arm is the recipe's own evidence that the fix works: it moving is what a user
+    of the recipe gets, unlike the stale no_reset arm the recipe replaces."""
+    old, same = recipe_of(release("0.31.0")), recipe_of(release())
+    stale = finding("no_reset", "worse", "critical", probe="weight_sync")
+    fix = finding("reset", "worse", "critical", probe="weight_sync")
+    assert decide([stale], [], old, same, NOT_RUN, [])[0] == "safe as is"
+    verdict, why = decide([fix], [], old, same, NOT_RUN, [])
+    assert verdict == "regression" and why[0].startswith("weight_sync/reset/k3 moved worse")
 
 
 @pytest.mark.parametrize(

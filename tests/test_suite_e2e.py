@@ -6,6 +6,7 @@ result is produced once per session and shared by the tests below."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class EndToEnd:
 
     result: SuiteResult
     stdout: str
+    stderr: str
     database: dict[str, str]
 
 
@@ -55,7 +57,7 @@ def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EndToEnd:
     assert "stored as run 1" in done.stdout
     again = parity("ingest", str(out), data_dir=data_dir, env=database)
     assert again.returncode == 0 and again.stdout.strip() == "already stored as run 1"
-    return EndToEnd(loaded, done.stdout, database)
+    return EndToEnd(loaded, done.stdout, done.stderr, database)
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +75,20 @@ def arm(result: SuiteResult, probe: str, name: str) -> ArmResult:
         if candidate.probe == probe and candidate.arm == name:
             return candidate
     raise AssertionError(f"no arm {probe}/{name}")
+
+
+def test_progress_lines_count_prompts_generated_and_sequences_scored(e2e: EndToEnd) -> None:
+    """Without a terminal, every step is a line whose counts end at what the result records."""
+    counts = [
+        (int(generated), int(scored))
+        for generated, scored in re.findall(
+            r"(\d+) prompts generated, (\d+) scored", e2e.stdout + e2e.stderr
+        )
+    ]
+    assert len(counts) > 10, e2e.stderr[-2000:]
+    assert counts == sorted(counts, key=lambda pair: pair[0]), "counts only grow"
+    assert counts[-1][0] >= e2e.result.config.n_prompts
+    assert max(scored for _, scored in counts) == e2e.result.trainer_forwards
 
 
 def test_records_exact_versions(result: SuiteResult) -> None:

@@ -47,11 +47,13 @@ class Baseline:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One overlay run: the CLI's exit, its result, and the overlay release's incident drafts."""
+    """One overlay run: the CLI's exit, its result, the overlay release's incident drafts, and
+    `parity upgrade --format markdown` from the test release to the overlay release."""
 
     done: subprocess.CompletedProcess[str]
     result: SuiteResult
     drafts: list[dict[str, Any]]
+    upgrade: subprocess.CompletedProcess[str]
 
     @property
     def findings(self) -> list[dict[str, Any]]:
@@ -162,7 +164,20 @@ def run_overlay(
             drafts = [incident_detail(session, view.id).draft for view in views]
     finally:
         store.close()
-    return Outcome(done, load_result(out), drafts)
+    upgrade = parity(
+        "upgrade",
+        "--engine",
+        PACKAGE,
+        "--from",
+        BASE_VERSION,
+        "--to",
+        FAULT_VERSION,
+        "--format",
+        "markdown",
+        data_dir=data_dir,
+        database_url=database_url,
+    )
+    return Outcome(done, load_result(out), drafts, upgrade)
 
 
 def metric_differences(before: SuiteResult, after: SuiteResult) -> list[str]:
@@ -186,6 +201,8 @@ def test_aa_clean_copy_opens_nothing_new(
     assert outcome.result.versions.vllm == FAULT_VERSION
     differences = metric_differences(load_result(baseline.result_file), outcome.result)
     assert not outcome.drafts, outcome.explain() + "\ndifferences:\n" + "\n".join(differences)
+    assert outcome.upgrade.returncode == 0, outcome.upgrade.stdout + outcome.upgrade.stderr
+    assert "safe as is" in outcome.upgrade.stdout
 
 
 def test_logprob_shift_is_drift(
@@ -201,6 +218,9 @@ def test_logprob_shift_is_drift(
     assert not [f for f in gates if (f["probe"], f["arm"]) == ("prefill_vs_decode", "decode")], (
         outcome.explain()
     )
+    upgrade = outcome.upgrade.stdout + outcome.upgrade.stderr
+    assert outcome.upgrade.returncode == 2 and "regression" in upgrade, upgrade
+    assert "prefill_vs_decode/decode" in upgrade, upgrade
 
 
 def test_reset_noop_is_named(
@@ -209,6 +229,9 @@ def test_reset_noop_is_named(
     outcome = run_overlay("reset_noop", "weight_sync", baseline, fault_dir, data_dir, tmp_path)
     assert outcome.done.returncode == 0, outcome.explain()
     assert outcome.named("weight_sync", "reset"), outcome.explain()
+    upgrade = outcome.upgrade.stdout + outcome.upgrade.stderr
+    assert outcome.upgrade.returncode == 2 and "regression" in upgrade, upgrade
+    assert "weight_sync/reset" in upgrade, upgrade
 
 
 def test_one_nan_fails_one_arm(

@@ -70,15 +70,22 @@ class Trainer:
     ) -> TokenScores:
         import torch
 
+        logits = self._continuation_logits(prompt_ids, token_ids)
+        targets = torch.tensor(token_ids, dtype=torch.long)
+        return score_logits(logits, targets, temperature, top_p, top_k)
+
+    def _continuation_logits(self, prompt_ids: list[int], token_ids: list[int]) -> Any:
+        """One forward over prompt + continuation: the fp32 logits predicting each continuation
+        token (row i predicts token_ids[i])."""
+        import torch
+
         self.forwards += 1
         ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long)
         kept = len(token_ids) + 1
         only_scored = {"logits_to_keep": kept} if self._keeps_logits else {}
         with torch.inference_mode():
             logits = self.model(input_ids=ids, **only_scored).logits[0].float()
-        logits = logits[-kept:-1]
-        targets = torch.tensor(token_ids, dtype=torch.long)
-        return score_logits(logits, targets, temperature, top_p, top_k)
+        return logits[-kept:-1]
 
     def distributions(
         self,
@@ -95,13 +102,8 @@ class Trainer:
         support); not cached, one forward per call."""
         import torch
 
-        self.forwards += 1
-        ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long)
-        kept = len(token_ids) + 1
-        only_scored = {"logits_to_keep": kept} if self._keeps_logits else {}
-        with torch.inference_mode():
-            logits = self.model(input_ids=ids, **only_scored).logits[0].float()
-        rows = logits[-kept:-1][torch.tensor(positions, dtype=torch.long)]
+        logits = self._continuation_logits(prompt_ids, token_ids)
+        rows = logits[torch.tensor(positions, dtype=torch.long)]
         return distribution_rows(rows, temperature, top_p, top_k, semantics)
 
     def continuation(self, prompt_ids: list[int], n_tokens: int, seed: int) -> list[int]:

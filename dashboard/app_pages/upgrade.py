@@ -56,6 +56,14 @@ if old == new:
     st.stop()
 
 
+def _table_or(rows: list[dict[str, object]], empty: str) -> None:
+    """The rows as a table, or one caption saying there are none."""
+    if rows:
+        ui.table(rows, hide_index=True)
+    else:
+        st.caption(empty)
+
+
 def _advice() -> Upgrade | str:
     """The upgrade, or the one line saying why there is none."""
     try:
@@ -83,65 +91,55 @@ st.subheader("Recipe of the new release")
 st.caption(md(advice.verified.text))
 if advice.unmeasured:
     st.warning(f"Not measured, so not in the recipe: {md(', '.join(advice.unmeasured))}")
-if advice.new_recipe.lines:
-    ui.table(
-        [
-            {
-                "kind": line.kind,
-                "key": line.key,
-                "value": json.dumps(line.value),
-                "why": line.why,
-                "evidence": "; ".join(item.text() for item in line.evidence),
-            }
-            for line in advice.new_recipe.lines
-        ],
-        hide_index=True,
-    )
-else:
-    st.caption("Nothing to set: the defaults are at parity.")
+_table_or(
+    [
+        {
+            "kind": line.kind,
+            "key": line.key,
+            "value": json.dumps(line.value),
+            "why": line.why,
+            "evidence": "; ".join(item.text() for item in line.evidence),
+        }
+        for line in advice.new_recipe.lines
+    ],
+    "Nothing to set among the probes measured."
+    if advice.unmeasured
+    else "Nothing to set: the defaults are at parity.",
+)
 
 st.subheader("Recipe changes")
-if advice.recipe_changes:
-    ui.table(
-        [
-            {"line": c.key, advice.old: json.dumps(c.old), advice.new: json.dumps(c.new)}
-            for c in advice.recipe_changes
-        ],
-        hide_index=True,
-    )
-else:
-    st.caption("The recipe is the same.")
+_table_or(
+    [
+        {"line": c.key, advice.old: json.dumps(c.old), advice.new: json.dumps(c.new)}
+        for c in advice.recipe_changes
+    ],
+    "The recipe is the same.",
+)
 
 st.subheader("Moved beyond the noise floor")
-if advice.moved:
-    ui.table(
-        [
-            {
-                "series": f.series,
-                "direction": f.direction,
-                "from": f.baseline_value,
-                "to": f.candidate_value,
-                "floors": floors(f) if f.effect_in_floors is not None else None,
-                "severity": f.severity,
-            }
-            for f in advice.moved
-        ],
-        hide_index=True,
-    )
-else:
-    st.caption("No series moved beyond its noise floor.")
+_table_or(
+    [
+        {
+            "series": f.series,
+            "direction": f.direction,
+            "from": f.baseline_value,
+            "to": f.candidate_value,
+            "floors": floors(f) if f.effect_in_floors is not None else None,
+            "severity": f.severity,
+        }
+        for f in advice.moved
+    ],
+    "No series moved beyond its noise floor.",
+)
 
 st.subheader("Defaults that changed")
-if advice.config_changes:
-    ui.table(
-        [
-            {"setting": c.key, advice.old: str(c.old), advice.new: str(c.new)}
-            for c in advice.config_changes
-        ],
-        hide_index=True,
-    )
-else:
-    st.caption("The default engine's effective settings are the same.")
+_table_or(
+    [
+        {"setting": c.key, advice.old: str(c.old), advice.new: str(c.new)}
+        for c in advice.config_changes
+    ],
+    "The default engine's effective settings are the same.",
+)
 
 st.subheader("Knobs")
 st.markdown(f"- added: {md(', '.join(advice.knobs_added) or 'none')}")

@@ -249,8 +249,7 @@ def upgrade(
         recipe_changes=recipe_diff(before.recipe, after.recipe),
         verified=after.verified,
         open_incidents=[
-            f"{incident.label} on {', '.join(incident.arms) or 'no arm'}"
-            for incident in incidents
+            f"{incident.label} on {', '.join(incident.arms) or 'no arm'}" for incident in incidents
         ],
         unmeasured=after.unmeasured,
         verdict=verdict,

@@ -164,7 +164,7 @@ def test_killing_and_restarting_the_scheduler_mid_run_neither_duplicates_nor_los
     [log] = d.settings.runs_dir.glob("run-1/attempt-1/worker.log")
     steps = [line for line in log.read_text().splitlines() if "run 1: engine " in line]
     last = "run 1: engine 2/2 · generate raw · 130 prompts generated, 16 scored · elapsed "
-    assert len(steps) == 5 and last in steps[-1], log.read_text()
+    assert len(steps) == 6 and last in steps[-1], log.read_text()
     store = open_store(d.settings)
     with store.reading() as session:
         row = session.get(m.RunProgressRow, 1)

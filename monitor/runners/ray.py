@@ -36,7 +36,7 @@ from monitor.runners.local import (
     kv_cache_env,
     suite_command,
 )
-from monitor.schema import SchemaError, SuiteResult, load_result
+from monitor.schema import SchemaError, SuiteResult, load_result, storable_text
 
 POLL_INTERVAL_S = 2.0
 LOG_LINES = 40
@@ -143,9 +143,14 @@ class RayRunner(Runner):
         )
 
     def _keep_logs(self, client: Any, job_id: str, job: SuiteJob) -> None:
-        """Ray keeps the job's output; a copy goes to the run directory's suite.log."""
-        with contextlib.suppress(Exception):
-            job.log_file.write_text(client.get_job_logs(job_id))
+        """Ray keeps the job's output; a copy goes to the run directory's suite.log, or why
+        Ray would not return it (it refuses output that is not UTF-8, e.g. a crash's bytes)."""
+        try:
+            logs = client.get_job_logs(job_id)
+        except Exception as exc:
+            logs = f"Ray could not return job {job_id}'s logs: {one_line(exc)}"
+        with contextlib.suppress(OSError):
+            job.log_file.write_text(storable_text(logs))
 
     def _stop(self, client: Any, job_id: str) -> bool:
         try:

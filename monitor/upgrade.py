@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from monitor.detection.findings import Finding
 from monitor.gates import Tolerances, resolve_gates
-from monitor.recipe import Evidence, Recipe
+from monitor.recipe import RESET_PRACTICE, Evidence, Recipe
 from monitor.verdicts import ArmFacts, judge_arm
 
 VerdictName = Literal["safe as is", "safe with these recipe changes", "regression"]
@@ -47,7 +47,11 @@ def verification(
     every gated arm of it passed; "failed: <arm/metric value > limit>" names what broke."""
     if not arms:
         return NOT_RUN
-    if tested is not None and (
+    if tested is None:
+        return Verification(
+            "not verified", "not verified (the stored recipe run does not say what it tested)"
+        )
+    if (
         tested.engine_kwargs() != derived.engine_kwargs()
         or tested.practices() != derived.practices()
     ):
@@ -59,6 +63,10 @@ def verification(
     gated = [arm for arm in arms if arm.applicable and arm.gated]
     if not gated:
         return Verification("not verified", "not verified (the recipe run measured no arm)")
+    if RESET_PRACTICE in derived.practices() and "after_update" not in {a.arm for a in gated}:
+        return Verification(
+            "not verified", "not verified (the recipe run did not measure its weight update)"
+        )
     numbers: list[Evidence] = []
     failures: list[str] = []
     for arm in gated:

@@ -230,6 +230,12 @@ def test_verification_reads_the_stored_recipe_run() -> None:
     assert failed.state == "failed" and failed.text.startswith("failed: rollout: ")
     assert "k3 = " in failed.text and "> 0.1" in failed.text
 
+    untold = verification(recipe_arms(release(recipe="pass")), {}, None, derived)
+    assert untold.state == "not verified" and "does not say what it tested" in untold.text
+    rollout_only = [a for a in recipe_arms(release(recipe="pass")) if a.arm == "rollout"]
+    unupdated = verification(rollout_only, {}, derived, derived)
+    assert unupdated.state == "not verified" and "weight update" in unupdated.text
+
     other = derived.model_copy(update={"lines": []})
     stale = verification(recipe_arms(release(recipe="pass", tested=other)), {}, other, derived)
     assert stale.state == "not verified" and "another recipe" in stale.text

@@ -19,7 +19,6 @@ from monitor.suite.arms import failed_arm, topk_arm_metrics
 from monitor.suite.engine import (
     WORKER_EXTENSION,
     KnobMissing,
-    ReleaseKnobs,
     Rollout,
     recipe_engine_kwargs,
     recipe_read_back,
@@ -35,18 +34,9 @@ from monitor.suite.probes import (
 from monitor.suite.runner import _recipe_engine
 from monitor.verdicts import judge_arm
 from tests.store_factory import suite_config
+from tests.test_suite_units import KNOBS
 from tests.test_suite_units import effective as base_effective
 
-KNOBS = ReleaseKnobs(
-    {
-        "dtype": "auto",
-        "logprobs_mode": "raw_logprobs",
-        "enable_prefix_caching": None,
-        "async_scheduling": None,
-        "hf_overrides": None,
-        "worker_extension_cls": "",
-    }
-)
 SAMPLING = SamplingSpec(temperature=0.7, top_p=0.9, top_k=50, max_tokens=4, seed=0)
 BASE = {"model": "m", "seed": 0, "enforce_eager": True}
 

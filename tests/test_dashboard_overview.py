@@ -5,11 +5,8 @@ the choice is kept in the URL. The table shaping itself is tested without Stream
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard import tables
@@ -17,7 +14,10 @@ from monitor.config import Settings
 from monitor.store import open_store, record_release
 from monitor.store.views import ReleaseInfo, StatusMatrix
 from tests.dashboard_seed import FAILED_VERSION, VERSIONS, Seeded, seed_store
-from tests.test_dashboard import no_errors, open_page
+from tests.test_dashboard import env, no_errors, open_page
+
+__all__ = ["env"]
+"""`env` is the dashboard tests' fixture (a clean environment, empty caches), used here too."""
 
 DISCOVERED = tuple(f"0.{12 + i // 10}.{i % 10}" for i in range(93))
 """Releases only discovered (no run), all newer than the seeded ones."""
@@ -50,18 +50,6 @@ def hundred(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     return seed_store(tmp_path_factory.mktemp("overview-seeded") / "parity.db")
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
-    for name in ("PARITY_DATABASE_URL", "PARITY_DASHBOARD_TOKEN", "PARITY_TOLERANCES"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PARITY_DATA_DIR", str(tmp_path / "data"))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield monkeypatch
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def matrix_rows(at: AppTest) -> list[str]:

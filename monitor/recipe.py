@@ -24,11 +24,17 @@ NO_EFFECT = "reload had no effect"
 """What the weight_sync probe's unmet claim says when the reload left weights unchanged."""
 NO_RELOAD = "release has no in-place weight reload"
 """How the weight_sync probe says the release lacks a reload path."""
+FRESH_ENGINE = "start a fresh engine from the updated checkpoint after each update"
 RELOAD_INSTEAD = (
-    "start a fresh engine from the updated checkpoint after each update (or write every "
-    "parameter, tied embedding and head included, through the release's load_weights path), "
-    "then check it with the weight_sync arms"
+    f"{FRESH_ENGINE} (or write every parameter, tied embedding and head included, through the "
+    "release's load_weights path); the recipe probe checks the fresh engine"
 )
+FRESH_ENGINE_KEYS = frozenset({"reload_weights_incomplete", "no_inplace_reload"})
+"""Unfixable lines whose answer is a fresh engine per update: the recipe probe verifies it."""
+AFTER_UPDATE = "after_update"
+"""The recipe probe's arm that checks the reset practice (reload, reset, generate)."""
+FRESH_AFTER_UPDATE = "fresh_after_update"
+"""The recipe probe's arm that checks a fresh engine started from the updated checkpoint."""
 
 
 class Evidence(BaseModel):
@@ -79,6 +85,19 @@ class Recipe(BaseModel):
 
     def unfixable(self) -> list[RecipeLine]:
         return [line for line in self.lines if line.kind == "unfixable"]
+
+    def fresh_engine(self) -> bool:
+        """Weight sync needs a fresh engine per update (no reload, or one that misses weights)."""
+        return any(line.key in FRESH_ENGINE_KEYS for line in self.unfixable())
+
+    def update_arms(self) -> list[str]:
+        """The recipe probe's arms that must pass for the recipe's weight-update practice to
+        count as verified (none when the recipe says nothing about updates)."""
+        wanted = {
+            AFTER_UPDATE: RESET_PRACTICE in self.practices(),
+            FRESH_AFTER_UPDATE: self.fresh_engine(),
+        }
+        return [arm for arm, needed in wanted.items() if needed]
 
 
 Arms = dict[tuple[str, str], ArmResult]
@@ -308,7 +327,7 @@ def no_reload_rule(arms: Arms) -> RecipeLine | None:
     return RecipeLine(
         kind="unfixable",
         key="no_inplace_reload",
-        value="start a fresh engine from the updated checkpoint after each update",
+        value=f"{FRESH_ENGINE}; the recipe probe checks it",
         why=str(reset.reason),
         evidence=[],
     )

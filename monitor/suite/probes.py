@@ -11,7 +11,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from monitor.metrics import HARNESS, REPLAY
-from monitor.recipe import RECIPE_PROBE, RESET_PRACTICE, Recipe, derive_recipe
+from monitor.recipe import (
+    AFTER_UPDATE,
+    FRESH_AFTER_UPDATE,
+    RECIPE_PROBE,
+    RESET_PRACTICE,
+    Recipe,
+    derive_recipe,
+)
 from monitor.schema import (
     PROBE_NAMES,
     ArmResult,
@@ -395,12 +402,7 @@ class WeightSync(Probe):
             why = reason or "the weight update did not run"
             return [not_applicable(self.name, arm, text, why) for arm, text in arms]
         step = ctx.config.weight_step
-        moved = []
-        if self.weights_moved is not None and self.weights_moved < step * MIN_MOVE:
-            moved.append(
-                f"reload had no effect: the engine's weights moved {self.weights_moved:.3g} of "
-                f"their scale, {step:g} expected"
-            )
+        moved = _unmoved(self.weights_moved, step, "reload")
         results = []
         for arm, text in arms:
             rollouts = self.rollouts[arm]
@@ -732,6 +734,9 @@ class RecipeRun(Probe):
         self.updated: Trainer | None = None
         self.weights_moved: float | None = None
         self.reset_reported = False
+        self.fresh_failure: str | None = None
+        self.fresh_moved: float | None = None
+        self.original_sample: np.ndarray | None = None
         self.top_k: dict[str, int] = {}
 
     def derive(self, probes: Sequence[ProbeResult], versions: Versions | None) -> Recipe | None:
@@ -747,6 +752,22 @@ class RecipeRun(Probe):
     def practices(self) -> set[str]:
         return set(self.recipe.practices()) if self.recipe is not None else set()
 
+    def update_arms(self) -> list[str]:
+        return self.recipe.update_arms() if self.recipe is not None else []
+
+    def updated_trainer(self, ctx: SuiteContext) -> Trainer:
+        """The trainer after one update step: weight_sync's when it made one, else made now."""
+        step = ctx.config.weight_step
+        label = f"perturbed(step={step:g})"
+        updated = next((t for t in ctx.extra_trainers if t.label == label), None)
+        if updated is None:
+            ctx.progress("recipe: perturb weights")
+            updated = ctx.trainer.perturbed(
+                step, ctx.config.seed, ctx.work_dir / "recipe-updated-weights"
+            )
+            ctx.extra_trainers.append(updated)
+        return updated
+
     def visit(self, ctx: SuiteContext, name: str, engine: Engine) -> None:
         k = topk_asked(engine.max_logprobs())
         self.top_k[name] = k
@@ -758,24 +779,30 @@ class RecipeRun(Probe):
         self.rollouts[name] = ctx.generate(
             engine, "recipe-rollout", ctx.rollout_sampling, memo=False, top_logprobs=k
         )
+        self.original_sample = engine.weight_sample()
         if RESET_PRACTICE in self.practices():
             self._update(ctx, engine)
+
+    def visit_fresh(self, ctx: SuiteContext, engine: Engine) -> None:
+        """The fresh-engine practice: an engine started from the updated checkpoint generates
+        the prompts the reset practice would, nothing reloaded in place."""
+        self.rollouts[FRESH_AFTER_UPDATE] = ctx.generate(
+            engine,
+            "recipe-fresh-after-update",
+            ctx.rollout_sampling,
+            ctx.group_prompts(),
+            memo=False,
+        )
+        fresh = engine.weight_sample()
+        if self.original_sample is not None and fresh is not None:
+            self.fresh_moved = relative_move(self.original_sample, fresh)
 
     def _update(self, ctx: SuiteContext, engine: Engine) -> None:
         """The recipe's weight-update practice, as the weight_sync probe does it: prime the
         shared prefixes, reload updated weights, reset_prefix_cache(), generate again."""
         groups = ctx.group_prompts()
         ctx.generate(engine, "recipe-prime", ctx.rollout_sampling, groups, memo=False)
-        step = ctx.config.weight_step
-        updated = next(
-            (t for t in ctx.extra_trainers if t.label == f"perturbed(step={step:g})"), None
-        )
-        if updated is None:
-            ctx.progress("recipe: perturb weights")
-            updated = ctx.trainer.perturbed(
-                step, ctx.config.seed, ctx.work_dir / "recipe-updated-weights"
-            )
-            ctx.extra_trainers.append(updated)
+        updated = self.updated_trainer(ctx)
         before = engine.weight_sample()
         try:
             engine.reload_weights(updated.path)
@@ -787,7 +814,7 @@ class RecipeRun(Probe):
             self.weights_moved = relative_move(before, after)
         self.updated = updated
         self.reset_reported = engine.reset_prefix_cache()
-        self.rollouts["after_update"] = ctx.generate(
+        self.rollouts[AFTER_UPDATE] = ctx.generate(
             engine, "recipe-after-update", ctx.rollout_sampling, groups, memo=False
         )
 
@@ -822,48 +849,42 @@ class RecipeRun(Probe):
             )
             self._with_topk(ctx, base, "base")
         text = "the recipe's engine, sampled rollouts vs trainer (processed)"
-        update_text = "the recipe's engine after a weight update and its practice, vs trainer(new)"
-        wants_update = RESET_PRACTICE in self.practices()
+        wanted = self.update_arms()
         if self.failure or "recipe" not in self.rollouts:
             why = self.failure or "the recipe's engine did not run"
-            failed = [failed_arm(self.name, "rollout", text, why, recipe)]
-            if wants_update:
-                failed.append(failed_arm(self.name, "after_update", update_text, why, recipe))
-            return [base, *failed]
+            texts = [("rollout", text), *((arm, UPDATE_TEXTS[arm]) for arm in wanted)]
+            return [base, *(failed_arm(self.name, arm, t, why, recipe) for arm, t in texts)]
         assert self.recipe is not None
         claims = recipe_read_back(self.recipe.engine_kwargs(), ctx.effective.get("recipe"))
         rollout = self.vs_trainer(ctx, "rollout", text, "recipe", extra=dict(recipe), claims=claims)
         arms = [base, self._with_topk(ctx, rollout, "recipe")]
-        if wants_update:
-            arms.append(self._after_update(ctx, update_text, recipe, claims))
+        if AFTER_UPDATE in wanted:
+            arms.append(self._after_update(ctx, recipe, claims))
+        if FRESH_AFTER_UPDATE in wanted:
+            arms.append(self._fresh_after_update(ctx, recipe))
         return arms
 
     def _after_update(
-        self, ctx: SuiteContext, text: str, recipe: dict[str, Any], claims: list[str]
+        self, ctx: SuiteContext, recipe: dict[str, Any], claims: list[str]
     ) -> ArmResult:
+        text = UPDATE_TEXTS[AFTER_UPDATE]
         updated = self.updated
-        if self.update_failure or updated is None or "after_update" not in self.rollouts:
+        if self.update_failure or updated is None or AFTER_UPDATE not in self.rollouts:
             why = self.update_failure or "the weight update did not run"
-            return failed_arm(self.name, "after_update", text, why, recipe)
-        rollouts = self.rollouts["after_update"]
-        unmet = list(claims)
-        step = ctx.config.weight_step
-        if self.weights_moved is not None and self.weights_moved < step * MIN_MOVE:
-            unmet.append(
-                f"reload had no effect: the engine's weights moved {self.weights_moved:.3g} of "
-                f"their scale, {step:g} expected"
-            )
+            return failed_arm(self.name, AFTER_UPDATE, text, why, recipe)
+        rollouts = self.rollouts[AFTER_UPDATE]
+        unmet = [*claims, *_unmoved(self.weights_moved, ctx.config.weight_step, "reload")]
         if not self.reset_reported:
             unmet.append("reset_prefix_cache() reported that it did not reset")
         extra = {
             **recipe,
             "cached_prompt_tokens": sum(r.cached_tokens or 0 for r in rollouts),
             "weights_moved": self.weights_moved,
-            "weight_step": step,
+            "weight_step": ctx.config.weight_step,
         }
         return self.vs_trainer(
             ctx,
-            "after_update",
+            AFTER_UPDATE,
             text,
             "recipe",
             trainer=updated,
@@ -871,6 +892,50 @@ class RecipeRun(Probe):
             extra=extra,
             claims=unmet,
         )
+
+    def _fresh_after_update(self, ctx: SuiteContext, recipe: dict[str, Any]) -> ArmResult:
+        text = UPDATE_TEXTS[FRESH_AFTER_UPDATE]
+        updated = self.updated
+        if self.fresh_failure or updated is None or FRESH_AFTER_UPDATE not in self.rollouts:
+            why = self.fresh_failure or "the fresh engine did not run"
+            return failed_arm(self.name, FRESH_AFTER_UPDATE, text, why, recipe)
+        assert self.recipe is not None
+        unmet = [
+            *recipe_read_back(self.recipe.engine_kwargs(), ctx.effective.get(FRESH_ENGINE_NAME)),
+            *_unmoved(self.fresh_moved, ctx.config.weight_step, "the fresh engine"),
+        ]
+        extra = {**recipe, "weights_moved": self.fresh_moved, "weight_step": ctx.config.weight_step}
+        return self.vs_trainer(
+            ctx,
+            FRESH_AFTER_UPDATE,
+            text,
+            FRESH_ENGINE_NAME,
+            trainer=updated,
+            rollouts=self.rollouts[FRESH_AFTER_UPDATE],
+            extra=extra,
+            claims=unmet,
+        )
+
+
+UPDATE_TEXTS = {
+    AFTER_UPDATE: "the recipe's engine after a weight update and its practice, vs trainer(new)",
+    FRESH_AFTER_UPDATE: "a fresh engine with the recipe's arguments, started from the updated "
+    "checkpoint, vs trainer(new)",
+}
+FRESH_ENGINE_NAME = "recipe-fresh"
+"""The recipe probe's second engine (started only when the recipe needs a fresh engine per
+update)."""
+
+
+def _unmoved(moved: float | None, step: float, what: str) -> list[str]:
+    """The claim that the engine's weights did not move by the update step (the sample moved
+    less than MIN_MOVE of it); none when it moved or could not be read."""
+    if moved is None or moved >= step * MIN_MOVE:
+        return []
+    return [
+        f"{what} had no effect: the engine's weights moved {moved:.3g} of their scale, "
+        f"{step:g} expected"
+    ]
 
 
 PROBES: tuple[type[Probe], ...] = (

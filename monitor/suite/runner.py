@@ -33,6 +33,7 @@ from monitor.suite.engine import (
 )
 from monitor.suite.models import resolve_model
 from monitor.suite.probes import (
+    FRESH_ENGINE_NAME,
     PROBES,
     TOPK_WANTED,
     DtypeFloor,
@@ -180,8 +181,7 @@ def run_suite(
     if recipe is not None:
         clock = time.perf_counter()
         recipe.derive(results, versions)
-        total = len(engines) + 1
-        engines.append(_recipe_engine(ctx, recipe, base_kwargs, emit, total))
+        engines += _recipe_engines(ctx, recipe, base_kwargs, emit, len(engines))
         results.append(_scored(ctx, recipe))
         timings["recipe"] = time.perf_counter() - clock
     return SuiteResult(
@@ -207,38 +207,81 @@ def _scored(ctx: SuiteContext, probe: Probe) -> ProbeResult:
     )
 
 
-def _recipe_engine(
-    ctx: SuiteContext, probe: RecipeRun, base_kwargs: dict[str, Any], emit: Emit, total: int
-) -> EngineRecord:
-    """Start the recipe's one engine (harness settings + the recipe's engine arguments over
-    the release's defaults), read it back and let the recipe probe run on it. A recipe the
-    release cannot start is recorded and fails the probe's arms, never the run."""
-    emit("engine", message=f"engine {total}/{total}: recipe", done=total - 1, total=total)
+def _recipe_engines(
+    ctx: SuiteContext, probe: RecipeRun, base_kwargs: dict[str, Any], emit: Emit, done: int
+) -> list[EngineRecord]:
+    """Start the recipe's engine (harness settings + the recipe's engine arguments over the
+    release's defaults), read it back and let the recipe probe run on it; then, when the
+    recipe's answer to weight updates is a fresh engine, one started from the updated
+    checkpoint. A recipe the release cannot start is recorded and fails the probe's arms,
+    never the run."""
+    total = done + 1 + int(probe.recipe is not None and probe.recipe.fresh_engine())
+    emit("engine", message=f"engine {done + 1}/{total}: recipe", done=done, total=total)
     if probe.recipe is None:
         reason = probe.failure or "no recipe"
         emit("engine", message="engines done", done=total, total=total)
-        return EngineRecord(names=["recipe"], started=False, reason=reason)
-    clock = time.perf_counter()
+        return [EngineRecord(names=["recipe"], started=False, reason=reason)]
     try:
         kwargs = recipe_engine_kwargs(
             ctx.config.engine_dtype, probe.recipe.engine_kwargs(), ctx.knobs, base_kwargs
         )
-        engine = Engine.launch(kwargs, EngineConfig(dtype=ctx.config.engine_dtype))
-    except (KnobMissing, EngineRefused) as exc:
-        why = "release lacks" if isinstance(exc, KnobMissing) else "engine refused"
-        probe.failure = f"the recipe's engine did not start: {why} {exc}"
+    except KnobMissing as exc:
+        probe.failure = f"the recipe's engine did not start: release lacks {exc}"
         emit("engine", message="engines done", done=total, total=total)
-        return EngineRecord(names=["recipe"], started=False, reason=probe.failure)
+        return [EngineRecord(names=["recipe"], started=False, reason=probe.failure)]
+    records = [
+        _run_recipe_engine(
+            ctx, "recipe", "the recipe's engine", kwargs, lambda e: probe.visit(ctx, "recipe", e)
+        )
+    ]
+    probe.failure = probe.failure or records[0].reason
+    if probe.recipe.fresh_engine() and not probe.failure:
+        emit(
+            "engine",
+            message=f"engine {total}/{total}: {FRESH_ENGINE_NAME}",
+            done=total - 1,
+            total=total,
+        )
+        probe.updated = probe.updated_trainer(ctx)
+        fresh = {**kwargs, "model": str(probe.updated.path)}
+        records.append(
+            _run_recipe_engine(
+                ctx,
+                FRESH_ENGINE_NAME,
+                "the fresh engine",
+                fresh,
+                lambda e: probe.visit_fresh(ctx, e),
+            )
+        )
+        probe.fresh_failure = records[-1].reason
+    emit("engine", message="engines done", done=total, total=total)
+    return records
+
+
+def _run_recipe_engine(
+    ctx: SuiteContext,
+    name: str,
+    what: str,
+    kwargs: dict[str, Any],
+    visit: Callable[[Engine], None],
+) -> EngineRecord:
+    """Start one of the recipe probe's engines with `kwargs`, record what it runs with, let
+    `visit` use it; a refusal is recorded with its reason (never raised)."""
+    clock = time.perf_counter()
+    try:
+        engine = Engine.launch(kwargs, EngineConfig(dtype=ctx.config.engine_dtype))
+    except EngineRefused as exc:
+        reason = f"{what} did not start: engine refused {exc}"
+        return EngineRecord(names=[name], started=False, reason=reason)
     started = time.perf_counter() - clock
     requested = {k: v for k, v in kwargs.items() if k in ENGINE_KNOBS}
     with engine:
-        ctx.effective["recipe"] = engine.effective_config()
-        ctx.requested["recipe"] = requested
-        emit("step", message="recipe on recipe")
-        probe.visit(ctx, "recipe", engine)
-    emit("engine", message="engines done", done=total, total=total)
+        ctx.effective[name] = engine.effective_config()
+        ctx.requested[name] = requested
+        ctx.progress(f"recipe on {name}")
+        visit(engine)
     return EngineRecord(
-        names=["recipe"],
+        names=[name],
         requested=requested,
         started=True,
         start_seconds=started,

@@ -22,6 +22,7 @@ from monitor.schema import ArmResult, SuiteResult, load_result
 from monitor.store.db import open_store
 from monitor.store.incident_reads import incident_detail, list_incidents
 from monitor.suite.prompts import load_prompts
+from monitor.verdicts import judge_arm
 from tests.conftest import TEST_ENGINE, parity
 from tests.faults import FAULT_VAR, fault_env
 
@@ -232,6 +233,32 @@ def test_reset_noop_is_named(
     upgrade = outcome.upgrade.stdout + outcome.upgrade.stderr
     assert outcome.upgrade.returncode == 2 and "regression" in upgrade, upgrade
     assert "weight_sync/reset" in upgrade, upgrade
+
+
+def test_partial_reload_is_named_and_its_fresh_engine_answer_verified(
+    baseline: Baseline, fault_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A reload that leaves the embedding and head on their old values (SmolLM2's tied-head
+    case) breaks weight_sync/reset; the recipe says no setting fixes it, and its answer, a
+    fresh engine from the updated checkpoint, is run and passes."""
+    outcome = run_overlay(
+        "reload_partial", "weight_sync,recipe", baseline, fault_dir, data_dir, tmp_path
+    )
+    assert outcome.done.returncode == 0, outcome.explain()
+    assert outcome.named("weight_sync", "reset"), outcome.explain()
+    rollout = arm(outcome.result, "recipe", "rollout")
+    lines = {line["key"]: line for line in rollout.extra["recipe"]["lines"]}
+    assert "reload_weights_incomplete" in lines, lines
+    assert "reset_prefix_cache_after_weight_update" not in lines, lines
+    fresh = arm(outcome.result, "recipe", "fresh_after_update")
+    assert judge_arm(fresh, {}).verdict == "pass", (fresh.metrics, fresh.reason)
+    assert fresh.metrics["n_tokens"] > 0 and fresh.extra["weights_moved"] > 0
+    started = [record.names for record in outcome.result.engines if record.started]
+    assert started[-2:] == [["recipe"], ["recipe-fresh"]], started
+    upgrade = outcome.upgrade.stdout + outcome.upgrade.stderr
+    assert outcome.upgrade.returncode == 2, upgrade
+    assert "new problem no setting fixes: reload_weights_incomplete" in upgrade, upgrade
+    assert "verified (" in upgrade and "fresh_after_update" in upgrade, upgrade
 
 
 def test_one_nan_fails_one_arm(

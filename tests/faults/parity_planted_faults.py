@@ -10,7 +10,10 @@ release unchanged:
 - `logprob_shift`: every reported sample and prompt logprob +0.02 (inside every gate);
 - `reset_noop`: `reset_prefix_cache()` reports success and resets nothing;
 - `nan_logprob`: the first generate call's first sampled-token logprob is NaN, once a process;
-- `refuse_base`: the engine refuses the suite's base config with a ValueError.
+- `refuse_base`: the engine refuses the suite's base config with a ValueError;
+- `reload_partial`: `reload_weights` updates every weight but the token embedding and the
+  lm_head, which keep the engine's starting values (the SmolLM2 tied-head case, planted on an
+  untied model); a fresh engine from the new checkpoint loads all of it.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import functools
 import importlib.abc
 import importlib.machinery
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -156,11 +161,49 @@ def _reset_noop(llm: type) -> None:
     llm.reset_prefix_cache = reset_prefix_cache  # type: ignore[attr-defined]
 
 
+KEPT_ON_RELOAD = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def _with_old_head(new: str, old: str) -> str:
+    """A copy of checkpoint `new` whose KEPT_ON_RELOAD tensors are checkpoint `old`'s."""
+    from safetensors.torch import load_file, save_file
+
+    old_tensors: dict[str, Any] = {}
+    for file in sorted(Path(old).glob("*.safetensors")):
+        old_tensors.update(load_file(file))
+    mixed = Path(f"{new.rstrip('/')}.old-head")
+    shutil.rmtree(mixed, ignore_errors=True)
+    shutil.copytree(new, mixed, ignore=shutil.ignore_patterns("*.safetensors"))
+    for file in sorted(Path(new).glob("*.safetensors")):
+        tensors = load_file(file)
+        for name in KEPT_ON_RELOAD:
+            if name in tensors and name in old_tensors:
+                tensors[name] = old_tensors[name].to(tensors[name].dtype)
+        save_file(tensors, mixed / file.name, metadata={"format": "pt"})
+    return str(mixed)
+
+
+def _reload_partial(llm: type) -> None:
+    original = llm.collective_rpc  # type: ignore[attr-defined]
+
+    @functools.wraps(original)
+    def collective_rpc(self: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
+        if method == "reload_weights":
+            asked = dict(kwargs.get("kwargs") or {})
+            started_from = self.llm_engine.vllm_config.model_config.model
+            asked["weights_path"] = _with_old_head(asked["weights_path"], started_from)
+            kwargs = {**kwargs, "kwargs": asked}
+        return original(self, method, *args, **kwargs)
+
+    llm.collective_rpc = collective_rpc  # type: ignore[attr-defined]
+
+
 FAULTS: dict[str, Callable[[type], None]] = {
     "logprob_shift": lambda llm: _wrap_generate(llm, _shifted, once=False),
     "reset_noop": _reset_noop,
     "nan_logprob": lambda llm: _wrap_generate(llm, _one_nan, once=True),
     "refuse_base": _refuse_base,
+    "reload_partial": _reload_partial,
 }
 
 

@@ -3,11 +3,13 @@ nothing built or written."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import parity
+from tests.conftest import ROOT, parity
 
 
 def _error_line(stderr: str) -> str:
@@ -83,3 +85,13 @@ def test_schema_command_prints_json_schema(tmp_path: Path) -> None:
     schema = json.loads(done.stdout)
     assert schema["title"] == "SuiteResult"
     assert "TokenTrace" in schema["$defs"]
+
+
+def test_the_cli_imports_no_statistics_until_a_command_needs_them() -> None:
+    """SciPy and ruptures take seconds to import: every `parity` call would pay for them, so
+    only the commands that judge or advise import them (regressed once by `parity recipe`)."""
+    code = "import sys, monitor.cli; print(sorted({'scipy', 'ruptures'} & set(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]", done.stdout

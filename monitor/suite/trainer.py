@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,12 @@ from typing import Any
 import numpy as np
 
 SEMANTICS = ("raw", "temperature", "processed")
+BATCHED_DTYPES = frozenset({"float64"})
+"""Trainer dtypes scored in batches: their batched forward gives the one-sequence forward's
+logprobs (float64: within 1e-13). A float32 forward's GEMMs round differently with the batch's
+shape (SmolLM2 on CPU: logprobs move by up to 3.7e-5), so float32 stays one sequence per forward
+and every stored series keeps its numerics (bench/trainer_batching.py measures both)."""
+BATCH_SEQUENCES = 8
 
 
 @dataclass
@@ -33,7 +40,10 @@ class TokenScores:
 class Trainer:
     """An HF causal LM in a chosen dtype, scoring prompt+continuation in one forward pass."""
 
-    def __init__(self, model_path: Path, dtype: str, label: str = "initial") -> None:
+    def __init__(
+        self, model_path: Path, dtype: str, label: str = "initial", batch: int | None = None
+    ) -> None:
+        """`batch`: sequences per forward (default: BATCH_SEQUENCES for BATCHED_DTYPES, else 1)."""
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -46,6 +56,7 @@ class Trainer:
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._cache: dict[tuple[Any, ...], TokenScores] = {}
         self.forwards = 0
+        self.batch = batch or (BATCH_SEQUENCES if dtype in BATCHED_DTYPES else 1)
 
     def score(
         self,
@@ -55,56 +66,81 @@ class Trainer:
         top_p: float,
         top_k: int,
     ) -> TokenScores:
-        key = (tuple(prompt_ids), tuple(token_ids), temperature, top_p, top_k)
-        if key not in self._cache:
-            self._cache[key] = self._score(prompt_ids, token_ids, temperature, top_p, top_k)
-        return self._cache[key]
+        return self.score_many([(prompt_ids, token_ids)], temperature, top_p, top_k)[0]
 
-    def _score(
+    def score_many(
         self,
-        prompt_ids: list[int],
-        token_ids: list[int],
+        sequences: Sequence[tuple[list[int], list[int]]],
         temperature: float,
         top_p: float,
         top_k: int,
-    ) -> TokenScores:
-        import torch
+    ) -> list[TokenScores]:
+        """Scores of each (prompt, continuation); every distinct one not scored before under
+        this sampling gets one forward, in length-bucketed batches where batching is exact."""
+        sampling = (temperature, top_p, top_k)
+        keys = [(tuple(p), tuple(t), *sampling) for p, t in sequences]
+        pending = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        for key, logits in self._logits(pending):
+            self._cache[key] = score_logits(logits, _targets(key), *sampling)
+        return [self._cache[key] for key in keys]
 
-        logits = self._continuation_logits(prompt_ids, token_ids)
-        targets = torch.tensor(token_ids, dtype=torch.long)
-        return score_logits(logits, targets, temperature, top_p, top_k)
-
-    def _continuation_logits(self, prompt_ids: list[int], token_ids: list[int]) -> Any:
-        """One forward over prompt + continuation: the fp32 logits predicting each continuation
-        token (row i predicts token_ids[i])."""
-        import torch
-
-        self.forwards += 1
-        ids = torch.tensor([prompt_ids + token_ids], dtype=torch.long)
-        kept = len(token_ids) + 1
-        only_scored = {"logits_to_keep": kept} if self._keeps_logits else {}
-        with torch.inference_mode():
-            logits = self.model(input_ids=ids, **only_scored).logits[0].float()
-        return logits[-kept:-1]
-
-    def distributions(
+    def distributions_many(
         self,
-        prompt_ids: list[int],
-        token_ids: list[int],
-        positions: list[int],
+        requests: Sequence[tuple[list[int], list[int], list[int]]],
         temperature: float,
         top_p: float,
         top_k: int,
         semantics: str,
-    ) -> np.ndarray:
-        """The whole log-distribution (one row per vocabulary id) the trainer gives each of the
-        continuation's `positions` under `semantics` (processed: -inf outside the top-k/top-p
-        support); not cached, one forward per call."""
+    ) -> list[np.ndarray]:
+        """For each (prompt, continuation, positions): the whole log-distribution (one row per
+        vocabulary id) the trainer gives those continuation positions under `semantics`
+        (processed: -inf outside the top-k/top-p support). The rows are not kept; the same
+        forward scores the sequence, so scoring it afterwards costs none."""
+        sampling = (temperature, top_p, top_k)
+        keys = [(tuple(p), tuple(t), *sampling) for p, t, _ in requests]
+        rows: list[np.ndarray | None] = [None] * len(requests)
+        for key, logits in self._logits(list(dict.fromkeys(keys))):
+            if key not in self._cache:
+                self._cache[key] = score_logits(logits, _targets(key), *sampling)
+            for index in (i for i, wanted in enumerate(keys) if wanted == key):
+                chosen = logits[list(requests[index][2])]
+                rows[index] = distribution_rows(chosen, *sampling, semantics)
+        return [row for row in rows if row is not None]
+
+    def _logits(self, keys: list[tuple[Any, ...]]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+        """Each key's continuation logits (row i predicts token i), one forward per sequence,
+        or per batch of similar lengths where this dtype's batched forward is exact."""
+        by_length = sorted(keys, key=lambda key: len(key[0]) + len(key[1]))
+        for start in range(0, len(by_length), self.batch):
+            batch = by_length[start : start + self.batch]
+            yield from zip(batch, self._batch_logits(batch), strict=True)
+
+    def _batch_logits(self, keys: list[tuple[Any, ...]]) -> list[Any]:
+        """One forward over right-padded, attention-masked prompt + continuation sequences:
+        each one's logits predicting its continuation tokens, in float32 or the model's own
+        wider dtype (a float64 reference stays float64). Left padding with explicit positions
+        is not exact (float64 logits moved by 7.5e-6); right padding is (1.8e-14)."""
         import torch
 
-        logits = self._continuation_logits(prompt_ids, token_ids)
-        rows = logits[torch.tensor(positions, dtype=torch.long)]
-        return distribution_rows(rows, temperature, top_p, top_k, semantics)
+        self.forwards += len(keys)
+        wide = torch.promote_types(self.torch_dtype, torch.float32)
+        lengths = [len(key[0]) + len(key[1]) for key in keys]
+        width = max(lengths)
+        kept = width - min(len(key[0]) for key in keys) + 1
+        only_scored = {"logits_to_keep": kept} if self._keeps_logits else {}
+        ids = torch.zeros((len(keys), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (key, length) in enumerate(zip(keys, lengths, strict=True)):
+            ids[row, :length] = torch.tensor(key[0] + key[1], dtype=torch.long)
+            mask[row, :length] = 1
+        padded = {"attention_mask": mask} if len(keys) > 1 else {}
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, **padded, **only_scored).logits.to(wide)
+        first = width - logits.shape[1]
+        return [
+            logits[row, len(key[0]) - 1 - first : len(key[0]) + len(key[1]) - 1 - first]
+            for row, key in enumerate(keys)
+        ]
 
     def continuation(self, prompt_ids: list[int], n_tokens: int, seed: int) -> list[int]:
         """`n_tokens` tokens drawn at T=1 from this model after the prompt (numpy's generator
@@ -152,6 +188,12 @@ class Trainer:
             if (self.path / name).exists() and not (out_dir / name).exists():
                 shutil.copy2(self.path / name, out_dir / name)
         return Trainer(out_dir, self.dtype, label=f"perturbed(step={step:g})")
+
+
+def _targets(key: tuple[Any, ...]) -> Any:
+    import torch
+
+    return torch.tensor(key[1], dtype=torch.long)
 
 
 def score_logits(
@@ -210,8 +252,15 @@ def _kept_support(logprobs: Any, top_p: float, top_k: int) -> Any:
     if top_p < 1.0:
         masked = logprobs.masked_fill(~keep, float("-inf"))
         probs = torch.softmax(masked, dim=-1)
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=False)
-        cumulative = sorted_probs.cumsum(dim=-1)
+        if keep.all():
+            ascending, order = torch.sort(probs, dim=-1, descending=False)
+        else:
+            # Tokens cut by top-k have probability 0 and add nothing to the ascending cumsum:
+            # the cut over the top-k candidates alone is the cut over the whole vocabulary.
+            width = int(keep.sum(dim=-1).max())
+            descending, order = torch.topk(probs, width, dim=-1)
+            ascending, order = descending.flip(-1), order.flip(-1)
+        cumulative = ascending.cumsum(dim=-1)
         drop_sorted = cumulative <= (1.0 - top_p)
         drop_sorted[..., -1] = False
         drop = torch.zeros_like(keep).scatter(-1, order, drop_sorted)

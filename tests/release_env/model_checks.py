@@ -128,6 +128,55 @@ def check_convert_smollm2(work: Path) -> None:
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
 
 
+def check_trainer_scores_each_sequence_once_in_exact_batches(work: Path) -> None:
+    """score_many forwards each distinct sequence once: float64 in right-padded batches that
+    give the one-sequence logprobs (within 1e-9), float32 one sequence per forward, bit for bit;
+    a top-k request's forward also scores its sequence."""
+    import numpy as np
+
+    from monitor.suite.trainer import BATCH_SEQUENCES, Trainer
+
+    tiny_dir = models.build_tiny(work / "models")
+    rng = np.random.default_rng(7)
+    sequences = [
+        (
+            rng.integers(3, 200, size=int(rng.integers(2, 30))).tolist(),
+            rng.integers(3, 200, size=n).tolist(),
+        )
+        for n in (0, 1, 5, 8, 8, 12, 3, 16, 2, 9, 7)
+    ]
+    asked = [*sequences, sequences[3], sequences[0]]
+    for dtype, per_call, tolerance in (("float64", BATCH_SEQUENCES, 1e-9), ("float32", 1, 0.0)):
+        batched = Trainer(tiny_dir, dtype)
+        calls: list[int] = []
+        batched.model.register_forward_hook(
+            lambda _m, _a, kw, _o, calls=calls: calls.append(len(kw["input_ids"])), with_kwargs=True
+        )
+        scores = batched.score_many(asked, 0.7, 0.9, 20)
+        assert batched.forwards == len(sequences)
+        assert calls == [
+            min(per_call, len(sequences) - i) for i in range(0, len(sequences), per_call)
+        ]
+        single = Trainer(tiny_dir, dtype)
+        for (prompt, tokens), got in zip(asked, scores, strict=True):
+            alone = single.score(prompt, tokens, 0.7, 0.9, 20)
+            for field in ("raw", "temperature", "processed"):
+                assert (
+                    np.abs(getattr(got, field) - getattr(alone, field)).max(initial=0) <= tolerance
+                ), (dtype, field)
+            assert (got.in_support == alone.in_support).all() and (got.argmax == alone.argmax).all()
+        assert batched.score_many(asked, 0.7, 0.9, 20) == scores and batched.forwards == len(
+            sequences
+        )
+        fresh = Trainer(tiny_dir, dtype)
+        rows = fresh.distributions_many(
+            [(p, t, [0, 1]) for p, t in sequences[2:5]], 0.7, 0.9, 20, "raw"
+        )
+        assert [r.shape for r in rows] == [(2, fresh.model.config.vocab_size)] * 3
+        fresh.score_many(sequences[2:5], 0.7, 0.9, 20)
+        assert fresh.forwards == 3
+
+
 CHECKS = {
     name[len("check_") :]: fn for name, fn in dict(globals()).items() if name.startswith("check_")
 }

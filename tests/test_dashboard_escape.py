@@ -5,7 +5,6 @@ dashboard/auth.py on an injected clock."""
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 
@@ -17,7 +16,7 @@ from markdown_it.token import Token
 
 from dashboard import auth
 from dashboard.auth import FIRST_DELAY_S, FORGET_S, FREE_FAILURES, MAX_DELAY_S, Throttle
-from dashboard.escape import BREAK, HIDDEN_CATEGORIES, cell, code, md, plot, visible
+from dashboard.escape import BREAK, HIDDEN_CATEGORIES, cell, code, md, visible
 
 RENDERER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 HOSTILE = [
@@ -224,24 +223,6 @@ def test_code_fences_backticks() -> None:
     assert code("tiny") == "`tiny`"
     assert code("a`b") == "``a`b``"
     assert code("`x`") == "`` `x` ``"
-
-
-# plot
-
-
-@settings(max_examples=400)
-@given(TEXT)
-def test_plot_leaves_no_tag_entity_or_template_field(text: str) -> None:
-    shown = plot(text)
-    assert not re.search(r"[<>%]", shown)
-    assert not re.search(r"&(?!(amp|lt|gt|#37);)", shown)
-    assert html.unescape(shown) == visible(text)
-
-
-def test_plot_examples() -> None:
-    assert plot("<b>x</b> %{y}") == "&lt;b&gt;x&lt;/b&gt; &#37;{y}"
-    assert plot("&amp;") == "&amp;amp;"
-    assert plot("cache_on") == "cache_on"
 
 
 # The token throttle

@@ -5,7 +5,6 @@ decoding."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -22,7 +21,7 @@ from dashboard import charts, tables, tokens
 from dashboard.auth import token_matches
 from dashboard.request_form import option_widget, option_widgets
 from dashboard.run_request import FORM_MODELS, check_form_request
-from dashboard.trend import band, noise_floor, series_labels, trend_line
+from dashboard.trend import IncidentMarker, band, noise_floor, series_labels, trend_line
 from monitor.detection.errors import DetectionError
 from monitor.gates import Gate
 from monitor.metrics import TokenArrays
@@ -39,6 +38,7 @@ from monitor.store.views import (
     StatusMatrix,
 )
 from monitor.verdicts import judged_metrics
+from tests.chart_data import of_chart
 from tests.store_factory import MODEL, series_of, succeeded
 
 
@@ -113,15 +113,29 @@ def test_series_labels_name_what_differs() -> None:
     assert series_labels([KEY]) == ["cache_on"]
 
 
-def test_trend_figure_draws_gates_bands_and_change_points() -> None:
+def test_trend_figure_draws_gates_bands_change_points_and_incidents() -> None:
     line = trend_line(view({"0.9.1": [1.0], "0.10.0": [2.0, 2.2]}), "cache_on")
     gate = Gate("k1", 0.1, "verl", absolute=True)
-    spec = json.loads(charts.trend_figure([line], "k1", gates=[("k1 ≤ 0.1", gate)]).to_json())
-    assert spec["layout"]["xaxis"]["categoryarray"] == ["0.9.1", "0.10.0"]
-    limits = [t["y"] for t in spec["data"] if t["name"] == "tolerance k1 ≤ 0.1"]
-    assert limits == [[0.1, 0.1], [-0.1, -0.1]]
-    (noise,) = [t for t in spec["data"] if "noise band" in t["name"]]
-    assert (noise["x"], noise["base"], noise["y"]) == (["0.10.0"], [2.0], [pytest.approx(0.2)])
+    incident = IncidentMarker("0.10.0", 2.2, "cache_on", "incident 7 (open)")
+    chart = of_chart(
+        charts.trend_figure([line], "k1", gates=[("k1 ≤ 0.1", gate)], incidents=[incident])
+    )
+    lines = chart.layer("line")
+    assert lines.spec["encoding"]["x"]["scale"]["domain"] == ["0.9.1", "0.10.0"]
+    assert chart.layer("rule").column("limit") == [0.1, -0.1]
+    (noise,) = chart.named("noise band")
+    assert (noise["release"], noise["low"], noise["high"]) == ("0.10.0", 2.0, pytest.approx(2.2))
+    (marked,) = chart.named("incident")
+    assert (marked["release"], marked["incident"]) == ("0.10.0", "cache_on: incident 7 (open)")
+    legend = chart.layers[0].spec["encoding"]["color"]["scale"]["domain"]
+    changes = ["cache_on: change point"] if line.change_points else []
+    assert legend == [
+        "cache_on",
+        "cache_on: noise band",
+        *changes,
+        "tolerance k1 ≤ 0.1",
+        "incident",
+    ]
 
 
 def test_sample_tokens_keeps_the_largest_and_caps_the_count() -> None:
@@ -134,12 +148,12 @@ def test_sample_tokens_keeps_the_largest_and_caps_the_count() -> None:
 
 
 def test_delta_histogram_shares_bins_and_sums_to_one() -> None:
-    spec = json.loads(
-        charts.delta_histogram({"a": np.array([0.0, 0.1, 0.2]), "b": np.array([1.0])}).to_json()
-    )
-    a, b = spec["data"]
-    assert a["x"] == b["x"]
-    assert "3 tokens" in a["name"] and "1 tokens" in b["name"]
+    chart = of_chart(charts.delta_histogram({"a": np.array([0.0, 0.1, 0.2]), "b": np.array([1.0])}))
+    (bars,) = chart.layers
+    a = [row for row in bars.rows if row["name"] == "a (3 tokens)"]
+    b = [row for row in bars.rows if row["name"] == "b (1 tokens)"]
+    assert [(r["low"], r["high"]) for r in a] == [(r["low"], r["high"]) for r in b]
+    assert sum(r["share"] for r in a) == pytest.approx(1.0) == sum(r["share"] for r in b)
 
 
 def release(id_: int, version: str, **fields: object) -> ReleaseInfo:

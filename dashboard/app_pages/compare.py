@@ -95,7 +95,7 @@ rows = tables.metric_delta_rows(
     comparison, ctx.settings.tolerances, probe=None if probe == ALL else probe
 )
 if rows:
-    st.plotly_chart(charts.metric_comparison(rows, metric, names), width="stretch", key="metrics")
+    st.altair_chart(charts.metric_comparison(rows, metric, names), width="stretch", key="metrics")
     ui.table(
         rows,
         hide_index=True,
@@ -124,7 +124,7 @@ if traced:
     with st.spinner("reading tokens"):
         trace_a = ui.read(lambda: data.arm_trace(ctx.url, a, arm_probe, arm_name))
         trace_b = ui.read(lambda: data.arm_trace(ctx.url, b, arm_probe, arm_name))
-    st.plotly_chart(
+    st.altair_chart(
         charts.delta_histogram({names[0]: trace_a.delta, names[1]: trace_b.delta}),
         width="stretch",
         key="deltas",

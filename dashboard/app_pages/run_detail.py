@@ -129,20 +129,20 @@ st.page_link(
 
 left, right = st.columns(2)
 left.markdown("**Histogram of δ**")
-left.plotly_chart(
+left.altair_chart(
     charts.delta_histogram({f"run {detail.id}": trace.delta}), width="stretch", key="histogram"
 )
 right.markdown("**δ against position**")
-right.plotly_chart(charts.delta_by_position(trace), width="stretch", key="position")
+right.altair_chart(charts.delta_by_position(trace), width="stretch", key="position")
 left.markdown("**|δ| by token probability**")
 if arm.by_probability:
-    left.plotly_chart(
+    left.altair_chart(
         charts.abs_delta_by_probability(arm.by_probability), width="stretch", key="buckets"
     )
 else:
     left.info("This arm stored no probability buckets.")
 right.markdown("**Reference vs vLLM logprob**")
-right.plotly_chart(
+right.altair_chart(
     charts.logprob_scatter(trace, arm.reference or "reference"), width="stretch", key="scatter"
 )
 

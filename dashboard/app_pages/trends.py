@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from functools import partial
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import charts, data, tables, ui
 from dashboard.charts import Scale
-from dashboard.escape import md, plot, visible
+from dashboard.escape import md, visible
 from dashboard.state import PageState
 from dashboard.trend import (
     BAND_MODES,
@@ -136,28 +135,17 @@ gate_lines = [
     (f"{metric} ≤ {gate.limit:g}" + (f" ({label})" if len(gates) > 1 else ""), gate)
     for label, gate in gates.values()
 ]
+marked = ui.read(lambda: data.incident_series(ctx.url, package))
+markers = [marker for line in lines for marker in incident_markers(line, marked)]
 figure = charts.trend_figure(
     lines,
     metric,
     gates=gate_lines,
+    incidents=markers,
     scale=scale,
     title=f"{probe} · {metric} · {names.get(model, model)} on {device}",
 )
-marked = ui.read(lambda: data.incident_series(ctx.url, package))
-markers = [marker for line in lines for marker in incident_markers(line, marked)]
-if markers:
-    figure.add_trace(
-        go.Scatter(
-            x=[marker.version for marker in markers],
-            y=[marker.value for marker in markers],
-            mode="markers",
-            name="incident",
-            marker={"symbol": "x-thin-open", "size": 16, "color": "crimson", "line_width": 3},
-            text=[plot(f"{marker.label}: {marker.text}") for marker in markers],
-            hoverinfo="text",
-        )
-    )
-st.plotly_chart(figure, width="stretch", key="trend")
+st.altair_chart(figure, width="stretch", key="trend")
 
 notes = []
 for line in lines:

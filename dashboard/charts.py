@@ -69,7 +69,13 @@ def trend_figure(
     """Each series over releases on a categorical axis in version order, with its noise band
     (repeat runs of a release), change points, the tolerance lines and the incidents."""
     categories = release_order(v for line in lines for v in line.versions)
-    x = alt.X("release:N", sort=categories, scale=alt.Scale(domain=categories), title="release")
+    x = alt.X(
+        "release:N",
+        sort=categories,
+        scale=alt.Scale(domain=categories),
+        axis=alt.Axis(labelAngle=-45),
+        title="release",
+    )
     y_scale = alt.Scale(type=scale)
     names: list[str] = []
     colors: list[str] = []

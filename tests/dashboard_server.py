@@ -34,8 +34,9 @@ CHART = '[data-testid="stVegaLiteChart"]'
 """A chart on a dashboard page (Vega-Lite, drawn as SVG)."""
 AXIS_LABELS = "svg.marks .role-axis-label text"
 LEGEND_LABELS = "svg.marks .role-legend-label text"
-DRAWN_CHART = f"{CHART}:has({AXIS_LABELS})"
-"""A chart with its axes drawn."""
+DRAWN_CHART = f"{CHART}:has({AXIS_LABELS}), {CHART}:has(canvas.marks)"
+"""A chart drawn: as SVG, once its axis labels are; as a canvas (Streamlit draws charts of many
+points on one), once the canvas is there."""
 
 
 class ServeError(RuntimeError):

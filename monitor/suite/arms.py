@@ -12,7 +12,7 @@ import numpy as np
 from monitor import metrics
 from monitor.schema import ArmResult, EffectiveConfig, SamplingSpec, Stratum, TokenTrace
 from monitor.suite.engine import Rollout
-from monitor.suite.trainer import Trainer
+from monitor.suite.trainer import TokenScores, Trainer
 
 
 def not_applicable(probe: str, arm: str, description: str, reason: str) -> ArmResult:
@@ -82,6 +82,18 @@ def topk_arm_metrics(
     }
 
 
+def score_rollouts(
+    trainer: Trainer, rollouts: Sequence[Rollout], sampling: SamplingSpec
+) -> list[TokenScores]:
+    """The trainer's scores of each rollout's tokens under `sampling`."""
+    return trainer.score_many(
+        [(r.prompt_ids, r.token_ids) for r in rollouts],
+        sampling.temperature,
+        sampling.top_p,
+        sampling.top_k,
+    )
+
+
 def trainer_arm(
     probe: str,
     arm: str,
@@ -99,12 +111,7 @@ def trainer_arm(
     """vLLM's logprobs of its own sampled tokens against the trainer's recompute of them;
     `contrast` names the mismatch of an arm whose two sides differ on purpose (not gated).
     Under processed semantics a token outside the trainer's kept support counts at ρ = 0."""
-    scores = trainer.score_many(
-        [(rollout.prompt_ids, rollout.token_ids) for rollout in rollouts],
-        sampling.temperature,
-        sampling.top_p,
-        sampling.top_k,
-    )
+    scores = score_rollouts(trainer, rollouts, sampling)
     columns = _columns(rollouts, [s.logprobs(semantics) for s in scores])
     if rollouts and all(r.top_ids is not None for r in rollouts):
         columns["vllm_top"] = _joined([r.top_ids for r in rollouts], np.int64)

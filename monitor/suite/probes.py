@@ -32,6 +32,7 @@ from monitor.suite.arms import (
     failed_arm,
     not_applicable,
     pair_arm,
+    score_rollouts,
     topk_arm_metrics,
     trainer_arm,
     with_unmet,
@@ -638,12 +639,7 @@ class DtypeFloor(Probe):
             return [not_applicable(self.name, self.arm, text, why)]
         sampling = ctx.rollout_sampling
         rollouts = self.rollouts["base"]
-        scores = ctx.trainer.score_many(
-            [(r.prompt_ids, r.token_ids) for r in rollouts],
-            sampling.temperature,
-            sampling.top_p,
-            sampling.top_k,
-        )
+        scores = score_rollouts(ctx.trainer, rollouts, sampling)
         scored = [
             replace(rollout, logprobs=score.processed, top_ids=score.argmax)
             for rollout, score in zip(rollouts, scores, strict=True)

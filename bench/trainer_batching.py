@@ -7,7 +7,9 @@ python (torch lives there), as bench/suite_cost.py does.
 MODEL: tiny | smollm2 (default) | an HF model directory.
 
 The sequences are the bundled prompts, encoded as the suite encodes them, each followed by 32
-tokens drawn from the model's vocabulary (a forward's cost does not depend on which tokens)."""
+tokens drawn from the model's vocabulary (a forward's cost does not depend on which tokens).
+Then the processed logprobs' support under top-k, from the k candidates (what the trainer does)
+against the whole vocabulary, on 32 rows of logits the size of the model's vocabulary."""
 
 from __future__ import annotations
 
@@ -23,7 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 from monitor.suite.models import default_cache_dir, resolve_model  # noqa: E402
 from monitor.suite.prompts import load_prompts  # noqa: E402
-from monitor.suite.trainer import BATCH_SEQUENCES, BATCHED_DTYPES, Trainer  # noqa: E402
+from monitor.suite.trainer import (  # noqa: E402
+    BATCH_SEQUENCES,
+    BATCHED_DTYPES,
+    Trainer,
+    _kept_support,
+    _support,
+)
 
 SAMPLING = (0.7, 0.9, 50)
 TOKENS = 32
@@ -56,6 +64,37 @@ def largest_difference(a: list[Any], b: list[Any]) -> float:
     )
 
 
+def support_cost(vocab: int, repeats: int = 20) -> None:
+    """Median time of the top-k support from the candidates against the whole vocabulary."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(32, vocab, generator=generator, dtype=torch.float64) * 3
+    logprobs = torch.log_softmax(logits / SAMPLING[0], dim=-1)
+
+    def whole() -> Any:
+        keep = _kept_support(logprobs, *SAMPLING[1:])
+        return keep, torch.logsumexp(logprobs.masked_fill(~keep, float("-inf")), dim=-1)
+
+    def median_s(call: Any) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return float(np.median(times))
+
+    fast, slow = median_s(lambda: _support(logprobs, *SAMPLING[1:])), median_s(whole)
+    (keep, mass), (expected_keep, expected_mass) = _support(logprobs, *SAMPLING[1:]), whole()
+    same = bool(torch.equal(keep, expected_keep))
+    print(
+        f"support of 32 rows x {vocab} ids (top-p {SAMPLING[1]}, top-k {SAMPLING[2]}): "
+        f"candidates {fast * 1e3:.1f} ms, whole vocabulary {slow * 1e3:.1f} ms "
+        f"({slow / fast:.1f}x); same support: {same}; max |mass difference| "
+        f"{float((mass - expected_mass).abs().max()):.1e}"
+    )
+
+
 def main() -> None:
     spec = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
     cache = Path(sys.argv[2]) if len(sys.argv) > 2 else default_cache_dir()
@@ -75,6 +114,9 @@ def main() -> None:
             f"({alone_s / batched_s:.2f}x); max |logprob difference| "
             f"{largest_difference(alone, batched):.1e}; the suite scores it {used}"
         )
+    from transformers import AutoConfig
+
+    support_cost(AutoConfig.from_pretrained(path).vocab_size)
 
 
 if __name__ == "__main__":

@@ -338,4 +338,4 @@ def test_trainer_semantics_and_kept_support_by_hand(release_python: Path) -> Non
         [str(release_python), str(script)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert done.stdout.strip() == "5 checks passed"
+    assert done.stdout.strip() == "6 checks passed"

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import torch
 
-from monitor.suite.trainer import distribution_rows, score_logits
+from monitor.suite.trainer import _kept_support, _support, distribution_rows, score_logits
 
 LOGITS = [2.0, 1.0, 0.0, -1.0]
 
@@ -72,6 +72,26 @@ def check_whole_distributions_agree_with_the_scored_tokens() -> None:
                 np.testing.assert_allclose(rows[0, target], one.logprobs(semantics)[0], rtol=1e-12)
     processed = distribution_rows(logits, 1.0, 1.0, 2, "processed")[0]
     np.testing.assert_allclose(np.exp(processed[:2]).sum(), 1.0, rtol=1e-12)
+
+
+def check_support_from_the_top_k_candidates_is_the_whole_vocabulary_support() -> None:
+    """Under top-k the support and its mass come from the k candidates alone: the same kept ids
+    and (within float64 rounding) the same mass as masking the whole vocabulary; ties at the
+    k-th value (all of them kept) take the whole-vocabulary path."""
+    generator = torch.Generator().manual_seed(3)
+    rows = {
+        "spread": torch.randn(16, 4096, generator=generator, dtype=torch.float64) * 3,
+        "peaked": torch.randn(16, 4096, generator=generator, dtype=torch.float64) * 12,
+        "tied": torch.randint(-3, 3, (16, 512), generator=generator).double(),
+    }
+    for name, logits in rows.items():
+        logprobs = torch.log_softmax(logits, dim=-1)
+        for top_p, top_k in ((0.9, 50), (1.0, 50), (0.5, 5), (0.3, 1), (0.95, 20)):
+            keep, mass = _support(logprobs, top_p, top_k)
+            whole = _kept_support(logprobs, top_p, top_k)
+            assert torch.equal(keep, whole), (name, top_p, top_k)
+            expected = torch.logsumexp(logprobs.masked_fill(~whole, -math.inf), dim=-1)
+            np.testing.assert_allclose(mass.numpy(), expected.numpy(), rtol=0, atol=1e-14)
 
 
 CHECKS = {

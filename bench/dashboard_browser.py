@@ -10,8 +10,8 @@ server and the drawing in the browser all count) until, checked on every animati
 both hold: the app's root says its script run has finished (`[data-testid="stApp"]` with
 `data-test-script-state="notRunning"`; it reads "initial" before the first run) and the page's
 main element is in the DOM — the Overview's status matrix, the charts of Trends (1),
-Run detail (4) and Compare (2) with their axes drawn, the Jobs page's run table, the Incidents
-list (its table, or the line saying there is none).
+Run detail (2: its first chart tab) and Compare (2) with their axes drawn, the Jobs page's run
+table, the Incidents list (its table, or the line saying there is none).
 
 Each visit is a new tab (a new Streamlit session: the whole page script runs) of one Chromium
 whose profile is kept in a temporary folder, so the app's static files and their compiled code
@@ -75,7 +75,7 @@ VIEWPORT: ViewportSize = {"width": 1400, "height": 1000}
 READY: dict[str, tuple[str, int]] = {
     "overview": (".parity-matrix table", 1),
     "trends": (DRAWN_CHART, 1),
-    "run_detail": (DRAWN_CHART, 4),
+    "run_detail": (DRAWN_CHART, 2),
     "compare": (DRAWN_CHART, 2),
     "jobs": ('[data-testid="stDataFrame"]', 1),
     "incidents": ('[data-testid="stDataFrame"], [data-testid="stAlert"]', 1),

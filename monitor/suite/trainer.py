@@ -264,6 +264,13 @@ def _support(logprobs: Any, top_p: float, top_k: int) -> tuple[Any, Any]:
             keep = torch.zeros_like(logprobs, dtype=torch.bool).scatter(-1, ids, kept)
             mass = torch.logsumexp(values.masked_fill(~kept, float("-inf")), dim=-1)
             return keep, mass
+    return _whole_support(logprobs, top_p, top_k)
+
+
+def _whole_support(logprobs: Any, top_p: float, top_k: int) -> tuple[Any, Any]:
+    """The kept support and the log of its mass, per row, over the whole vocabulary."""
+    import torch
+
     keep = _kept_support(logprobs, top_p, top_k)
     if bool(keep.all()):
         return keep, torch.logsumexp(logprobs, dim=-1)

@@ -9,7 +9,10 @@ MODEL: tiny | smollm2 (default) | an HF model directory.
 The sequences are the bundled prompts, encoded as the suite encodes them, each followed by 32
 tokens drawn from the model's vocabulary (a forward's cost does not depend on which tokens).
 Then the processed logprobs' support under top-k, from the k candidates (what the trainer does)
-against the whole vocabulary, on 32 rows of logits the size of the model's vocabulary."""
+against the whole vocabulary, on 32 rows of logits the size of the model's vocabulary. Last,
+where one float32 forward of the longest prompt spends its time (matrix products, attention,
+the rest) and its matrix products' rate against bare `torch.mm` on the same shapes: how close
+exact scoring already is to what this CPU can do."""
 
 from __future__ import annotations
 
@@ -97,6 +100,49 @@ def support_cost(vocab: int, repeats: int = 20) -> None:
     )
 
 
+def forward_profile(trainer: Trainer, seq: tuple[list[int], list[int]], repeats: int = 3) -> None:
+    """Shares of one forward's time by operator (a profile without FLOP counting, which
+    doubles it), and the rate of its matrix products against `torch.mm` of the model's own
+    projection shapes, measured in this process."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ids = torch.tensor([seq[0] + seq[1]])
+    kept = len(seq[1]) + 1
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            trainer.model(input_ids=ids, logits_to_keep=kept)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                trainer.model(input_ids=ids, logits_to_keep=kept)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key == "aten::mm")
+    attention = sum(e.self_cpu_time_total for e in events if "attention" in e.key)
+    matmul_flops = repeats * counter.get_flop_counts()["Global"][torch.ops.aten.mm]
+    config = trainer.model.config
+    hidden, inner = config.hidden_size, config.intermediate_size
+    rows = ids.shape[1]
+    bare = []
+    for inner_dim, outer in ((hidden, inner), (inner, hidden), (hidden, hidden)):
+        a, b = torch.randn(rows, inner_dim), torch.randn(inner_dim, outer)
+        a @ b
+        started = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        bare.append(2 * rows * inner_dim * outer * 10 / (time.perf_counter() - started))
+    in_forward = matmul_flops / (matmul * 1e-6)
+    print(
+        f"one float32 forward of {rows} tokens, {total * 1e-6 / repeats:.2f} s: matrix products "
+        f"{matmul / total:.0%}, attention {attention / total:.0%}, the rest "
+        f"{1 - (matmul + attention) / total:.0%}; its matrix products run at "
+        f"{in_forward / 1e9:.0f} GFLOP/s, bare torch.mm of its shapes at "
+        f"{min(bare) / 1e9:.0f}-{max(bare) / 1e9:.0f} GFLOP/s ({in_forward / max(bare):.0%} of "
+        "the best)"
+    )
+
+
 def main() -> None:
     spec = sys.argv[1] if len(sys.argv) > 1 else "smollm2"
     cache = Path(sys.argv[2]) if len(sys.argv) > 2 else default_cache_dir()
@@ -119,6 +165,8 @@ def main() -> None:
     from transformers import AutoConfig
 
     support_cost(AutoConfig.from_pretrained(path).vocab_size)
+    longest = max(sequences(path, len(load_prompts())), key=lambda seq: len(seq[0]))
+    forward_profile(Trainer(path, "float32"), longest)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""A running suite's progress, folded from its events (stage, step, engine i of N, prompts
-generated, sequences scored):
+"""A running suite's progress, folded from its events (the planned phases, stage, step, engine
+i of N, prompts generated, sequences scored):
 one record that the terminal, a log file and the store (for the dashboard) all show the same
 way, with the elapsed time and an estimate of what is left."""
 
@@ -13,6 +13,24 @@ from typing import Any
 WRITE_EVERY_S = 1.0
 """The store gets a run's progress at most this often; the newest is always written."""
 
+SCORING_PHASE = "scoring"
+"""The phase after the engines: the trainer scores every probe's arms."""
+
+REFERENCE_PHASES_S = {
+    "base": 305.0,
+    "default_mode+raw": 37.0,
+    "cache_on": 57.0,
+    "async_on": 55.0,
+    "bf16_head": 24.0,
+    "fp32_head": 29.0,
+    SCORING_PHASE: 265.0,
+    "recipe": 21.0,
+    "recipe-fresh": 96.0,
+}
+"""Seconds each phase of the default run took (every probe, SmolLM2, 2 quiet AVX2 EPYC cores,
+2026-12-04; docs/benchmarks.md): with no earlier run to go by, a run's estimate is what its
+planned phases still need at the pace its finished phases kept against these."""
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -22,7 +40,8 @@ def _now() -> datetime:
 class RunProgress:
     """Where a run is: its stage and step, engine i of N (engines finished), prompts generated
     (summed over generations) and sequences the trainer scored, steps done, when it started,
-    and how long the last such run took (for the estimate)."""
+    and for the estimate how long the last such run took and the planned phases (engines,
+    scoring), the current one and when it and the first began (seconds into the run)."""
 
     started_at: datetime = field(default_factory=_now)
     stage: str = "starting"
@@ -36,22 +55,49 @@ class RunProgress:
     steps: int = 0
     expected_s: float | None = None
     status: str | None = None
+    phases: list[str] = field(default_factory=list)
+    phase: str | None = None
+    phase_started_s: float | None = None
+    first_phase_s: float | None = None
 
     def elapsed_s(self, now: datetime | None = None) -> float:
         return max(0.0, ((now or _now()) - self.started_at).total_seconds())
 
     def left_s(self, now: datetime | None = None) -> float | None:
-        """Seconds left: the last such run's duration less the time spent, else the engines
-        still to come at the pace of those finished; None when neither is known yet."""
+        """Seconds left: the last such run's duration less the time spent, else what the
+        planned phases still need at this run's pace (REFERENCE_PHASES_S), else the engines
+        still to come at the pace of those finished; None when none is known yet."""
         at = now or _now()
         if self.status is not None:
             return 0.0
         if self.expected_s is not None:
             return max(0.0, self.expected_s - self.elapsed_s(at))
+        planned = self._planned_left_s(self.elapsed_s(at))
+        if planned is not None:
+            return planned
         if self.engines and self.engines_done and self.engines_started_at is not None:
             pace = (at - self.engines_started_at).total_seconds() / self.engines_done
             return pace * (self.engines - self.engines_done)
         return None
+
+    def _planned_left_s(self, elapsed: float) -> float | None:
+        """The reference seconds of the phases after this one, and what is left of this
+        one's, scaled by this run's pace so far (1 until a phase has finished); None unless
+        every planned phase has a reference."""
+        reference = REFERENCE_PHASES_S
+        if (
+            self.phase not in self.phases
+            or self.phase_started_s is None
+            or self.first_phase_s is None
+            or not all(name in reference for name in self.phases)
+        ):
+            return None
+        index = self.phases.index(self.phase)
+        finished = sum(reference[name] for name in self.phases[:index])
+        pace = (self.phase_started_s - self.first_phase_s) / finished if finished else 1.0
+        ahead = sum(reference[name] for name in self.phases[index + 1 :])
+        in_phase = max(0.0, reference[self.phase] * pace - (elapsed - self.phase_started_s))
+        return ahead * pace + in_phase
 
     def fraction(self) -> float | None:
         """The share of engines finished, the plan's own measure of the way done."""
@@ -102,6 +148,12 @@ def fold(progress: RunProgress, event: dict[str, Any]) -> bool:
     """Apply one suite event; True when it changes the stage or the engine."""
     kind = event.get("event")
     message = str(event.get("message", ""))[:200]
+    _fold_phase(progress, event)
+    if kind == "plan":
+        phases = event.get("phases")
+        if isinstance(phases, list) and all(isinstance(name, str) for name in phases):
+            progress.phases = [name[:100] for name in phases[:100]]
+        return False
     if kind == "stage":
         progress.stage, progress.step = message, ""
         return True
@@ -128,6 +180,16 @@ def fold(progress: RunProgress, event: dict[str, Any]) -> bool:
         progress.stage, progress.step = f"suite {progress.status}", ""
         return True
     return False
+
+
+def _fold_phase(progress: RunProgress, event: dict[str, Any]) -> None:
+    """An event naming a phase other than the current one starts it, now."""
+    phase = event.get("phase")
+    if not isinstance(phase, str) or phase == progress.phase:
+        return
+    progress.phase, progress.phase_started_s = phase[:100], progress.elapsed_s()
+    if progress.first_phase_s is None:
+        progress.first_phase_s = progress.phase_started_s
 
 
 class ProgressFeed:

@@ -6,7 +6,8 @@ estimate), and shown as one plain line per step where the console is no terminal
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,8 +16,17 @@ from rich.progress import Progress
 from sqlalchemy import update
 
 from jobs.progress import ProgressWriter, expected_duration
+from monitor import progress as progress_module
 from monitor.cli.run import suite_events
-from monitor.progress import ProgressFeed, RunProgress, summary
+from monitor.progress import (
+    REFERENCE_PHASES_S,
+    SCORING_PHASE,
+    ProgressFeed,
+    RunProgress,
+    duration,
+    fold,
+    summary,
+)
 from monitor.store import Store, record_release
 from monitor.store import models as m
 from monitor.store.progress import running_runs, save_progress
@@ -117,3 +127,60 @@ def test_with_no_terminal_every_step_is_one_plain_line() -> None:
         "engine 2/2 · generate raw · 130 prompts generated, 16 scored · elapsed"
     )
     assert lines[-1].startswith("engine 2/2 · suite succeeded · ") and "~0s left" in lines[-1]
+
+
+def _timed_fold(
+    monkeypatch: pytest.MonkeyPatch, progress: RunProgress, at_s: float, event: dict[str, Any]
+) -> datetime:
+    """Fold `event` as if it arrived `at_s` seconds into the run; return that moment."""
+    moment = progress.started_at + timedelta(seconds=at_s)
+    monkeypatch.setattr(progress_module, "_now", lambda: moment)
+    fold(progress, event)
+    return moment
+
+
+def test_with_no_earlier_run_the_estimate_is_the_plans_rest_at_the_runs_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first run, 1.5x slower than the reference: the reference until a phase has finished,
+    then the phases still to come (and the rest of this one) at 1.5x their reference."""
+    phases = ["base", "cache_on", SCORING_PHASE]
+    base, cache_on, scoring = (REFERENCE_PHASES_S[name] for name in phases)
+    progress = RunProgress()
+    _timed_fold(monkeypatch, progress, 5, {"event": "plan", "phases": phases})
+    assert progress.left_s() is None, "no phase begun: no estimate yet"
+    engine = {"event": "engine", "done": 0, "total": 2, "message": "engine 1/2: base"}
+    begun = _timed_fold(monkeypatch, progress, 10, {**engine, "phase": "base"})
+    assert progress.left_s(begun) == pytest.approx(base + cache_on + scoring)
+    later = begun + timedelta(seconds=100)
+    assert progress.left_s(later) == pytest.approx(base - 100 + cache_on + scoring)
+    overrun = begun + timedelta(seconds=base * 1.5)
+    assert progress.left_s(overrun) == pytest.approx(cache_on + scoring)
+    engine = {**engine, "done": 1, "message": "engine 2/2: cache_on", "phase": "cache_on"}
+    second = _timed_fold(monkeypatch, progress, 10 + base * 1.5, engine)
+    assert progress.left_s(second) == pytest.approx(1.5 * (cache_on + scoring))
+    scored = {"event": "stage", "message": "scoring", "phase": SCORING_PHASE}
+    third = _timed_fold(monkeypatch, progress, 10 + 1.5 * (base + cache_on), scored)
+    assert progress.left_s(third) == pytest.approx(1.5 * scoring)
+    assert summary(progress, third).endswith(f"~{duration(1.5 * scoring)} left")
+    again = RunProgress.from_json(json.loads(json.dumps(progress.to_json())))
+    assert again.left_s(third) == pytest.approx(1.5 * scoring), "the store keeps the plan"
+
+
+def test_a_plan_with_a_phase_of_no_reference_falls_back_to_the_engines_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    progress = RunProgress()
+    _timed_fold(monkeypatch, progress, 0, {"event": "plan", "phases": ["base", "mine"]})
+    engine = {"event": "engine", "total": 2, "phase": "base"}
+    _timed_fold(monkeypatch, progress, 10, {**engine, "done": 0})
+    now = _timed_fold(monkeypatch, progress, 110, {**engine, "done": 1, "phase": "mine"})
+    assert progress.left_s(now) == pytest.approx(100), "one engine took 100 s, one is left"
+
+
+@pytest.mark.parametrize("plan", [None, "base", [1, 2], ["base", None], {"base": 1}], ids=repr)
+def test_a_malformed_plan_is_ignored(monkeypatch: pytest.MonkeyPatch, plan: object) -> None:
+    progress = RunProgress()
+    _timed_fold(monkeypatch, progress, 0, {"event": "plan", "phases": plan})
+    now = _timed_fold(monkeypatch, progress, 10, {"event": "stage", "phase": 7})
+    assert progress.phases == [] and progress.phase is None and progress.left_s(now) is None

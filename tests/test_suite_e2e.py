@@ -92,6 +92,15 @@ def test_progress_lines_count_prompts_generated_and_sequences_scored(e2e: EndToE
     assert max(scored for _, scored in counts) == e2e.result.trainer_forwards
 
 
+def test_a_first_run_estimates_what_is_left_from_its_first_engine_on(e2e: EndToEnd) -> None:
+    """No earlier run is stored, yet from the first engine on every line says what is left
+    (the suite's plan of phases against the reference run), and the estimate ends at 0."""
+    lines = [line for line in (e2e.stdout + e2e.stderr).splitlines() if "prompts generated" in line]
+    first = next(i for i, line in enumerate(lines) if line.startswith("engine 1/"))
+    assert [line for line in lines[first:] if not re.search(r"~\S+ left$", line)] == []
+    assert lines[-1].endswith("~0s left")
+
+
 def test_records_exact_versions(result: SuiteResult) -> None:
     versions = result.versions
     assert versions is not None

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from monitor.progress import SCORING_PHASE
 from monitor.schema import (
     EngineRecord,
     ModelRef,
@@ -173,10 +174,13 @@ def run_suite(
     if isinstance(default_max, int) and 0 <= default_max < TOPK_WANTED:
         base_kwargs["max_logprobs"] = TOPK_WANTED
     recipe = next((p for p in probes if isinstance(p, RecipeRun)), None)
-    engines = _visit_engines(ctx, probes, base_kwargs, emit, extra_engines=int(bool(recipe)))
+    after = [SCORING_PHASE, *(("recipe", FRESH_ENGINE_NAME) if recipe else ())]
+    engines = _visit_engines(
+        ctx, probes, base_kwargs, emit, extra_engines=int(bool(recipe)), after=after
+    )
 
     clock = time.perf_counter()
-    emit("stage", message="scoring arms against the trainer")
+    emit("stage", message="scoring arms against the trainer", phase=SCORING_PHASE)
     results = [_scored(ctx, probe) for probe in probes if probe is not recipe]
     timings["scoring"] = time.perf_counter() - clock
     if recipe is not None:
@@ -218,7 +222,13 @@ def _recipe_engines(
     never the run."""
     fresh = probe.recipe is not None and probe.recipe.fresh_engine()
     total = done + 1 + int(fresh)
-    emit("engine", message=f"engine {done + 1}/{total}: recipe", done=done, total=total)
+    emit(
+        "engine",
+        message=f"engine {done + 1}/{total}: recipe",
+        done=done,
+        total=total,
+        phase="recipe",
+    )
     kwargs = _recipe_kwargs(ctx, probe, base_kwargs)
     if kwargs is None:
         records = [EngineRecord(names=["recipe"], started=False, reason=probe.failure)]
@@ -228,7 +238,7 @@ def _recipe_engines(
         probe.failure = probe.failure or records[0].reason
     if kwargs is not None and fresh and not probe.failure:
         message = f"engine {total}/{total}: {FRESH_ENGINE_NAME}"
-        emit("engine", message=message, done=total - 1, total=total)
+        emit("engine", message=message, done=total - 1, total=total, phase=FRESH_ENGINE_NAME)
         probe.updated = probe.updated_trainer(ctx)
         started_fresh = {**kwargs, "model": str(probe.updated.path)}
         visit = partial(probe.visit_fresh, ctx)
@@ -305,9 +315,11 @@ def _visit_engines(
     base_kwargs: dict[str, Any],
     emit: Emit,
     extra_engines: int = 0,
+    after: Sequence[str] = (),
 ) -> list[EngineRecord]:
     """Start each distinct engine config once, in plan order, and let the probes visit it;
-    `extra_engines` started later (the recipe's) count in the progress total."""
+    `extra_engines` started later (the recipe's) count in the progress total. The plan event
+    names each engine's phase, then the phases `after` them (for the estimate)."""
     needed: dict[str, list[Probe]] = {}
     for probe in probes:
         reason = probe.not_applicable(ctx)
@@ -322,6 +334,7 @@ def _visit_engines(
             groups.setdefault(resolved_key(ctx.plan[name], ctx.knobs), []).append(name)
     records = []
     total = len(groups) + extra_engines
+    emit("plan", phases=[*("+".join(names) for names in groups.values()), *after])
     for index, names in enumerate(groups.values(), start=1):
         label = "+".join(names)
         emit(
@@ -329,6 +342,7 @@ def _visit_engines(
             message=f"engine {index}/{total}: {label}",
             done=index - 1,
             total=total,
+            phase=label,
         )
         clock = time.perf_counter()
         try:

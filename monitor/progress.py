@@ -18,7 +18,8 @@ SCORING_PHASE = "scoring"
 
 REFERENCE_PHASES_S = {
     "base": 305.0,
-    "default_mode+raw": 37.0,
+    "default_mode": 18.5,
+    "raw": 18.5,
     "cache_on": 57.0,
     "async_on": 55.0,
     "bf16_head": 24.0,
@@ -28,8 +29,16 @@ REFERENCE_PHASES_S = {
     "recipe-fresh": 96.0,
 }
 """Seconds each phase of the default run took (every probe, SmolLM2, 2 quiet AVX2 EPYC cores,
-2026-12-04; docs/benchmarks.md): with no earlier run to go by, a run's estimate is what its
-planned phases still need at the pace its finished phases kept against these."""
+2026-12-04; docs/benchmarks.md; default_mode and raw shared one engine, 37 s, split evenly): with
+no earlier run to go by, a run's estimate is what its planned phases still need at the pace its
+finished phases kept against these. A phase of engine configs sharing one engine ("a+b") is
+their sum."""
+
+
+def reference_s(phase: str) -> float | None:
+    """The reference seconds of a phase, or of the configs sharing its engine; None if unknown."""
+    parts = [REFERENCE_PHASES_S.get(name) for name in phase.split("+")]
+    return sum(part for part in parts if part is not None) if None not in parts else None
 
 
 def _now() -> datetime:
@@ -84,20 +93,21 @@ class RunProgress:
         """The reference seconds of the phases after this one, and what is left of this
         one's, scaled by this run's pace so far (1 until a phase has finished); None unless
         every planned phase has a reference."""
-        reference = REFERENCE_PHASES_S
         if (
             self.phase not in self.phases
             or self.phase_started_s is None
             or self.first_phase_s is None
-            or not all(name in reference for name in self.phases)
         ):
             return None
+        seconds = [reference_s(name) for name in self.phases]
+        known = [value for value in seconds if value is not None]
+        if len(known) < len(seconds):
+            return None
         index = self.phases.index(self.phase)
-        finished = sum(reference[name] for name in self.phases[:index])
+        finished = sum(known[:index])
         pace = (self.phase_started_s - self.first_phase_s) / finished if finished else 1.0
-        ahead = sum(reference[name] for name in self.phases[index + 1 :])
-        in_phase = max(0.0, reference[self.phase] * pace - (elapsed - self.phase_started_s))
-        return ahead * pace + in_phase
+        in_phase = max(0.0, known[index] * pace - (elapsed - self.phase_started_s))
+        return sum(known[index + 1 :]) * pace + in_phase
 
     def fraction(self) -> float | None:
         """The share of engines finished, the plan's own measure of the way done."""

@@ -25,6 +25,7 @@ from monitor.progress import (
     RunProgress,
     duration,
     fold,
+    reference_s,
     summary,
 )
 from monitor.store import Store, record_release
@@ -176,6 +177,20 @@ def test_a_plan_with_a_phase_of_no_reference_falls_back_to_the_engines_pace(
     _timed_fold(monkeypatch, progress, 10, {**engine, "done": 0})
     now = _timed_fold(monkeypatch, progress, 110, {**engine, "done": 1, "phase": "mine"})
     assert progress.left_s(now) == pytest.approx(100), "one engine took 100 s, one is left"
+
+
+def test_configs_sharing_an_engine_are_the_sum_of_their_references(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release whose default logprobs mode is the harness's groups default_mode with base."""
+    shared = REFERENCE_PHASES_S["base"] + REFERENCE_PHASES_S["default_mode"]
+    assert reference_s("base+default_mode") == pytest.approx(shared)
+    assert reference_s("base+mine") is None
+    progress = RunProgress()
+    plan = {"event": "plan", "phases": ["base+default_mode", "raw"]}
+    _timed_fold(monkeypatch, progress, 0, plan)
+    now = _timed_fold(monkeypatch, progress, 0, {"event": "engine", "phase": "base+default_mode"})
+    assert progress.left_s(now) == pytest.approx(shared + REFERENCE_PHASES_S["raw"])
 
 
 @pytest.mark.parametrize("plan", [None, "base", [1, 2], ["base", None], {"base": 1}], ids=repr)

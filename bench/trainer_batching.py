@@ -148,7 +148,8 @@ def main() -> None:
     cache = Path(sys.argv[2]) if len(sys.argv) > 2 else default_cache_dir()
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 32
     path = Path(resolve_model(spec, cache).path)
-    seqs = sequences(path, count)
+    every = sequences(path, len(load_prompts()))
+    seqs = every[:count]
     print(
         f"{len(seqs)} sequences of {path.name}, prompt + {TOKENS} tokens, "
         f"batches of {BATCH_SEQUENCES}"
@@ -165,7 +166,7 @@ def main() -> None:
     from transformers import AutoConfig
 
     support_cost(AutoConfig.from_pretrained(path).vocab_size)
-    longest = max(sequences(path, len(load_prompts())), key=lambda seq: len(seq[0]))
+    longest = max(every, key=lambda seq: len(seq[0]))
     forward_profile(Trainer(path, "float32"), longest)
 
 

@@ -50,7 +50,7 @@ class RunProgress:
     """Where a run is: its stage and step, engine i of N (engines finished), prompts generated
     (summed over generations) and sequences the trainer scored, steps done, when it started,
     and for the estimate how long the last such run took and the planned phases (engines,
-    scoring), the current one and when it and the first began (seconds into the run)."""
+    scoring), the current one and when it began (seconds into the run)."""
 
     started_at: datetime = field(default_factory=_now)
     stage: str = "starting"
@@ -67,7 +67,6 @@ class RunProgress:
     phases: list[str] = field(default_factory=list)
     phase: str | None = None
     phase_started_s: float | None = None
-    first_phase_s: float | None = None
 
     def elapsed_s(self, now: datetime | None = None) -> float:
         return max(0.0, ((now or _now()) - self.started_at).total_seconds())
@@ -96,7 +95,7 @@ class RunProgress:
         if (
             self.phase not in self.phases
             or self.phase_started_s is None
-            or self.first_phase_s is None
+            or self.engines_started_at is None
         ):
             return None
         seconds = [reference_s(name) for name in self.phases]
@@ -105,7 +104,8 @@ class RunProgress:
             return None
         index = self.phases.index(self.phase)
         finished = sum(known[:index])
-        pace = (self.phase_started_s - self.first_phase_s) / finished if finished else 1.0
+        first = self.elapsed_s(self.engines_started_at)
+        pace = (self.phase_started_s - first) / finished if finished else 1.0
         in_phase = max(0.0, known[index] * pace - (elapsed - self.phase_started_s))
         return sum(known[index + 1 :]) * pace + in_phase
 
@@ -198,8 +198,6 @@ def _fold_phase(progress: RunProgress, event: dict[str, Any]) -> None:
     if not isinstance(phase, str) or phase == progress.phase:
         return
     progress.phase, progress.phase_started_s = phase[:100], progress.elapsed_s()
-    if progress.first_phase_s is None:
-        progress.first_phase_s = progress.phase_started_s
 
 
 class ProgressFeed:

@@ -854,14 +854,18 @@ class RecipeRun(Probe):
             self._with_topk(base, topk)
         text = "the recipe's engine, sampled rollouts vs trainer (processed)"
         wanted = self.update_arms()
-        if self.failure or "recipe" not in self.rollouts:
+        if self.failure or RECIPE_ENGINE_NAME not in self.rollouts:
             why = self.failure or "the recipe's engine did not run"
             texts = [("rollout", text), *((arm, UPDATE_TEXTS[arm]) for arm in wanted)]
             return [base, *(failed_arm(self.name, arm, t, why, recipe) for arm, t in texts)]
         assert self.recipe is not None
-        claims = recipe_read_back(self.recipe.engine_kwargs(), ctx.effective.get("recipe"))
-        topk = self._topk(ctx, "recipe")
-        rollout = self.vs_trainer(ctx, "rollout", text, "recipe", extra=dict(recipe), claims=claims)
+        claims = recipe_read_back(
+            self.recipe.engine_kwargs(), ctx.effective.get(RECIPE_ENGINE_NAME)
+        )
+        topk = self._topk(ctx, RECIPE_ENGINE_NAME)
+        rollout = self.vs_trainer(
+            ctx, "rollout", text, RECIPE_ENGINE_NAME, extra=dict(recipe), claims=claims
+        )
         arms = [base, self._with_topk(rollout, topk)]
         if AFTER_UPDATE in wanted:
             arms.append(self._after_update(ctx, recipe, claims))
@@ -927,6 +931,8 @@ UPDATE_TEXTS = {
     FRESH_AFTER_UPDATE: "a fresh engine with the recipe's arguments, started from the updated "
     "checkpoint, vs trainer(new)",
 }
+RECIPE_ENGINE_NAME = "recipe"
+"""The recipe probe's engine: the harness settings and the recipe's engine arguments."""
 FRESH_ENGINE_NAME = "recipe-fresh"
 """The recipe probe's second engine (started only when the recipe needs a fresh engine per
 update)."""

@@ -37,6 +37,7 @@ from monitor.suite.models import resolve_model
 from monitor.suite.probes import (
     FRESH_ENGINE_NAME,
     PROBES,
+    RECIPE_ENGINE_NAME,
     TOPK_WANTED,
     DtypeFloor,
     Probe,
@@ -174,7 +175,7 @@ def run_suite(
     if isinstance(default_max, int) and 0 <= default_max < TOPK_WANTED:
         base_kwargs["max_logprobs"] = TOPK_WANTED
     recipe = next((p for p in probes if isinstance(p, RecipeRun)), None)
-    after = [SCORING_PHASE, *(("recipe", FRESH_ENGINE_NAME) if recipe else ())]
+    after = [SCORING_PHASE, *((RECIPE_ENGINE_NAME, FRESH_ENGINE_NAME) if recipe else ())]
     engines = _visit_engines(
         ctx, probes, base_kwargs, emit, extra_engines=int(bool(recipe)), after=after
     )
@@ -227,14 +228,16 @@ def _recipe_engines(
         message=f"engine {done + 1}/{total}: recipe",
         done=done,
         total=total,
-        phase="recipe",
+        phase=RECIPE_ENGINE_NAME,
     )
     kwargs = _recipe_kwargs(ctx, probe, base_kwargs)
     if kwargs is None:
-        records = [EngineRecord(names=["recipe"], started=False, reason=probe.failure)]
+        records = [EngineRecord(names=[RECIPE_ENGINE_NAME], started=False, reason=probe.failure)]
     else:
-        visit = partial(probe.visit, ctx, "recipe")
-        records = [_run_recipe_engine(ctx, "recipe", "the recipe's engine", kwargs, visit)]
+        visit = partial(probe.visit, ctx, RECIPE_ENGINE_NAME)
+        records = [
+            _run_recipe_engine(ctx, RECIPE_ENGINE_NAME, "the recipe's engine", kwargs, visit)
+        ]
         probe.failure = probe.failure or records[0].reason
     if kwargs is not None and fresh and not probe.failure:
         message = f"engine {total}/{total}: {FRESH_ENGINE_NAME}"
